@@ -1,0 +1,38 @@
+# One entry point for everything. `make demo` and `make test` work as the very first command on a
+# fresh Debian machine with Python: each installs what it needs first.
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps lock test demo up down status logs bench clean-data help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make install   system packages + .venv from requirements.lock"
+	@echo "make demo      bring the stack up and run the ML pipeline end to end"
+	@echo "make test      the whole test suite (unit, data, model, DAGs, running stack)"
+	@echo "make up|down|status|logs   the native stack"
+	@echo "make bench     benchmark scripts (print JSON)"
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	@bash scripts/system-deps.sh
+	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+install: $(STAMP)
+
+# Re-resolve the lock from requirements.in (needs the registries).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile requirements.in -o requirements.lock --python-version 3.11 --no-header
+
+test: install
+	$(PY) -m pytest
