@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Create or update the Airflow roles and users declared in airflow/rbac.yaml (FAB auth manager).
+
+Idempotent: run it at every start, after `airflow db migrate`. Needs only the Airflow environment
+(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...) and the user variables that rbac.yaml names
+(AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD, ...). Works from any current directory.
+
+Each declared role ends up with exactly its declared permissions; each declared user exists, is
+active, has exactly its declared role and the password from the environment. Users and roles not
+in the file are left alone. Exit status 0 on success, 1 with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+RBAC_FILE = Path(__file__).resolve().with_name("rbac.yaml")
+
+
+class RbacError(Exception):
+    """rbac.yaml or the environment is wrong; the message names file and entry."""
+
+
+@dataclass
+class RoleSpec:
+    """A custom role: a built-in base minus exclusions plus global and per-DAG permissions."""
+
+    name: str
+    base: str | None
+    exclude: set[tuple[str, str]] = field(default_factory=set)
+    permissions: set[tuple[str, str]] = field(default_factory=set)
+    dags: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+@dataclass
+class UserSpec:
+    """A user: role, and the names of the variables holding its login and password."""
+
+    role: str
+    username: str
+    password: str
+
+
+def _pairs(raw: object, where: str) -> set[tuple[str, str]]:
+    """[[action, resource], ...] -> set of tuples, or RbacError naming `where`."""
+    if raw is None:
+        return set()
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise RbacError(f"{RBAC_FILE}: {where} must be a list of [action, resource] pairs")
+    return {(str(a), str(r)) for a, r in raw}
+
+
+def load_spec(path: Path = RBAC_FILE, environ: dict[str, str] | None = None) -> tuple[list[RoleSpec], list[UserSpec]]:
+    """Parse and validate rbac.yaml, resolving user names and passwords from `environ`."""
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RbacError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
+        raise RbacError(f"{path}: expected a mapping with a `users` list (and optional `roles`)")
+    roles: list[RoleSpec] = []
+    for name, body in (doc.get("roles") or {}).items():
+        if not isinstance(body, dict):
+            raise RbacError(f"{path}: roles.{name} must be a mapping")
+        dags = body.get("dags") or {}
+        for dag_id, perms in dags.items():
+            if not isinstance(perms, dict) or not all(isinstance(v, list) for v in perms.values()):
+                raise RbacError(f"{path}: roles.{name}.dags.{dag_id} must map a resource to a list of actions")
+        roles.append(RoleSpec(name, body.get("base"), _pairs(body.get("exclude"), f"roles.{name}.exclude"),
+                              _pairs(body.get("permissions"), f"roles.{name}.permissions"), dags))
+    users: list[UserSpec] = []
+    for index, entry in enumerate(doc["users"]):
+        where = f"{path}: users[{index}]"
+        if not isinstance(entry, dict) or not {"role", "username_env", "password_env"} <= set(entry):
+            raise RbacError(f"{where} needs role, username_env and password_env")
+        values = []
+        for key in ("username_env", "password_env"):
+            var = entry[key]
+            if not environ.get(var):
+                raise RbacError(f"{where}: environment variable {var} is not set (see .env / .env.example)")
+            values.append(environ[var])
+        users.append(UserSpec(entry["role"], values[0], values[1]))
+    return roles, users
+
+
+def sync(roles: list[RoleSpec], users: list[UserSpec]) -> list[str]:
+    """Apply the spec to the Airflow database; return a line per change made."""
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+    from airflow.providers.fab.www.security import permissions
+
+    changes: list[str] = []
+    with get_application_builder() as appbuilder:
+        sm = appbuilder.sm
+        sm.sync_roles()  # built-in roles (Admin, Op, User, Viewer, Public) and their permissions
+        for spec in roles:
+            wanted: set[tuple[str, str]] = set(spec.permissions)
+            if spec.base:
+                base = sm.find_role(spec.base)
+                if base is None:
+                    raise RbacError(f"{RBAC_FILE}: roles.{spec.name}.base: no role named {spec.base!r}")
+                wanted |= {(p.action.name, p.resource.name) for p in base.permissions}
+            wanted -= spec.exclude
+            for dag_id, per_resource in spec.dags.items():
+                for resource, actions in per_resource.items():
+                    if resource not in permissions.RESOURCE_DETAILS_MAP:
+                        raise RbacError(f"{RBAC_FILE}: roles.{spec.name}.dags.{dag_id}: unknown resource "
+                                        f"{resource!r} (one of {sorted(permissions.RESOURCE_DETAILS_MAP)})")
+                    name = permissions.resource_name(dag_id, resource)
+                    wanted |= {(action, name) for action in actions}
+            role = sm.find_role(spec.name)
+            if role is None:
+                role = sm.add_role(spec.name)
+                changes.append(f"role {spec.name}: created")
+            have = {(p.action.name, p.resource.name): p for p in role.permissions}
+            for action, resource in sorted(wanted - set(have)):
+                perm = sm.get_permission(action, resource) or sm.create_permission(action, resource)
+                sm.add_permission_to_role(role, perm)
+                changes.append(f"role {spec.name}: + {action} on {resource}")
+            for key in sorted(set(have) - wanted):
+                sm.remove_permission_from_role(role, have[key])
+                changes.append(f"role {spec.name}: - {key[0]} on {key[1]}")
+        for spec in users:
+            role = sm.find_role(spec.role)
+            if role is None:
+                raise RbacError(f"{RBAC_FILE}: user {spec.username}: no role named {spec.role!r}")
+            user = sm.find_user(username=spec.username)
+            if user is None:
+                sm.add_user(spec.username, spec.username, spec.role, f"{spec.username}@localhost.invalid",
+                            role, password=spec.password)
+                changes.append(f"user {spec.username}: created with role {spec.role}")
+                continue
+            if [r.name for r in user.roles] != [spec.role] or not user.active:
+                user.roles = [role]
+                user.active = True
+                sm.update_user(user)
+                changes.append(f"user {spec.username}: role set to {spec.role}")
+            if not sm.check_password(spec.username, spec.password):
+                sm.reset_password(user.id, spec.password)
+                changes.append(f"user {spec.username}: password updated")
+    return changes
+
+
+def main() -> int:
+    """Load rbac.yaml, apply it, print what changed."""
+    try:
+        roles, users = load_spec()
+        changes = sync(roles, users)
+    except RbacError as exc:
+        print(f"sync_rbac: error: {exc}", file=sys.stderr)
+        return 1
+    for line in changes:
+        print(f"sync_rbac: {line}")
+    print(f"sync_rbac: {len(users)} users and {len(roles)} custom roles in sync ({len(changes)} changes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""
+### data_validation_dag: daily checks of newly arrived batches
+
+`validate_schema` → [`check_data_quality`, `check_distributions`, `detect_anomalies`] (in parallel)
+
+The run looks at the landing batches (`$MLOPS_DATA_DIR/landing/<week>.csv`) that **arrived in the
+run's data interval** (file modification time in `[data_interval_start, data_interval_end)`), or at
+the weeks listed in the run conf `{"weeks": ["2013-W07"]}` for a manual re-check. The schedule is
+`@daily` as a `CronTriggerTimetable` with a one-day interval, so each run covers the day before it.
+No batch in the interval: every task is skipped and the run succeeds.
+
+* **validate_schema**: columns, dtypes and categories of `configs/flights.yaml`.
+* **check_data_quality**: missing values, ranges, duplicates (limits from Variables `mlops_<limit>`).
+* **check_distributions**: drift of the batch against the training reference
+  (threshold from Variable `mlops_drift_share`).
+* **detect_anomalies**: outliers and anomalous rows.
+
+A failing check moves the batch to `quarantine/` with its `validation.json` / `.html` report, and
+the task fails at once (no retries: bad data does not get better) with an error naming the file,
+the check and the columns. This DAG only inspects and quarantines; accepting batches into
+`accepted/` is `ml_pipeline_dag`'s job (a quarantined batch never reaches it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+
+from mlops_airflow.config import default_args
+
+DAG_ID = "data_validation_dag"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronTriggerTimetable("@daily", timezone="UTC", interval=timedelta(days=1)),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["mlops", "data-quality", "daily"],
+    doc_md=__doc__,
+    params={
+        "weeks": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": r"^\d{4}-W\d{2}$"},
+            description="check these landing weeks instead of the data interval's arrivals",
+        ),
+    },
+)
+def data_validation_dag() -> None:
+    """Validate the batches that arrived in the run's data interval."""
+
+    @task
+    def validate_schema() -> list[str]:
+        """Find the batches of this run and check their schema."""
+        from mlops_airflow.validation import batches_for_run, run_check
+
+        batches = batches_for_run(get_current_context())
+        for path in batches:
+            run_check(path, "schema")
+        return batches
+
+    @task
+    def check_data_quality(batches: list[str]) -> list[dict[str, Any]]:
+        """Missing values, ranges and duplicates."""
+        from mlops_airflow.validation import run_check
+
+        return [run_check(path, "quality") for path in batches]
+
+    @task
+    def check_distributions(batches: list[str]) -> list[dict[str, Any]]:
+        """Distribution drift against the training reference."""
+        from mlops_airflow.validation import run_check
+
+        return [run_check(path, "distributions") for path in batches]
+
+    @task
+    def detect_anomalies(batches: list[str]) -> list[dict[str, Any]]:
+        """Outliers and anomalous rows."""
+        from mlops_airflow.validation import run_check
+
+        return [run_check(path, "anomalies") for path in batches]
+
+    batches = validate_schema()
+    [check_data_quality(batches), check_distributions(batches), detect_anomalies(batches)]
+
+
+data_validation_dag()

@@ -1,0 +1,111 @@
+"""
+### ml_pipeline_dag: weekly flight-delay model pipeline
+
+`check_new_data` → `validate_data` → `preprocess` → `train` → `evaluate` → `check_drift` → `deploy`
+
+Each task is a thin call into the `mlops` package; XCom carries only small dicts (weeks, paths,
+run ids, model versions, metrics).
+
+* **check_new_data** is a *short-circuit* (`@task.short_circuit`), not a deferrable sensor: the
+  weekly schedule already is the poll, batches arrive as whole files, and a sensor would hold a
+  run open (and a triggerer slot) for a week. No new batch returns an empty list, so every
+  downstream task is **skipped** and the run ends successfully. New batches come from the
+  watermark in `$MLOPS_DATA_DIR/state/` (`mlops.ingest.new_batches`); the first attempt's answer is
+  memoised per run so a cleared task sees the same batches.
+* **validate_data** validates each new batch (quality limits from Variables `mlops_<limit>`);
+  failing batches go to quarantine and are reported, passing ones are copied to `accepted/`. The
+  task fails (without retries) only when no batch passed.
+* **preprocess** rebuilds the training table (`dvc repro`).
+* **train** (queue `heavy`) trains and registers a candidate, then advances the watermark. A rerun on
+  the same data returns the existing model version instead of registering a duplicate.
+* **evaluate** compares the candidate with the `champion` on the holdout week (margin from Variable
+  `mlops_deploy_margin`).
+* **check_drift** subclasses the standard `TriggerDagRunOperator`: it runs drift detection on the
+  newest batch (threshold from Variable `mlops_drift_share`) and, only when drift is found, triggers
+  `model_retraining_dag` with the drift result in the run's `conf["drift"]`. In Airflow 3 the trigger
+  goes through the Execution API, so it works on Celery workers. The triggered run id is
+  `drift__<this run id>`: a cleared `check_drift` finds that run and ends *skipped* instead of
+  triggering twice. This keeps the task list at seven tasks (no separate branch task).
+* **deploy** moves the `champion` alias only when `evaluate` says the candidate beats the champion;
+  otherwise it is skipped, a normal outcome. It runs when `check_drift` is skipped (trigger rule
+  `none_failed`) because drift and deployment are independent decisions.
+
+MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from mlops_airflow import HEAVY_QUEUE
+from mlops_airflow.config import HEAVY_TIMEOUT, default_args
+from mlops_airflow.drift import DriftTriggerOperator
+
+DAG_ID = "ml_pipeline_dag"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["mlops", "training", "weekly"],
+    doc_md=__doc__,
+)
+def ml_pipeline_dag() -> None:
+    """Weekly pipeline: new data → validated → trained → evaluated → drift-checked → deployed."""
+
+    @task.short_circuit
+    def check_new_data() -> list[str]:
+        """Batches not yet processed (empty list: skip the rest of the run)."""
+        from mlops_airflow.tasks import claim_new_batches
+
+        return claim_new_batches(get_current_context())
+
+    @task
+    def validate_data(batches: list[str]) -> dict[str, Any]:
+        """Validate each new batch; quarantine bad ones, accept good ones."""
+        from mlops_airflow.tasks import validate_new_batches
+
+        return validate_new_batches(batches)
+
+    @task
+    def preprocess(validated: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild the training table from the accepted batches."""
+        from mlops_airflow.tasks import preprocess_accepted
+
+        return preprocess_accepted(validated)
+
+    @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT)
+    def train(table: dict[str, Any]) -> dict[str, Any]:
+        """Train and register a candidate, then advance the watermark."""
+        from mlops_airflow.tasks import train_and_mark
+
+        return train_and_mark(table)
+
+    @task
+    def evaluate(model: dict[str, Any]) -> dict[str, Any]:
+        """Compare the candidate with the champion on the holdout week."""
+        from mlops_airflow.tasks import evaluate_candidate
+
+        return {**evaluate_candidate(model), "batches": model["batches"]}
+
+    @task(trigger_rule="none_failed")
+    def deploy() -> dict[str, Any]:
+        """Move `champion` to the candidate if it won; skip otherwise."""
+        from mlops_airflow.tasks import deploy_if_better
+
+        ti = get_current_context()["ti"]
+        return deploy_if_better(ti.xcom_pull(task_ids="evaluate"))
+
+    evaluation = evaluate(train(preprocess(validate_data(check_new_data()))))
+    check_drift = DriftTriggerOperator(task_id="check_drift", evaluation=evaluation)
+    check_drift >> deploy()
+
+
+ml_pipeline_dag()

@@ -1,0 +1,213 @@
+"""``mlops``: one subcommand per lifecycle step, printing the step's result dict as JSON.
+
+Errors print one line ``mlops: error: <file>: check '<check>' failed ...`` on stderr and exit
+non-zero (1: bad input or failed step, 2: usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+
+def _print(obj: Any) -> None:
+    from mlops.util import to_jsonable
+
+    print(json.dumps(to_jsonable(obj), indent=2, sort_keys=True))
+
+
+def _replay(a: argparse.Namespace) -> Any:
+    from mlops.data import replay
+
+    return replay(until_week=a.until, landing_dir=a.landing, from_week=a.from_week)
+
+
+def _new(a: argparse.Namespace) -> Any:
+    from mlops.ingest import new_batches
+
+    return {"batches": new_batches()}
+
+
+def _mark(a: argparse.Namespace) -> Any:
+    from mlops.ingest import mark_processed
+
+    return mark_processed(a.weeks)
+
+
+def _validate(a: argparse.Namespace) -> Any:
+    from mlops.validate import accept_batch, validate_batch
+
+    th = {k: getattr(a, k) for k in ("max_null_share", "max_duplicate_share",
+                                      "max_unknown_category_share", "max_out_of_range_share",
+                                      "max_outlier_share", "max_drift_share")
+          if getattr(a, k) is not None}
+    checks = [c.strip() for c in a.checks.split(",")] if a.checks else None
+    result = validate_batch(a.path, checks=checks, **th)
+    if a.accept:
+        result["accepted_to"] = accept_batch(a.path)
+    return result
+
+
+def _accept(a: argparse.Namespace) -> Any:
+    from mlops.validate import accept_batch
+
+    return {"accepted_to": accept_batch(a.path)}
+
+
+def _preprocess(a: argparse.Namespace) -> Any:
+    from mlops.preprocess import run_preprocess
+
+    return run_preprocess()
+
+
+def _preprocess_build(a: argparse.Namespace) -> Any:
+    from mlops.preprocess import build_training_table
+
+    return build_training_table(a.accepted, a.out, a.schema)
+
+
+def _train(a: argparse.Namespace) -> Any:
+    from mlops.train import train_model
+
+    return train_model(train_weeks=a.train_weeks, holdout_week=a.holdout_week,
+                       max_rows=a.max_rows, shuffle_labels=a.shuffle_labels)
+
+
+def _evaluate(a: argparse.Namespace) -> Any:
+    from mlops.evaluate import evaluate_model
+
+    return evaluate_model(a.version, holdout_week=a.holdout_week, margin=a.margin)
+
+
+def _drift(a: argparse.Namespace) -> Any:
+    from mlops.drift import detect_drift
+
+    return detect_drift(week=a.week, threshold=a.threshold)
+
+
+def _deploy(a: argparse.Namespace) -> Any:
+    from mlops.registry import deploy
+
+    return deploy(a.version, margin=a.margin)
+
+
+def _backup(a: argparse.Namespace) -> Any:
+    from mlops.registry import backup_champion
+
+    return backup_champion()
+
+
+def _rollback(a: argparse.Namespace) -> Any:
+    from mlops.registry import rollback
+
+    return rollback(a.reason)
+
+
+def _champion(a: argparse.Namespace) -> Any:
+    from mlops.registry import get_champion
+
+    return {"champion": get_champion()}
+
+
+def _demo(a: argparse.Namespace) -> Any:
+    from mlops.demo import run_demo
+
+    return run_demo(until_week=a.until, from_week=a.from_week)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], Any], help_: str,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    data = sub.add_parser("data", help="data set commands").add_subparsers(dest="data_cmd",
+                                                                            required=True)
+    sp = add("replay", _replay, "write the data set as weekly batches into landing/", data)
+    sp.add_argument("--until", help="last ISO week to write, e.g. 2013-W10 (default: all)")
+    sp.add_argument("--from", dest="from_week", help="first ISO week to write")
+    sp.add_argument("--landing", help="landing folder (default $MLOPS_DATA_DIR/landing)")
+
+    ing = sub.add_parser("ingest", help="landing watermark").add_subparsers(dest="ingest_cmd",
+                                                                             required=True)
+    add("new", _new, "list landing batches not yet processed", ing)
+    sp = add("mark", _mark, "mark weeks (or batch paths) as processed", ing)
+    sp.add_argument("weeks", nargs="+")
+
+    sp = add("validate", _validate, "validate a batch file (or landing week); quarantine on failure")
+    sp.add_argument("path", help="batch CSV path or ISO week in landing/")
+    sp.add_argument("--checks", help="comma list of schema,quality,distribution,anomalies")
+    sp.add_argument("--accept", action="store_true", help="copy into accepted/ when it passes")
+    for opt in ("max-null-share", "max-duplicate-share", "max-unknown-category-share",
+                "max-out-of-range-share", "max-outlier-share", "max-drift-share"):
+        sp.add_argument(f"--{opt}", type=float)
+    sp = add("accept", _accept, "copy a validated batch into accepted/")
+    sp.add_argument("path")
+
+    add("preprocess", _preprocess, "run the DVC preprocess stage (dvc repro) in the data folder")
+    sp = add("preprocess-build", _preprocess_build,
+             "build the training table (the command of the DVC stage)")
+    sp.add_argument("--accepted")
+    sp.add_argument("--out")
+    sp.add_argument("--schema")
+
+    sp = add("train", _train, "train, log to MLflow and register a model version")
+    sp.add_argument("--train-weeks", help="e.g. 2013-W01..2013-W26 or a comma list")
+    sp.add_argument("--holdout-week")
+    sp.add_argument("--max-rows", type=int)
+    sp.add_argument("--shuffle-labels", action="store_true")
+
+    sp = add("evaluate", _evaluate, "evaluate a version on the holdout week vs the champion")
+    sp.add_argument("version")
+    sp.add_argument("--holdout-week")
+    sp.add_argument("--margin", type=float)
+
+    sp = add("drift", _drift, "data drift of a batch vs the champion's training reference")
+    sp.add_argument("--week")
+    sp.add_argument("--threshold", type=float)
+
+    sp = add("deploy", _deploy, "make a version champion if it beats the current one")
+    sp.add_argument("version")
+    sp.add_argument("--margin", type=float)
+    add("backup", _backup, "point alias previous at the current champion")
+    sp = add("rollback", _rollback, "move champion back to the previous version")
+    sp.add_argument("--reason", required=True)
+    add("champion", _champion, "show the current champion")
+
+    sp = add("demo", _demo, "the local lifecycle without Airflow, with a summary")
+    sp.add_argument("--until", default="2013-W10", help="last week to replay (default 2013-W10)")
+    sp.add_argument("--from", dest="from_week", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlops`` console script."""
+    from mlops.errors import BatchValidationError, MlopsError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except BatchValidationError as exc:
+        _print({"status": "failed", "file": exc.path, "check": exc.check,
+                "columns": exc.columns, "detail": exc.detail,
+                "quarantined_to": exc.quarantined_to, "report": exc.report})
+        print(f"mlops: error: {exc}", file=sys.stderr)
+        return 1
+    except (MlopsError, ValueError, OSError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"mlops: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+        return 1
+    _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

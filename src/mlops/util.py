@@ -1,0 +1,83 @@
+"""Small helpers: file locks, atomic writes, hashing, week labels."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+WEEK_RE = re.compile(r"^\d{4}-W\d{2}$")
+
+
+@contextlib.contextmanager
+def file_lock(name: str) -> Iterator[None]:
+    """Exclusive inter-process lock ``$MLOPS_DATA_DIR/state/locks/<name>.lock``."""
+    from mlops.config import locks_dir
+
+    path = locks_dir() / f"{name}.lock"
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers never see it half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def week_of(path: str | Path) -> str:
+    """The batch name of a file: its stem (``landing/2013-W07.csv`` -> ``2013-W07``)."""
+    return Path(path).name.split(".")[0] if WEEK_RE.match(Path(path).name.split(".")[0]) \
+        else Path(path).stem
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars and paths so the result dict survives json.dumps / XCom."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, TypeError):
+            return str(obj)
+    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+        return None
+    return obj

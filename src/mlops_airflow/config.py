@@ -1,0 +1,149 @@
+"""default_args, the failure callback, thresholds from Airflow Variables and the MLflow tracking
+URI from the Airflow Connection ``mlflow_default`` (or the environment)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from mlops_airflow import LIGHT_QUEUE, OWNER
+
+log = logging.getLogger("mlops_airflow")
+
+MLFLOW_CONN_ID = "mlflow_default"
+# Airflow Variable names of the thresholds (the keyword argument of the mlops function is the
+# name without the ``mlops_`` prefix, except for the two below which are shared by several calls).
+DRIFT_SHARE_VARIABLE = "mlops_drift_share"
+DEPLOY_MARGIN_VARIABLE = "mlops_deploy_margin"
+QUALITY_VARIABLE_PREFIX = "mlops_"
+
+LIGHT_TIMEOUT = timedelta(minutes=20)
+HEAVY_TIMEOUT = timedelta(hours=2)
+
+
+class ConfigurationError(ValueError):
+    """An Airflow Variable or Connection holds a value the DAGs cannot use."""
+
+
+def log_failure(context: Any) -> None:
+    """on_failure_callback: log one line naming the DAG, task, run, try and error."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    run_id = getattr(ti, "run_id", None) or context.get("run_id", "?")
+    try_number = getattr(ti, "try_number", "?")
+    max_tries = getattr(getattr(ti, "task", None), "retries", None)
+    tries = f"{try_number}/{max_tries + 1}" if isinstance(max_tries, int) else str(try_number)
+    error = context.get("exception")
+    message = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+    first_line = message.strip().splitlines()[0] if message.strip() else message
+    log.error(
+        "TASK FAILED dag=%s task=%s run=%s try=%s error=%s", dag_id, task_id, run_id, tries, first_line
+    )
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """The default_args shared by the three DAGs (queue ``light`` unless a task says otherwise)."""
+    args: dict[str, Any] = {
+        "owner": OWNER,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": LIGHT_TIMEOUT,
+        "queue": LIGHT_QUEUE,
+        "on_failure_callback": log_failure,
+    }
+    args.update(overrides)
+    return args
+
+
+def float_variable(name: str) -> float | None:
+    """The Airflow Variable ``name`` as a float, or None when it is not defined."""
+    from airflow.sdk import Variable
+
+    raw = Variable.get(name, default=None)
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"Airflow Variable {name!r} must be a number, got {raw!r}; fix it with "
+            f"`airflow variables set {name} <number>` or delete it to use the package default"
+        ) from None
+
+
+def threshold_kwargs(names: dict[str, str]) -> dict[str, float]:
+    """Keyword arguments ``{kwarg: value}`` for every Variable in ``names`` (kwarg -> Variable)
+    that is defined; undefined ones are left out so the mlops package default applies."""
+    kwargs: dict[str, float] = {}
+    for kwarg, variable in names.items():
+        value = float_variable(variable)
+        if value is not None:
+            kwargs[kwarg] = value
+    return kwargs
+
+
+def drift_threshold() -> float | None:
+    """``mlops_drift_share`` (share of drifted columns that counts as drift), or None."""
+    return float_variable(DRIFT_SHARE_VARIABLE)
+
+
+def deploy_margin() -> float | None:
+    """``mlops_deploy_margin`` (how much better the candidate must be), or None."""
+    return float_variable(DEPLOY_MARGIN_VARIABLE)
+
+
+def tracking_uri_from_connection(conn: Any) -> str:
+    """The MLflow tracking URI described by an Airflow Connection.
+
+    ``extra.tracking_uri`` wins (any scheme, e.g. ``sqlite:///...``); otherwise
+    ``<scheme>://<host>[:<port>]`` with the scheme from ``schema`` or the connection type
+    (http/https, default http).
+    """
+    extra = conn.extra_dejson or {}
+    if extra.get("tracking_uri"):
+        return str(extra["tracking_uri"])
+    host = (conn.host or "").strip()
+    if not host:
+        raise ConfigurationError(
+            f"Airflow Connection {conn.conn_id!r} has neither a host nor an extra 'tracking_uri'"
+        )
+    if "://" in host:
+        base = host.rstrip("/")
+    else:
+        scheme = next(
+            (s for s in (conn.schema, conn.conn_type) if s in ("http", "https")),
+            "http",
+        )
+        base = f"{scheme}://{host}"
+    return f"{base}:{conn.port}" if conn.port else base
+
+
+def configure_mlflow() -> str | None:
+    """Point this task process at the MLflow server before any mlops call.
+
+    Order: Airflow Connection ``mlflow_default`` when defined, else ``MLFLOW_TRACKING_URI`` from
+    the environment, else None (the mlops package default store). Returns the URI in use.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(MLFLOW_CONN_ID)
+    except AirflowNotFoundException:
+        conn = None
+    if conn is not None:
+        uri = tracking_uri_from_connection(conn)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        if conn.login:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = conn.login
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = conn.password or ""
+        log.info("MLflow tracking URI from Connection %s: %s", MLFLOW_CONN_ID, uri)
+        return uri
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+    log.info("MLflow tracking URI from the environment: %s", uri or "(mlops package default)")
+    return uri

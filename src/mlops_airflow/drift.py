@@ -1,0 +1,88 @@
+"""``check_drift``: a TriggerDagRunOperator that first measures drift and triggers the retraining
+DAG only when drift is found.
+
+Airflow 3 runs the trigger through the Execution API (the task raises DagRunTriggerException and
+the task runner asks the API server to create the run), so it works unchanged on Celery workers,
+which have no metadata-database access.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+from mlops_airflow import RETRAINING_DAG_ID
+
+log = logging.getLogger("mlops_airflow")
+
+DRIFT_XCOM_KEY = "drift"
+
+
+def retraining_run_id(source_run_id: str) -> str:
+    """The run id of the retraining run triggered by one pipeline run (deterministic, so a cleared
+    ``check_drift`` cannot trigger a second retraining run)."""
+    return f"drift__{source_run_id}"
+
+
+class DriftTriggerOperator(TriggerDagRunOperator):
+    """Measure drift on the newest batch of this run; trigger ``trigger_dag_id`` only if drifted.
+
+    :param evaluation: the upstream ``evaluate`` result (templated/XComArg); its ``batches`` list
+        names the weeks of this run, the newest one is checked.
+    The drift result is pushed as XCom ``drift`` and, when drift is found, sent as
+    ``conf["drift"]`` of the triggered run.
+    """
+
+    template_fields: Sequence[str] = (*TriggerDagRunOperator.template_fields, "evaluation")
+
+    def __init__(
+        self,
+        *,
+        evaluation: Any = None,
+        trigger_dag_id: str = RETRAINING_DAG_ID,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("skip_when_already_exists", True)
+        kwargs.setdefault("logical_date", None)
+        super().__init__(trigger_dag_id=trigger_dag_id, **kwargs)
+        self.evaluation = evaluation
+
+    def execute(self, context: Any) -> Any:
+        """Run drift detection, then hand over to TriggerDagRunOperator when drift is detected."""
+        from mlops_airflow.config import configure_mlflow, drift_threshold
+        from mlops_airflow.tasks import fail_fast
+
+        configure_mlflow()
+        from mlops.drift import detect_drift
+        from mlops.util import week_of
+
+        batches = list((self.evaluation or {}).get("batches") or [])
+        kwargs: dict[str, Any] = {"week": max(week_of(b) for b in batches) if batches else None}
+        threshold = drift_threshold()
+        if threshold is not None:
+            kwargs["threshold"] = threshold
+        with fail_fast():
+            result = detect_drift(**kwargs)
+        context["ti"].xcom_push(key=DRIFT_XCOM_KEY, value=result)
+        if not result.get("drift_detected"):
+            log.info(
+                "No drift on %s: share %.3f below threshold %s",
+                result.get("batch"), result.get("drift_share", 0.0), result.get("threshold"),
+            )
+            return result
+        dag_run = context["dag_run"]
+        self.conf = {
+            **(self.conf or {}),
+            "drift": result,
+            "triggered_by": {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id},
+        }
+        self.trigger_run_id = retraining_run_id(dag_run.run_id)
+        log.warning(
+            "Drift on %s (share %.3f >= %s, columns %s): triggering %s run %s",
+            result.get("batch"), result.get("drift_share", 0.0), result.get("threshold"),
+            result.get("drifted_columns"), self.trigger_dag_id, self.trigger_run_id,
+        )
+        return super().execute(context)

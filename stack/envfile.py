@@ -1,0 +1,106 @@
+"""The `.env` file: parse it strictly, create it from `.env.example` with fresh secrets."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
+# Empty values of these variables are generated; anything else must have a value.
+_SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY", "_FERNET_KEY")
+
+
+class EnvFileError(Exception):
+    """A `.env`-style file is missing, malformed or lacks a required value."""
+
+
+def is_secret(name: str) -> bool:
+    """True for the variables whose empty value `make up` fills with a generated secret."""
+    return name.endswith(_SECRET_SUFFIXES)
+
+
+def generate_secret(name: str) -> str:
+    """A fresh value for the secret variable `name` (a Fernet key for the Fernet variable)."""
+    if name.endswith("_FERNET_KEY"):
+        return Fernet.generate_key().decode()
+    # URL-safe alphabet: safe inside database URLs, supervisord config and shell words.
+    return secrets.token_urlsafe(24)
+
+
+def parse(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines (comments and blank lines allowed); raise EnvFileError naming the line."""
+    if not path.is_file():
+        raise EnvFileError(f"{path}: file not found")
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise EnvFileError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if key in values:
+            raise EnvFileError(f"{path}:{number}: {key} is set twice")
+        values[key] = value
+    return values
+
+
+def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Create `env_path` from the example on first use, fill empty secrets, keep existing values.
+
+    Variables added to the example later are appended; nothing already in `env_path` changes.
+    `overrides` only apply when the file is created (tests use them for their own ports).
+    """
+    example = parse(example_path)
+    overrides = overrides or {}
+    unknown = sorted(k for k in set(overrides) - set(example) if not k.startswith("AIRFLOW__"))
+    if unknown:
+        raise EnvFileError(f"{example_path}: overrides name unknown variables {unknown}")
+    if not env_path.exists():
+        lines = []
+        extra = {k: v for k, v in overrides.items() if k not in example}
+        for raw in example_path.read_text().splitlines():
+            match = _LINE.match(raw.strip())
+            if match:
+                key, value = match.groups()
+                value = overrides.get(key, value)
+                if not value and is_secret(key):
+                    value = generate_secret(key)
+                raw = f"{key}={value}"
+            lines.append(raw)
+        lines += [f"{k}={v}" for k, v in extra.items()]
+        _write_private(env_path, "\n".join(lines) + "\n")
+        return parse(env_path)
+    current = parse(env_path)
+    additions: list[str] = []
+    fills: dict[str, str] = {}
+    for key, value in example.items():
+        if key not in current:
+            additions.append(f"{key}={value or (generate_secret(key) if is_secret(key) else '')}")
+        elif not current[key] and is_secret(key):
+            fills[key] = generate_secret(key)
+    if additions or fills:
+        text = env_path.read_text()
+        for key, value in fills.items():
+            text = re.sub(rf"(?m)^{key}=\s*$", f"{key}={value}", text)
+        if additions:
+            text = text.rstrip("\n") + "\n# added from .env.example\n" + "\n".join(additions) + "\n"
+        _write_private(env_path, text)
+    return parse(env_path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (it holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

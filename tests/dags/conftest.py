@@ -1,0 +1,54 @@
+"""Fixtures of the DAG tests. Importing dag_harness first sets the throw-away Airflow home, ML data
+folder and MLflow store in the environment, before anything imports airflow."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dag_harness
+from dag_harness import AIRFLOW_HOME, DAGS_DIR, ROOT, airflow_cli, report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the measurements collected by the DAG tests (visible without -s)."""
+    if dag_harness.REPORT_LINES:
+        terminalreporter.section("DAG tests: measurements")
+        for line in dag_harness.REPORT_LINES:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the throw-away Airflow home, data folder and MLflow store."""
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database (`airflow db migrate`, once per session)."""
+    start = time.monotonic()
+    airflow_cli("db", "migrate", timeout=300)
+    report(f"airflow db migrate (SQLite): {time.monotonic() - start:.1f} s")
+    return AIRFLOW_HOME / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db: Path):
+    """The three DAGs parsed from dags/ with Airflow's own DagBag."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture()
+def ml_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh ML data folder and MLflow store for one test (read from the env by the tasks)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(data))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield data

@@ -1,0 +1,165 @@
+"""Shared harness of the DAG tests (imported by conftest.py first): a throw-away Airflow home with a SQLite metadata database (Airflow's
+development database), a throw-away ML data folder and MLflow store.
+
+The environment is set when this file is imported, i.e. before anything imports airflow: Airflow
+reads its configuration once, at import. The tmp folders are removed when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS_DIR = REPO / "dags"
+VENV_BIN = Path(sys.executable).parent
+AIRFLOW_ENV_FILE = REPO / "airflow" / "airflow.env"
+DAG_IDS = {"ml_pipeline_dag", "data_validation_dag", "model_retraining_dag"}
+
+if "airflow" in sys.modules:
+    raise pytest.UsageError(
+        "tests/dags/conftest.py: airflow was imported before the DAG test harness set "
+        "AIRFLOW_HOME; it would use the wrong metadata database. Do not import airflow in "
+        "tests/conftest.py or in a plugin loaded before tests/dags."
+    )
+
+
+def _shared_setting(key: str) -> str:
+    """A value from airflow/airflow.env (the settings shared with both stacks)."""
+    for line in AIRFLOW_ENV_FILE.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return value.strip()
+    raise KeyError(f"{key} is not set in {AIRFLOW_ENV_FILE}")
+
+
+ROOT = Path(tempfile.mkdtemp(prefix="mlops-dag-tests-"))
+AIRFLOW_HOME = ROOT / "airflow"
+AIRFLOW_HOME.mkdir()
+SESSION_DATA_DIR = ROOT / "data"
+
+TEST_ENV = {
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # dag.test() runs each task in-process through an in-process Execution API: no executor runs.
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": _shared_setting("AIRFLOW__OPERATORS__DEFAULT_QUEUE"),
+    "AIRFLOW__METRICS__STATSD_ON": "False",
+    "MLOPS_DATA_DIR": str(SESSION_DATA_DIR),
+    "MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'mlflow.db'}",
+}
+for _name in ("AIRFLOW_CONN_MLFLOW_DEFAULT", "MLOPS_STATSD_HOST", "AIRFLOW__METRICS__STATSD_HOST"):
+    os.environ.pop(_name, None)
+os.environ.update(TEST_ENV)
+
+REPORT_LINES: list[str] = []
+
+
+def report(line: str) -> None:
+    """Add a line to the DAG-test section of the terminal summary (shown without -s)."""
+    REPORT_LINES.append(line)
+
+
+def airflow_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run an `airflow` CLI command against the test Airflow home; fail with its output."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "airflow"), *args],
+        env={**os.environ, **{k: v for k, v in TEST_ENV.items() if k.startswith("AIRFLOW")}},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, (
+        f"`airflow {' '.join(args)}` exited {proc.returncode}\n"
+        f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
+    return proc
+
+
+def run_dag(dag_id: str, conf: dict | None = None, logical_date=None):
+    """Run one DAG to completion with dag.test() against the test metadata DB; report its time."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS_DIR)).dags[dag_id]
+    start = time.monotonic()
+    kwargs = {"run_conf": conf}
+    if logical_date is not None:
+        kwargs["logical_date"] = logical_date
+    dag_run = dag.test(**kwargs)
+    report(f"dag.test {dag_id} {json_short(conf)}: {dag_run.state} in {time.monotonic() - start:.1f} s")
+    return dag_run
+
+
+def json_short(value: object) -> str:
+    """A compact rendering of a run conf for the report."""
+    import json
+
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
+
+
+def task_states(dag_run) -> dict[str, str | None]:
+    """``{task_id: state}`` of a finished DAG run, read back from the metadata DB."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).all()
+        return {ti.task_id: (str(ti.state) if ti.state else None) for ti in rows}
+
+
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    """The deserialised XCom ``key`` of ``task_id`` in a DAG run (None when absent)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def triggered_run(dag_id: str, run_id: str):
+    """``(state, conf)`` of a DAG run created by a trigger, or None."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        ).first()
+        return None if run is None else (str(run.state), dict(run.conf or {}))
+
+
+def set_variable(key: str, value: str | None) -> None:
+    """Set (or delete, with None) an Airflow Variable in the metadata DB."""
+    from airflow.models.variable import Variable
+
+    if value is None:
+        Variable.delete(key)
+    else:
+        Variable.set(key, value)

@@ -1,0 +1,176 @@
+"""DAG integrity: the three DAGs parse without errors and have exactly the structure, schedules,
+queues and defaults the project agreed on."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dag_harness import AIRFLOW_ENV_FILE, DAG_IDS, DAGS_DIR, TEST_ENV, report
+
+EDGES = {
+    "ml_pipeline_dag": {
+        ("check_new_data", "validate_data"),
+        ("validate_data", "preprocess"),
+        ("preprocess", "train"),
+        ("train", "evaluate"),
+        ("evaluate", "check_drift"),
+        ("check_drift", "deploy"),
+    },
+    "data_validation_dag": {
+        ("validate_schema", "check_data_quality"),
+        ("validate_schema", "check_distributions"),
+        ("validate_schema", "detect_anomalies"),
+    },
+    "model_retraining_dag": {
+        ("backup_current_model", "retrain_model"),
+        ("retrain_model", "evaluate_new_model"),
+        ("evaluate_new_model", "compare_models"),
+        ("compare_models", "deploy_new_model"),
+        ("compare_models", "rollback_model"),
+    },
+}
+HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
+DEPRECATED = ("schedule_interval", "provide_context", "apply_defaults", "days_ago")
+HEAVY_MODULES = ("sklearn", "mlflow", "pandas", "evidently", "dvc", "mlops")
+
+
+def _tasks(edges: set[tuple[str, str]]) -> set[str]:
+    return {t for edge in edges for t in edge}
+
+
+def test_no_import_errors_and_exactly_three_dags(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+    files = {Path(dagbag.dags[d].fileloc).name for d in DAG_IDS}
+    assert files == {f"{d}.py" for d in DAG_IDS}, "one DAG per file, named after its dag_id"
+    assert sorted(p.name for p in DAGS_DIR.glob("*.py")) == sorted(files)
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_tasks_and_edges_exactly(dagbag, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    expected = EDGES[dag_id]
+    assert set(dag.task_dict) == _tasks(expected)
+    actual = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+    assert actual == expected
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_no_cycles(dagbag, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    indegree = {t: len(dag.task_dict[t].upstream_task_ids) for t in dag.task_dict}
+    ready = [t for t, n in indegree.items() if n == 0]
+    seen = 0
+    while ready:
+        node = ready.pop()
+        seen += 1
+        for child in dag.task_dict[node].downstream_task_ids:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    assert seen == len(dag.task_dict), f"{dag_id} has a cycle"
+
+
+def test_schedules(dagbag) -> None:
+    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    weekly = dagbag.dags["ml_pipeline_dag"]
+    daily = dagbag.dags["data_validation_dag"]
+    assert weekly.schedule == "@weekly"
+    assert weekly.timetable.expression == CRON_PRESETS["@weekly"]
+    # @daily with a one-day interval: each run covers the day before it (its data interval)
+    assert isinstance(daily.timetable, CronTriggerTimetable)
+    assert daily.timetable.expression == CRON_PRESETS["@daily"]
+    assert daily.timetable.interval == timedelta(days=1)
+    assert dagbag.dags["model_retraining_dag"].schedule is None
+    assert weekly.catchup is False and daily.catchup is False
+
+
+def test_queues_heavy_for_training_light_for_the_rest(dagbag) -> None:
+    for dag_id in DAG_IDS:
+        for task in dagbag.dags[dag_id].tasks:
+            want = "heavy" if (dag_id, task.task_id) in HEAVY_TASKS else "light"
+            assert task.queue == want, f"{dag_id}.{task.task_id} is on queue {task.queue!r}"
+
+
+def test_shared_config_default_queue_is_light() -> None:
+    lines = AIRFLOW_ENV_FILE.read_text().splitlines()
+    assert "AIRFLOW__OPERATORS__DEFAULT_QUEUE=light" in lines
+    assert TEST_ENV["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "light"
+
+
+def test_default_args_retries_timeouts_callbacks_owner_tags_docs(dagbag) -> None:
+    for dag_id in DAG_IDS:
+        dag = dagbag.dags[dag_id]
+        assert dag.owner == "mlops"
+        assert "mlops" in dag.tags and len(dag.tags) >= 2
+        module_doc = ast.get_docstring(ast.parse(Path(dag.fileloc).read_text()))
+        assert dag.doc_md and dag.doc_md.strip() == (module_doc or "").strip()
+        assert dag_id in dag.doc_md
+        for task in dag.tasks:
+            name = f"{dag_id}.{task.task_id}"
+            assert task.retries >= 1, name
+            assert task.retry_exponential_backoff and task.retry_exponential_backoff > 1, name
+            assert task.retry_delay >= timedelta(seconds=10), name
+            assert task.execution_timeout is not None, name
+            assert task.owner == "mlops", name
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(getattr(c, "__name__", "") == "log_failure" for c in callbacks), name
+    heavy = dagbag.dags["ml_pipeline_dag"].task_dict["train"].execution_timeout
+    light = dagbag.dags["ml_pipeline_dag"].task_dict["evaluate"].execution_timeout
+    assert heavy > light
+
+
+def test_nothing_deprecated_and_airflow_3_sdk_only() -> None:
+    for path in DAGS_DIR.glob("*.py"):
+        source = path.read_text()
+        for word in DEPRECATED:
+            assert word not in source, f"{path.name} uses deprecated {word}"
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("airflow"):
+                assert node.module == "airflow.sdk" or node.module.startswith(
+                    "airflow.providers.standard"
+                ), f"{path.name} imports from {node.module}"
+
+
+PARSE_PROBE = r"""
+import json, sys, time
+import airflow.sdk  # not part of the DAG-file parse cost: the dag-processor has it loaded
+from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
+start = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+total = time.perf_counter() - start
+print(json.dumps({
+    "total_s": total,
+    "files": {s.file.split("/")[-1]: s.duration.total_seconds() for s in bag.dagbag_stats},
+    "dags": sorted(bag.dag_ids),
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "new_modules": sorted({m.split(".")[0] for m in set(sys.modules) - before}),
+}))
+"""
+
+
+def test_parse_time_and_no_heavy_imports(airflow_db) -> None:
+    """Parse all three files in a fresh interpreter: report the time, assert nothing heavy loads."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(DAGS_DIR)],
+        capture_output=True, text=True, timeout=180, check=True,
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert set(result["dags"]) == DAG_IDS
+    heavy = sorted(set(result["new_modules"]) & set(HEAVY_MODULES))
+    assert heavy == [], f"parsing the DAG files imported {heavy}"
+    per_file = ", ".join(f"{f} {s * 1000:.0f} ms" for f, s in sorted(result["files"].items()))
+    report(f"DAG parse time, all three files: {result['total_s'] * 1000:.0f} ms ({per_file})")

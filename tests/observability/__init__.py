@@ -1,0 +1,1 @@
+"""Checks of the production path (compose, image) and of observability/ without a Docker engine."""

@@ -1,0 +1,246 @@
+"""docker-compose.celery.yml and airflow/Dockerfile, validated by Debian's docker-compose (no engine)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.celery.yml"
+IMAGE = "mlops-flights-airflow:3.3.2"
+SERVICES = {
+    "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+    "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
+    "flower", "mlflow", "statsd-exporter", "prometheus", "grafana",
+}
+AIRFLOW_COMPONENTS = {
+    "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+    "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
+}
+SHARED = [
+    "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
+    "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "MLFLOW_TRACKING_URI",
+]
+
+
+def secret_names() -> list[str]:
+    """The secrets of .env.example: variables left empty there, named *PASSWORD/*SECRET*/*KEY."""
+    names = []
+    for line in (REPO / ".env.example").read_text().splitlines():
+        m = re.match(r"^([A-Z0-9_]+)=\s*$", line)
+        if m and re.search(r"PASSWORD|SECRET|KEY", m.group(1)):
+            names.append(m.group(1))
+    return names
+
+
+def write_env(path: Path, skip: str | None = None) -> dict[str, str]:
+    """A throwaway .env: every secret a fresh random value (except `skip`)."""
+    values = {name: secrets.token_urlsafe(16) for name in secret_names() if name != skip}
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return values
+
+
+def compose_config(docker_compose: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with only the throwaway .env (the caller's environment left out)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
+    return subprocess.run(
+        [docker_compose, "--project-directory", str(REPO), "--env-file", str(env_file),
+         "-f", str(COMPOSE), "config"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=env_file.parent,
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(docker_compose: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """(rendered compose config, the secrets it was rendered with)."""
+    env_file = tmp_path_factory.mktemp("compose") / ".env"
+    values = write_env(env_file)
+    out = compose_config(docker_compose, env_file)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout), values
+
+
+def _env(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    return {k: str(v) for k, v in env.items()} if isinstance(env, dict) else dict(
+        e.split("=", 1) for e in env)
+
+
+def _command(service: dict) -> str:
+    cmd = service.get("command") or []
+    return " ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def test_services(rendered: tuple[dict, dict]) -> None:
+    config, _ = rendered
+    assert set(config["services"]) == SERVICES
+    assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == AIRFLOW_COMPONENTS | {"mlflow"}
+
+
+def test_worker_queues_concurrency_and_memory(rendered: tuple[dict, dict]) -> None:
+    services = rendered[0]["services"]
+    light, heavy = services["airflow-worker-light"], services["airflow-worker-heavy"]
+    assert re.search(r"celery worker --queues light\b", _command(light))
+    assert re.search(r"celery worker --queues heavy --concurrency 1\b", _command(heavy))
+    assert "--celery-hostname light@%h" in _command(light)
+    assert "--celery-hostname heavy@%h" in _command(heavy)
+    assert light["deploy"]["replicas"] == 2
+    assert heavy["deploy"].get("replicas", 1) == 1
+
+    def gib(value: str) -> float:
+        number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])b?", value.lower()).groups()
+        return float(number) * {"k": 1 / 2**20, "m": 1 / 1024, "g": 1}[unit]
+
+    assert gib(heavy["deploy"]["resources"]["limits"]["memory"]) > gib(
+        light["deploy"]["resources"]["limits"]["memory"])
+
+
+def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> None:
+    services = rendered[0]["services"]
+    for name, svc in services.items():
+        if name == "airflow-init":
+            assert svc.get("restart") in (None, "no")
+            continue
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert svc.get("restart") == "unless-stopped", name
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert cond["condition"] in {"service_healthy", "service_started",
+                                         "service_completed_successfully"}, (name, dep)
+    for worker, queue in (("airflow-worker-light", "light"), ("airflow-worker-heavy", "heavy")):
+        test = " ".join(services[worker]["healthcheck"]["test"])
+        assert "inspect ping" in test and f"{queue}@" in test
+    for name in AIRFLOW_COMPONENTS - {"airflow-init"}:
+        deps = services[name]["depends_on"]
+        assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
+        assert deps["postgres"]["condition"] == "service_healthy", name
+
+
+def test_named_volumes(rendered: tuple[dict, dict]) -> None:
+    config = rendered[0]
+    declared = set(config["volumes"])
+    used = set()
+    for svc in config["services"].values():
+        for vol in svc.get("volumes", []):
+            source = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
+            if not source.startswith(("/", ".")):
+                used.add(source)
+    assert used == declared
+    assert {"postgres-data", "airflow-logs", "prometheus-data", "grafana-data"} <= declared
+
+
+def test_every_airflow_component_shares_secrets_and_statsd(rendered: tuple[dict, dict]) -> None:
+    config, values = rendered
+    envs = {name: _env(config["services"][name]) for name in AIRFLOW_COMPONENTS}
+    for key in SHARED:
+        seen = {name: env.get(key) for name, env in envs.items()}
+        assert len(set(seen.values())) == 1 and None not in seen.values(), (key, seen)
+    some = next(iter(envs.values()))
+    assert some["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
+    assert some["AIRFLOW__API_AUTH__JWT_SECRET"] == values["AIRFLOW_JWT_SECRET"]
+    assert some["AIRFLOW__API__SECRET_KEY"] == values["AIRFLOW_API_SECRET_KEY"]
+    assert (some["AIRFLOW__METRICS__STATSD_HOST"], some["AIRFLOW__METRICS__STATSD_PORT"]) == ("statsd-exporter", "9125")
+    assert some["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"  # from airflow/airflow.env
+    assert some["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert some["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    assert values["POSTGRES_PASSWORD"] in some["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert some["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "--expose-prometheus" in _command(config["services"]["mlflow"])
+    flower = envs["flower"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"]
+    assert flower == f"flower:{values['FLOWER_PASSWORD']}"
+
+
+def test_secrets_are_required_never_defaulted() -> None:
+    text = COMPOSE.read_text()
+    names = secret_names()
+    assert len(names) >= 10, names
+    for name in names:
+        uses = re.findall(r"\$\{" + name + r"(:?[?-]?)", text)
+        assert uses, f"{name} is not used by {COMPOSE.name}"
+        assert set(uses) == {":?"}, f"{name} must be required with ${{{name}:?...}}: {uses}"
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"])
+def test_missing_secret_stops_rendering(docker_compose: str, tmp_path: Path, missing: str) -> None:
+    env_file = tmp_path / ".env"
+    write_env(env_file, skip=missing)
+    out = compose_config(docker_compose, env_file)
+    assert out.returncode != 0
+    assert f"{missing} is not set" in out.stderr
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    code = "\n".join(ln.split("#", 1)[0] for ln in COMPOSE.read_text().splitlines())
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", code))  # `$${X}` is the container's own
+    assert used - documented == set(), f"not in .env.example: {used - documented}"
+
+
+def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
+    services = rendered[0]["services"]
+
+    def mounts(name: str) -> dict[str, str]:
+        out = {}
+        for vol in services[name]["volumes"]:
+            if isinstance(vol, dict):
+                out[vol["target"]] = vol["source"]
+            else:
+                source, target = vol.split(":")[:2]
+                out[target] = source
+        return out
+
+    statsd = services["statsd-exporter"]
+    assert mounts("statsd-exporter")["/etc/statsd/mapping.yml"] == str(REPO / "observability/statsd/mapping.yml")
+    assert "--statsd.mapping-config=/etc/statsd/mapping.yml" in statsd["command"]
+    assert mounts("prometheus")["/etc/prometheus"] == str(REPO / "observability/prometheus")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    grafana_env = _env(services["grafana"])
+    assert grafana_env["MLOPS_PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert mounts("grafana")[grafana_env["MLOPS_GRAFANA_DASHBOARDS"]] == str(REPO / "observability/grafana/dashboards")
+    assert mounts("grafana")["/etc/grafana/provisioning"] == str(REPO / "observability/grafana/provisioning")
+    buckets = _env(services["flower"])["FLOWER_TASK_RUNTIME_METRIC_BUCKETS"].split(",")
+    assert max(float(b) for b in buckets if b != "inf") >= 3600 and buckets[-1] == "inf"
+
+
+def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
+    init = rendered[0]["services"]["airflow-init"]
+    script = _command(init)
+    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/sync_rbac.py", "chown -R 50000:0")]
+    assert steps == sorted(steps)
+    assert str(init["user"]) == "0:0"
+    env = _env(init)
+    for name in ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD", "AIRFLOW_VIEWER_PASSWORD"):
+        assert env[name], name
+    assert (REPO / "airflow" / "sync_rbac.py").is_file() and (REPO / "airflow" / "rbac.yaml").is_file()
+
+
+def test_dockerfile_matches_the_lock() -> None:
+    dockerfile = (REPO / "airflow" / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert base == "apache/airflow:3.3.2-python3.11"
+    version = base.split(":")[1].split("-")[0]
+    assert f"apache-airflow=={version}\n" in (REPO / "requirements.lock").read_text()
+    assert "-r /tmp/requirements.lock" in dockerfile and "COPY --chown=airflow:0 . /opt/mlops" in dockerfile
+    # editable: mlops.config finds configs/ and dvc.yaml next to src/, as in development
+    assert "pip install --no-cache-dir --no-deps -e /opt/mlops" in dockerfile
+    assert (REPO / "dvc.yaml").is_file() and (REPO / "configs").is_dir() and (REPO / "dags").is_dir()
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".env", ".venv", "data", ".stack", ".git"} <= ignored
+
+
+@pytest.mark.parametrize("service", ["airflow-init", "mlflow"])
+def test_inline_scripts_parse(rendered: tuple[dict, dict], service: str) -> None:
+    """The bash scripts in `command:` parse (`bash -n`), and so does airflow-init's Python."""
+    script = rendered[0]["services"][service]["command"][2].replace("$$", "$")
+    out = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    if "<<'PY'" in script:
+        compile(script.split("<<'PY'\n", 1)[1].split("\nPY", 1)[0], f"{service} command", "exec")

@@ -1,0 +1,74 @@
+"""Every metric a dashboard panel or an alert queries is produced by the StatsD mapping, Flower,
+MLflow or Prometheus itself; the failure message lists any that are not."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import yaml
+
+from .promql import metric_names
+from .statsd_mapping import StatsdMapping
+from .test_grafana import dashboard_queries
+from .test_statsd_mapping import metric_type, seen_names
+
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# prometheus_flask_exporter families with MLflow's defaults_prefix (mlflow/server/prometheus_exporter.py);
+# only served with `mlflow server --expose-prometheus <dir>`.
+MLFLOW = {"mlflow_http_request_total", "mlflow_http_request_exceptions_total", "mlflow_exporter_info",
+          *(f"mlflow_http_request_duration_seconds{s}" for s in HISTOGRAM_SUFFIXES)}
+# Every scrape target gets these from Prometheus; the prometheus job serves its process metrics.
+PROMETHEUS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "process_start_time_seconds"}
+
+
+def _package_file(package: str, name: str) -> Path:
+    return Path(importlib.util.find_spec(package).submodule_search_locations[0]) / name
+
+
+def flower_families() -> set[str]:
+    """Metric families declared in the installed Flower's events module."""
+    source = _package_file("flower", "events.py").read_text()
+    out = set()
+    for kind, name in re.findall(r"(Counter|Histogram|Gauge)\(\s*'(flower_\w+)'", source):
+        out |= {name + s for s in HISTOGRAM_SUFFIXES} if kind == "Histogram" else {name}
+    return out
+
+
+def mapping_families(mapping: StatsdMapping) -> set[str]:
+    """Families the exporter produces from the StatsD names a real stack sent (not every rule:
+    e.g. task.queued_duration has a rule but Airflow 3.3's Task SDK path never sends it)."""
+    out = set()
+
+    def add(name: str, histogram: bool) -> None:
+        out.update({name + s for s in HISTOGRAM_SUFFIXES} if histogram else {name})
+
+    for name in seen_names():
+        kind = metric_type(name)
+        hit = mapping.match(name, kind)
+        if hit is not None and not hit.dropped:
+            add(hit.name, kind == "observer" and hit.rule.observer_type == "histogram")
+    return out
+
+
+def test_flower_families_match_the_shared_notes() -> None:
+    assert {"flower_events_total", "flower_worker_online", "flower_task_runtime_seconds_bucket",
+            "flower_worker_number_of_currently_executing_tasks"} <= flower_families()
+    mlflow_src = _package_file("mlflow", "server/prometheus_exporter.py").read_text()
+    assert 'defaults_prefix="mlflow"' in mlflow_src
+
+
+def test_every_queried_metric_is_produced(mapping: StatsdMapping, alert_rules: list[dict]) -> None:
+    produced = mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS
+    queries = dashboard_queries() + [(f"alert {r['alert']}", r["expr"]) for r in alert_rules]
+    missing = [f"{where}: {name}" for where, expr in queries for name in sorted(metric_names(expr))
+               if name not in produced]
+    assert not missing, "metrics nothing produces:\n" + "\n".join(missing)
+
+
+def test_the_coverage_check_catches_a_typo(mapping: StatsdMapping) -> None:
+    produced = mapping_families(mapping) | flower_families()
+    assert "airflow_task_instances" in produced and "airflow_dagrun_duration_seconds_bucket" in produced
+    assert metric_names('sum(rate(airflow_ti_finsh_total{state="failed"}[5m]))') - produced == {
+        "airflow_ti_finsh_total"}
