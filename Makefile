@@ -36,3 +36,21 @@ lock: $(STAMP)
 
 test: install
 	$(PY) -m pytest
+
+# The native stack (stack/, supervisord). Settings and generated secrets: .env (from .env.example).
+up: install
+	@$(PY) -m stack.ctl up
+
+down: install
+	@$(PY) -m stack.ctl down
+
+status: install
+	@$(PY) -m stack.ctl status
+
+# make logs [C=worker-heavy1] [F=1 to follow] [N=50 lines]
+logs: install
+	@$(PY) -m stack.ctl logs $(C) -n $(or $(N),20) $(if $(F),-f)
+
+# make demo [DEMO_UNTIL=2013-W06]
+demo: install
+	@$(PY) -m stack.demo

@@ -9,11 +9,14 @@ the weeks listed in the run conf `{"weeks": ["2013-W07"]}` for a manual re-check
 `@daily` as a `CronTriggerTimetable` with a one-day interval, so each run covers the day before it.
 No batch in the interval: every task is skipped and the run succeeds.
 
-* **validate_schema**: columns, dtypes and categories of `configs/flights.yaml`.
-* **check_data_quality**: missing values, ranges, duplicates (limits from Variables `mlops_<limit>`).
-* **check_distributions**: drift of the batch against the training reference
-  (threshold from Variable `mlops_drift_share`).
-* **detect_anomalies**: outliers and anomalous rows.
+* **validate_schema**: readable CSV, required columns and dtypes of `configs/flights.yaml`.
+* **check_data_quality**: null shares, value ranges, unknown categories.
+* **check_distributions**: Evidently drift of the batch against the recently accepted batches
+  (a massive shift means a broken feed).
+* **detect_anomalies**: duplicate rows and extreme outliers.
+
+Every limit is a keyword argument of `mlops.validate.validate_batch`, overridable by the Airflow
+Variable `mlops_<limit>` (e.g. `mlops_max_null_share`, `mlops_max_drift_share`).
 
 A failing check moves the batch to `quarantine/` with its `validation.json` / `.html` report, and
 the task fails at once (no retries: bad data does not get better) with an error naming the file,
@@ -56,37 +59,37 @@ def data_validation_dag() -> None:
 
     @task
     def validate_schema() -> list[str]:
-        """Find the batches of this run and check their schema."""
+        """Find the batches of this run and check their schema; return their weeks."""
         from mlops_airflow.validation import batches_for_run, run_check
 
-        batches = batches_for_run(get_current_context())
-        for path in batches:
-            run_check(path, "schema")
-        return batches
+        weeks = batches_for_run(get_current_context())
+        for week in weeks:
+            run_check(week, "schema")
+        return weeks
 
     @task
-    def check_data_quality(batches: list[str]) -> list[dict[str, Any]]:
-        """Missing values, ranges and duplicates."""
+    def check_data_quality(weeks: list[str]) -> list[dict[str, Any]]:
+        """Missing values, value ranges, unknown categories."""
         from mlops_airflow.validation import run_check
 
-        return [run_check(path, "quality") for path in batches]
+        return [run_check(week, "quality") for week in weeks]
 
     @task
-    def check_distributions(batches: list[str]) -> list[dict[str, Any]]:
-        """Distribution drift against the training reference."""
+    def check_distributions(weeks: list[str]) -> list[dict[str, Any]]:
+        """Distribution drift against the recently accepted batches."""
         from mlops_airflow.validation import run_check
 
-        return [run_check(path, "distributions") for path in batches]
+        return [run_check(week, "distribution") for week in weeks]
 
     @task
-    def detect_anomalies(batches: list[str]) -> list[dict[str, Any]]:
-        """Outliers and anomalous rows."""
+    def detect_anomalies(weeks: list[str]) -> list[dict[str, Any]]:
+        """Duplicate rows and extreme outliers."""
         from mlops_airflow.validation import run_check
 
-        return [run_check(path, "anomalies") for path in batches]
+        return [run_check(week, "anomalies") for week in weeks]
 
-    batches = validate_schema()
-    [check_data_quality(batches), check_distributions(batches), detect_anomalies(batches)]
+    weeks = validate_schema()
+    [check_data_quality(weeks), check_distributions(weeks), detect_anomalies(weeks)]
 
 
 data_validation_dag()

@@ -376,12 +376,12 @@ def cmd_up(cfg: StackConfig) -> float:
     ensure_databases(cfg)
     rpc = health.supervisor(cfg)
     rpc.supervisor.startProcess("mlflow", False)
-    log("postgres, redis, prometheus, mlflow started; migrating the Airflow database")
+    log(f"postgres, redis, prometheus, mlflow started ({time.monotonic() - started:.1f} s); migrating the Airflow database")
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], cfg.logs / "airflow-db-migrate.log", env=env,
          what="airflow db migrate")
     _run([str(VENV_BIN / "python"), str(REPO / "airflow" / "sync_rbac.py")], cfg.logs / "sync-rbac.log",
          env={**env, **cfg.rbac_env()}, what="airflow/sync_rbac.py")
-    log("users and roles synced; starting Airflow")
+    log(f"database migrated, users and roles synced ({time.monotonic() - started:.1f} s); starting Airflow")
     # The scheduler waits for the api-server: workers run every task through its Execution API,
     # and a task queued before it answers fails its first try.
     programs = [name for name, info in (health.supervisor_states(cfg) or {}).items() if info["group"] == "airflow"]
@@ -444,7 +444,7 @@ def print_status(cfg: StackConfig) -> bool:
         print(f"{h.name:<16} {h.port:<18} {h.state:<9} {mark:<9} {h.detail}")
     metrics = ("on" if mlflow_metrics_available() else
                "off: prometheus-flask-exporter not installed (mlflow --expose-prometheus would crash)")
-    print(f"mlflow /metrics: {metrics}")
+    print(f"MLflow /metrics: {metrics}")
     print(f"statsd: every Airflow component sends to udp 127.0.0.1:{cfg.ports['STATSD_PORT']}")
     print(f"Airflow UI {cfg.api_url}  Flower {cfg.flower_url}  MLflow {cfg.mlflow_url}  "
           f"Prometheus {cfg.prometheus_url}")

@@ -45,7 +45,7 @@ def supervisor_states(cfg: StackConfig) -> dict[str, dict] | None:
 def _get(url: str, **kwargs) -> requests.Response | None:
     """GET with a short timeout; None when nothing answers."""
     try:
-        return requests.get(url, timeout=kwargs.pop("timeout", 3), **kwargs)
+        return requests.get(url, timeout=kwargs.pop("timeout", 10), **kwargs)
     except requests.RequestException:
         return None
 

@@ -15,13 +15,19 @@ if TYPE_CHECKING:
 
 
 def drift_columns(schema: Schema, available: list[str]) -> list[str]:
-    """Feature columns scored for drift (schema ``drift.exclude`` left out)."""
+    """Feature columns that count in the drift decision (schema ``drift.exclude`` left out)."""
     return [c for c in schema.features if c not in schema.drift_exclude and c in available]
 
 
 def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: Schema,
-                    columns: list[str], drift_share: float) -> tuple[Any, dict[str, Any]]:
-    """Run Evidently's DataDriftPreset; return the snapshot and ``share``/``drifted_columns``."""
+                    columns: list[str], drift_share: float,
+                    report_all: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Run Evidently's DataDriftPreset on every feature (only ``columns`` if not report_all); return the snapshot and the drift of
+    the monitored ``columns``: ``share``, ``count``, ``drifted_columns`` (plus the drifted
+    informational columns)."""
+    monitored = list(columns)
+    columns = [c for c in schema.features if c in current.columns and c in reference.columns
+               and (report_all or c in monitored)]
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -38,13 +44,11 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
     snapshot = Report([DataDriftPreset(columns=columns, drift_share=drift_share)]).run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition))
-    share, count, drifted, scores = 0.0, 0, [], {}
+    drifted, scores = [], {}
     for m in snapshot.dict()["metrics"]:
         cfg = m.get("config", {})
         kind = str(cfg.get("type", ""))
-        if kind.endswith("DriftedColumnsCount"):
-            share, count = float(m["value"]["share"]), int(m["value"]["count"])
-        elif kind.endswith("ValueDrift"):
+        if kind.endswith("ValueDrift"):
             col, value = cfg.get("column"), m["value"]
             method, thr = str(cfg.get("method", "")), float(cfg.get("threshold", 0.1))
             # p-value tests drift below the threshold; distances drift at or above it
@@ -53,7 +57,10 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
                            "drifted": bool(is_drift)}
             if is_drift:
                 drifted.append(col)
-    return snapshot, {"share": share, "count": count, "drifted_columns": sorted(drifted),
+    hits = sorted(c for c in drifted if c in monitored)
+    share = len(hits) / len(monitored) if monitored else 0.0
+    return snapshot, {"share": share, "count": len(hits), "drifted_columns": hits,
+                      "informational_drifted": sorted(c for c in drifted if c not in monitored),
                       "columns": scores}
 
 
@@ -130,6 +137,7 @@ def detect_drift(week: str | None = None, threshold: float | None = None) -> dic
     result = to_jsonable({
         "batch": week, "path": path, "drift_share": res["share"],
         "drifted_columns": res["drifted_columns"], "drift_detected": detected,
+        "informational_drifted_columns": res["informational_drifted"],
         "threshold": threshold, "report_html": html, "report_json": out_dir / "drift.json",
         "reference": source, "champion_version": champion_version, "columns": columns})
     write_json(out_dir / "drift.json", {**result, "column_scores": to_jsonable(res["columns"])})

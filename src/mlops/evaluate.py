@@ -41,7 +41,7 @@ def evaluate_model(version: str | int, holdout_week: str | None = None,
     champion's by at least ``margin`` (default ``config.DEPLOY_MARGIN``).
     """
     from mlops.registry import get_champion
-    from mlops.train import load_table, model_input, score
+    from mlops.train import limited_threads, load_table, model_input, score
 
     margin = config.DEPLOY_MARGIN if margin is None else float(margin)
     schema = load_schema()
@@ -54,13 +54,16 @@ def evaluate_model(version: str | int, holdout_week: str | None = None,
         raise RegistryError(f"holdout week {holdout} has no rows in {config.processed_table()}")
     x = model_input(rows, schema)
     y = rows[schema.target_name]
-    scores = score(y, model.predict_proba(x)[:, 1])
+    with limited_threads():
+        scores = score(y, model.predict_proba(x)[:, 1])
 
     champion = get_champion()
     champ_version = champion["version"] if champion else None
     champ_scores = None
     if champion and champ_version != version:
-        champ_scores = score(y, load_version(champ_version).predict_proba(x)[:, 1])
+        champ_model = load_version(champ_version)
+        with limited_threads():
+            champ_scores = score(y, champ_model.predict_proba(x)[:, 1])
     if champion is None:
         beats, reason = True, "no champion yet"
     elif champ_version == version:

@@ -152,7 +152,7 @@ def rollback(reason: str) -> dict[str, Any]:
             raise RegistryError(f"model {config.model_name()}: no previous version to roll back to")
         if previous == champion:
             return {"rolled_back": False, "champion_version": champion, "demoted_version": None,
-                    "reason": "champion already is the previous version (rollback done)"}
+                    "reason": "previous is the champion itself: nothing to roll back to"}
         when = _now()
         name = config.model_name()
         client.set_model_version_tag(name, champion, "rolled_back", str(reason))

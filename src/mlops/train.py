@@ -37,6 +37,33 @@ def load_table(path: str | Path | None = None) -> "pd.DataFrame":
     return pd.read_parquet(p)
 
 
+def fit_threads() -> int:
+    """OpenMP threads for fitting/predicting: ``MLOPS_FIT_THREADS``, else the idle cores.
+
+    Gradient boosting's OpenMP barriers spin; on an oversubscribed machine 2 threads were 5x
+    slower than 1 (measured here: 18.8 s vs 3.5 s), so only cores that are idle are used.
+    """
+    import os
+
+    env = os.environ.get("MLOPS_FIT_THREADS")
+    if env and env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    try:
+        idle = cpus - os.getloadavg()[0]
+    except OSError:
+        idle = cpus
+    return max(1, min(cpus, int(round(idle))))
+
+
+def limited_threads():  # -> contextlib.AbstractContextManager
+    """Context manager limiting OpenMP/BLAS threads to :func:`fit_threads`."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=fit_threads())
+
+
 def model_input(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":
     """Feature columns in model order; categoricals as object with NaN for missing."""
     import numpy as np
@@ -221,9 +248,10 @@ def _fit_and_log(client: Any, schema: Schema, train: "pd.DataFrame", y: Any,
     x_test = model_input(test, schema)
     pipe = build_pipeline(schema, params, x_train)
     t0 = time.perf_counter()
-    pipe.fit(x_train, y)
-    fit_seconds = time.perf_counter() - t0
-    proba = pipe.predict_proba(x_test)[:, 1]
+    with limited_threads():
+        pipe.fit(x_train, y)
+        fit_seconds = time.perf_counter() - t0
+        proba = pipe.predict_proba(x_test)[:, 1]
     scores = score(test[schema.target_name], proba)
     mlflow_metrics = {k: v for k, v in scores.items() if k not in ("rows",)}
     mlflow_metrics.update({"fit_seconds": fit_seconds, "train_rows": len(x_train),

@@ -47,22 +47,14 @@ def claim_new_batches(context: Any) -> list[str]:
     return batches
 
 
-# Quality limits of mlops.validate.validate_batch, each overridable by Variable ``mlops_<name>``.
-VALIDATION_LIMITS = (
-    "max_null_share",
-    "max_duplicate_share",
-    "max_unknown_category_share",
-    "max_out_of_range_share",
-    "max_outlier_share",
-    "max_validation_drift_share",
-)
-
-
 def validation_thresholds() -> dict[str, float]:
-    """Keyword arguments for validate_batch from the Variables that are defined."""
+    """validate_batch keyword arguments from the Variables ``mlops_<limit>`` that are defined
+    (limits: the keys of ``mlops.validate.THRESHOLD_DEFAULTS``, e.g. ``mlops_max_null_share``)."""
+    from mlops.validate import THRESHOLD_DEFAULTS
+
     from mlops_airflow.config import QUALITY_VARIABLE_PREFIX
 
-    return threshold_kwargs({name: f"{QUALITY_VARIABLE_PREFIX}{name}" for name in VALIDATION_LIMITS})
+    return threshold_kwargs({name: f"{QUALITY_VARIABLE_PREFIX}{name}" for name in THRESHOLD_DEFAULTS})
 
 
 def validate_new_batches(batches: list[str]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def arrived_between(start: datetime, end: datetime) -> list[str]:
 
 
 def batches_for_run(context: Any) -> list[str]:
-    """The batch files this run checks: conf ``weeks`` if given, else the data interval's arrivals.
+    """The weeks this run checks: conf ``weeks`` if given, else the data interval's arrivals.
 
     No batch: the task is skipped (and with it the whole run), a normal outcome.
     """
@@ -43,11 +43,55 @@ def batches_for_run(context: Any) -> list[str]:
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise AirflowFailException(f"requested batches are not in landing: {', '.join(missing)}")
-        return [str(p) for p in paths]
+        return list(weeks)
     start = context["data_interval_start"]
     end = context["data_interval_end"]
     batches = arrived_between(start, end)
     if not batches:
         raise AirflowSkipException(f"no batch arrived in {landing_dir()} between {start} and {end}")
     log.info("Batches that arrived between %s and %s: %s", start, end, ", ".join(batches))
-    return batches
+    return [Path(b).stem for b in batches]
+
+
+def locate_batch(week: str) -> Path:
+    """Where a batch is now: ``landing/<week>.csv``, or ``quarantine/<week>.csv`` when a check
+    running in parallel has already rejected it (validating a quarantined file never moves it)."""
+    quarantined = data_dir() / "quarantine" / f"{week}.csv"
+    landing = landing_dir() / f"{week}.csv"
+    return landing if landing.exists() or not quarantined.exists() else quarantined
+
+
+def run_check(week: str, check: str) -> dict[str, Any]:
+    """Run one validation check (``mlops.validate`` names: schema, quality, distribution,
+    anomalies) on one batch; fail the task at once, naming file, check and columns, if it fails.
+
+    A failing check quarantines the batch. The three parallel checks may find the batch already
+    moved by a sibling: they then check the quarantined copy, so each still reports its verdict.
+    """
+    from mlops.errors import BatchValidationError
+    from mlops.validate import validate_batch
+
+    from mlops_airflow.tasks import _fail, validation_thresholds
+
+    thresholds = validation_thresholds()
+    for attempt in (1, 2):
+        path = locate_batch(week)
+        try:
+            result = validate_batch(str(path), checks=[check], **thresholds)
+        except BatchValidationError as err:
+            if err.check == "readable" and attempt == 1:
+                continue  # moved to quarantine by a sibling between locate and read
+            log.error("Batch %s failed check %s: %s", week, check, err)
+            _fail(f"{err} (report: {err.report})")
+        else:
+            for warning in result.get("warnings") or []:
+                log.warning("Batch %s, check %s: %s", week, check, warning)
+            return {
+                "batch": week,
+                "check": check,
+                "path": result["path"],
+                "status": result["status"],
+                "warnings": result.get("warnings") or [],
+                "report_json": result.get("report_json"),
+            }
+    raise AssertionError("unreachable")

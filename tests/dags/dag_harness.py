@@ -7,6 +7,7 @@ reads its configuration once, at import. The tmp folders are removed when the se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -163,3 +164,21 @@ def set_variable(key: str, value: str | None) -> None:
         Variable.delete(key)
     else:
         Variable.set(key, value)
+
+
+@contextlib.contextmanager
+def ml_env(root: Path) -> Iterator[Path]:
+    """Point the in-process tasks at a fresh ML data folder and MLflow store under ``root``."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_DATA_DIR", str(data))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        yield data
+
+
+def age_files(*paths: Path, days: float = 3) -> None:
+    """Backdate files' modification time: they 'arrived' before the run's data interval."""
+    then = time.time() - days * 86400
+    for path in paths:
+        os.utime(path, (then, then))

@@ -1,0 +1,104 @@
+"""ml_pipeline_dag end to end (dag.test on the SQLite metadata DB, real MLflow SQLite store) on
+replayed weeks 1-6 of 2013: the first run registers a model and makes it champion; a second run
+without new data is skipped; a drifted batch (a summer week against the winter champion) makes
+check_drift trigger model_retraining_dag with the drift result in conf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dag_harness import ml_env, run_dag, set_variable, task_states, triggered_run, xcom
+
+WEEKS = [f"2013-W0{i}" for i in range(1, 7)]
+SUMMER_WEEK = "2013-W27"
+DOWNSTREAM = ("validate_data", "preprocess", "train", "evaluate", "check_drift", "deploy")
+
+
+@pytest.fixture(scope="module")
+def pipeline(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Weeks 1-6 in landing, nothing processed, no model yet."""
+    root = tmp_path_factory.mktemp("pipeline")
+    with ml_env(root) as data:
+        from mlops.data import replay
+
+        replay(until_week=WEEKS[-1])
+        yield data
+
+
+@pytest.fixture(scope="module")
+def first_run(pipeline):
+    return run_dag("ml_pipeline_dag")
+
+
+def test_first_run_registers_a_model_and_sets_champion(pipeline: Path, first_run) -> None:
+    from mlops.ingest import processed_weeks
+    from mlops.registry import get_champion
+
+    assert first_run.state == "success"
+    assert task_states(first_run) == {
+        "check_new_data": "success", **{t: "success" for t in DOWNSTREAM}
+    }
+    trained = xcom(first_run, "train")
+    assert trained["holdout_week"] == WEEKS[-1] and trained["train_weeks"] == WEEKS[:-1]
+    evaluation = xcom(first_run, "evaluate")
+    assert evaluation["beats_champion"] is True and evaluation["champion_version"] is None
+    drift = xcom(first_run, "check_drift", key="drift")
+    assert drift["batch"] == WEEKS[-1] and drift["drift_detected"] is False
+    champion = get_champion()
+    assert champion is not None and champion["version"] == trained["model_version"]
+    assert xcom(first_run, "deploy")["champion_version"] == trained["model_version"]
+    assert processed_weeks() == WEEKS
+    assert sorted(p.stem for p in (pipeline / "accepted").glob("*.csv")) == WEEKS
+    # XCom carries small values only: no DataFrame, a few KB at most
+    for task_id in ("check_new_data", "validate_data", "preprocess", "train", "evaluate"):
+        assert len(repr(xcom(first_run, task_id))) < 20_000
+
+
+def test_second_run_without_new_data_is_skipped(first_run) -> None:
+    from mlops import tracking
+    from mlops.registry import get_champion
+
+    champion = get_champion()
+    client = tracking.setup()
+    versions = len(client.search_model_versions("name = 'flight_delay_classifier'"))
+
+    dag_run = run_dag("ml_pipeline_dag")
+
+    assert dag_run.state == "success"  # nothing new is a normal outcome, not a failure
+    states = task_states(dag_run)
+    assert states.pop("check_new_data") == "success"
+    assert set(states.values()) == {"skipped"} and set(states) == set(DOWNSTREAM)
+    assert xcom(dag_run, "check_new_data") == []
+    assert len(client.search_model_versions("name = 'flight_delay_classifier'")) == versions
+    assert get_champion()["version"] == champion["version"]
+
+
+def test_drifted_batch_triggers_retraining_with_drift_in_conf(pipeline: Path, first_run) -> None:
+    from mlops.data import replay
+    from mlops.ingest import processed_weeks
+
+    replay(from_week=SUMMER_WEEK, until_week=SUMMER_WEEK)  # a real summer week arrives
+    # Threshold from the Airflow Variable (no code change): a share of drifted columns this
+    # large is not reached between two consecutive winter weeks, but is by a summer week.
+    set_variable("mlops_drift_share", "0.2")
+    try:
+        dag_run = run_dag("ml_pipeline_dag")
+    finally:
+        set_variable("mlops_drift_share", None)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert states["check_drift"] == "success"
+    drift = xcom(dag_run, "check_drift", key="drift")
+    assert drift["batch"] == SUMMER_WEEK
+    assert drift["drift_detected"] is True and drift["threshold"] == 0.2
+    assert drift["drift_share"] >= 0.2 and drift["drifted_columns"]
+
+    triggered = triggered_run("model_retraining_dag", f"drift__{dag_run.run_id}")
+    assert triggered is not None, "check_drift did not trigger model_retraining_dag"
+    state, conf = triggered
+    assert conf["drift"] == drift
+    assert conf["triggered_by"] == {"dag_id": "ml_pipeline_dag", "run_id": dag_run.run_id}
+    assert SUMMER_WEEK in processed_weeks()

@@ -1,0 +1,86 @@
+"""The test stack comes up healthy, `status` lists every component, supervisord restarts a crash."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import time
+
+import requests
+from cryptography.fernet import Fernet
+
+from stack import config as stack_config
+from stack import envfile, health
+
+
+def test_status_lists_every_component_healthy(stack) -> None:
+    result = stack.ctl("status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for name, port in (("postgres", "25432"), ("redis", "26379"), ("prometheus", "29090"), ("mlflow", "25000"),
+                       ("api-server", "28080"), ("flower", "25555"), ("worker-light1", "28793"),
+                       ("worker-light2", "28794"), ("worker-heavy1", "28795")):
+        assert port in lines[name] and "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
+    for name in ("scheduler", "dag-processor", "triggerer"):
+        assert "RUNNING" in lines[name] and "heartbeat healthy" in lines[name], lines[name]
+    # No statsd_exporter / Grafana binary on this machine: status says so plainly.
+    assert "absent" in lines["statsd-exporter"] and "compose" in lines["statsd-exporter"]
+    assert "absent" in lines["grafana"] and "compose" in lines["grafana"]
+
+
+def test_workers_have_their_own_names_and_queues(stack) -> None:
+    from celery import Celery
+
+    app = Celery(broker=f"redis://127.0.0.1:{stack.cfg.ports['REDIS_PORT']}/0")
+    try:
+        queues = app.control.inspect(timeout=5).active_queues() or {}
+    finally:
+        app.close()
+    by_worker = {name.split("@")[0]: sorted(q["name"] for q in qs) for name, qs in queues.items()}
+    assert by_worker == {"light1": ["light"], "light2": ["light"], "heavy1": ["heavy"]}
+
+
+def test_supervisord_restarts_a_crashed_component(stack) -> None:
+    rpc = health.supervisor(stack.cfg)
+    before = rpc.supervisor.getProcessInfo("prometheus")["pid"]
+    os.kill(before, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        info = rpc.supervisor.getProcessInfo("prometheus")
+        if info["statename"] == "RUNNING" and info["pid"] not in (0, before):
+            try:
+                if requests.get(f"{stack.cfg.prometheus_url}/-/ready", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+        assert time.monotonic() < deadline, f"prometheus not restarted within 60 s: {info}"
+        time.sleep(0.5)
+    assert re.search(r"exited: prometheus \(terminated by SIGKILL", (stack.cfg.logs / "supervisord.log").read_text())
+
+
+def test_env_file_has_generated_private_secrets(stack) -> None:
+    env = stack.cfg.env
+    assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
+    secrets = {k: v for k, v in env.items() if envfile.is_secret(k)}
+    assert {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "FLOWER_PASSWORD",
+            "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
+            "AIRFLOW_VIEWER_PASSWORD", "POSTGRES_PASSWORD"} <= set(secrets)
+    assert all(len(v) >= 20 for v in secrets.values()), "a secret is empty or short"
+    assert len(set(secrets.values())) == len(secrets), "two secrets share a value"
+    Fernet(env["AIRFLOW_FERNET_KEY"].encode())  # raises when not a valid Fernet key
+    assert envfile.ensure(stack.env_file, stack_config.EXAMPLE_ENV) == env, "a later run changed .env"
+
+
+def test_bad_env_file_is_refused_naming_file_and_line(stack, tmp_path) -> None:
+    bad = tmp_path / "bad.env"
+    text = stack.env_file.read_text()
+    bad.write_text(text + "this line is not KEY=VALUE\n")
+    result = stack.ctl("status", env_file=bad)
+    assert result.returncode == 1
+    assert f"{bad}:{len(text.splitlines()) + 1}" in result.stderr and "KEY=VALUE" in result.stderr
+    bad.write_text(text.replace(f"REDIS_PORT={stack.cfg.ports['REDIS_PORT']}", "REDIS_PORT=6379"))
+    result = stack.ctl("up", env_file=bad)
+    assert result.returncode == 1 and "REDIS_PORT=6379" in result.stderr and str(bad) in result.stderr
+    assert bad.read_text().count("REDIS_PORT=6379") == 1, "the env file must not be rewritten"

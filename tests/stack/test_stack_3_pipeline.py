@@ -1,0 +1,85 @@
+"""The three product DAGs on the running stack: REST-triggered runs, drift-triggered retraining,
+queue routing (Flower's task API and the workers' logs) and StatsD from scheduler and workers."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
+
+
+def _states(stack, run: dict) -> dict[str, str]:
+    return {t["task_id"]: t["state"] for t in stack.task_instances(run["dag_id"], run["dag_run_id"])}
+
+
+def test_ml_pipeline_succeeds_through_rest(dags_ready, runs) -> None:
+    states = _states(dags_ready, runs["ml"])
+    assert runs["ml"]["state"] == "success", states
+    for task in ("check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift"):
+        assert states[task] == "success", states
+    assert states["deploy"] in ("success", "skipped"), states
+
+
+def test_drift_triggered_retraining_succeeds(dags_ready, runs) -> None:
+    retrain = runs["retrain"]
+    assert retrain is not None, "check_drift did not trigger model_retraining_dag"
+    assert retrain["conf"]["drift"]["drift_detected"] is True, retrain["conf"]
+    states = _states(dags_ready, retrain)
+    assert retrain["state"] == "success", states
+    assert states["retrain_model"] == "success" and states["evaluate_new_model"] == "success", states
+    assert {states["deploy_new_model"], states["rollback_model"]} == {"success", "skipped"}, states
+
+
+def test_data_validation_succeeds(dags_ready, runs) -> None:
+    states = _states(dags_ready, runs["validation"])
+    assert runs["validation"]["state"] == "success", states
+    assert states and all(s == "success" for s in states.values()), states
+
+
+def test_routing_heavy_tasks_on_heavy_worker_only(dags_ready, runs) -> None:
+    stack = dags_ready
+    auth = (stack.cfg.env["FLOWER_USER"], stack.cfg.env["FLOWER_PASSWORD"])
+    tasks = requests.get(f"{stack.cfg.flower_url}/api/tasks", auth=auth, timeout=30).json()
+    run_ids = {runs[k]["dag_run_id"] for k in ("ml", "retrain", "validation")}
+    seen: dict[tuple[str, str], set[str]] = {}
+    for task in tasks.values():
+        # args holds the Airflow workload (truncated by Celery); its log_path names the task.
+        found = re.search(r"dag_id=([^/]+)/run_id=([^/]+)/task_id=([^/]+)/", task.get("args") or "")
+        if not found or found.group(2) not in run_ids:
+            continue
+        dag_id, _, task_id = found.groups()
+        queue = "heavy" if (dag_id, task_id) in HEAVY_TASKS else "light"
+        assert task["routing_key"] == queue, task
+        seen.setdefault((dag_id, task_id), set()).add(task["worker"].split("@")[0])
+    ran = {(r["dag_id"], t["task_id"], t["queue"]) for k in ("ml", "retrain", "validation") for r in [runs[k]]
+           for t in stack.task_instances(r["dag_id"], r["dag_run_id"]) if t["state"] == "success"}
+    assert HEAVY_TASKS <= {(d, t) for d, t, _ in ran}
+    for dag_id, task_id, queue in ran:
+        expected_heavy = (dag_id, task_id) in HEAVY_TASKS
+        assert queue == ("heavy" if expected_heavy else "light"), (dag_id, task_id, queue)
+        workers = seen.get((dag_id, task_id))
+        assert workers, f"Flower has no record of {dag_id}.{task_id}"
+        allowed = {"heavy1"} if expected_heavy else {"light1", "light2"}
+        assert workers <= allowed, f"{dag_id}.{task_id} (queue {queue}) ran on {workers}"
+    # The workers' own logs agree: the heavy worker ran only heavy tasks.
+    heavy_log = (stack.cfg.logs / "worker-heavy1.log").read_text()
+    heavy_ran = set(re.findall(r"dag_id=([\w.-]+)/run_id=[^/]+/task_id=([\w.-]+)/", heavy_log))
+    assert heavy_ran and heavy_ran <= HEAVY_TASKS, heavy_ran
+    for name in ("light1", "light2"):
+        light_log = (stack.cfg.logs / f"worker-{name}.log").read_text()
+        assert not set(re.findall(r"dag_id=([\w.-]+)/run_id=[^/]+/task_id=([\w.-]+)/", light_log)) & HEAVY_TASKS
+
+
+def test_statsd_from_scheduler_and_workers(dags_ready, runs) -> None:
+    names = dags_ready.statsd.names(since=runs["t0"])
+    # Sent by the scheduler loop and its executor.
+    assert {"airflow.scheduler_heartbeat", "airflow.executor.open_slots"} <= names, sorted(names)[:50]
+    assert "airflow.dagrun.duration.success.ml_pipeline_dag" in names
+    # Sent by the task runner inside the Celery workers (airflow/sdk/execution_time/task_runner.py).
+    for name in ("airflow.ti.start.ml_pipeline_dag.train", "airflow.ti.finish.ml_pipeline_dag.train.success",
+                 "airflow.ti.finish.model_retraining_dag.retrain_model.success", "airflow.task.duration"):
+        assert name in names, (name, sorted(n for n in names if ".ti." in n)[:40])
+    # The ML package's gauges go to the same StatsD port from the training task.
+    assert "mlops.model.validation_auc" in names, sorted(n for n in names if n.startswith("mlops"))
