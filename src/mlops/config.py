@@ -44,7 +44,8 @@ MAX_DUPLICATE_SHARE = _env_float("MAX_DUPLICATE_SHARE", 0.01)
 MAX_UNKNOWN_CATEGORY_SHARE = _env_float("MAX_UNKNOWN_CATEGORY_SHARE", 0.01)
 #: validation: maximum share of values outside the schema range, per column
 MAX_OUT_OF_RANGE_SHARE = _env_float("MAX_OUT_OF_RANGE_SHARE", 0.0)
-#: validation: maximum share of extreme outliers (beyond 5 IQR of the reference), per column
+#: validation: maximum share of extreme outliers per numeric feature (beyond 3x the 1-99 %
+#: span of the reference, on each side)
 MAX_OUTLIER_SHARE = _env_float("MAX_OUTLIER_SHARE", 0.05)
 #: validation: share of drifted columns (batch vs accepted reference) that rejects a batch;
 #: weekly batches drift a little by season, so only a massive shift is treated as a broken feed

@@ -263,14 +263,16 @@ def _check_anomalies(run: _Run, df: "pd.DataFrame", schema: Schema, th: dict[str
         ref_col = pd.to_numeric(base[name], errors="coerce").dropna()
         if ref_col.empty:
             continue
-        q1, q3 = ref_col.quantile(0.25), ref_col.quantile(0.75)
-        iqr = q3 - q1
-        if iqr <= 0:
+        # Fences 3 x the 1-99 % span beyond that span: robust for skewed and zero-inflated
+        # columns (precipitation, visibility) where IQR fences flag ordinary weather.
+        lo, hi = ref_col.quantile(0.01), ref_col.quantile(0.99)
+        span = hi - lo
+        if span <= 0:
             continue
         col = df[name]
-        share = float(((col < q1 - 5 * iqr) | (col > q3 + 5 * iqr)).sum()) / n
+        share = float(((col < lo - 3 * span) | (col > hi + 3 * span)).sum()) / n
         if share > th["max_outlier_share"]:
-            outliers[name] = f"{share:.1%} beyond 5 IQR of the reference"
+            outliers[name] = f"{share:.1%} beyond 3x the 1-99% span of the reference"
     if outliers:
         run.fail("anomalies.outliers", "; ".join(f"{k}: {v}" for k, v in outliers.items()),
                  list(outliers))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dag_harness
-from dag_harness import AIRFLOW_HOME, DAGS_DIR, ROOT, airflow_cli, report
+from dag_harness import AIRFLOW_HOME, DAGS_DIR, ROOT, airflow_cli, ml_env, report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -45,10 +45,7 @@ def dagbag(airflow_db: Path):
 
 
 @pytest.fixture()
-def ml_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh ML data folder and MLflow store for one test (read from the env by the tasks)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    monkeypatch.setenv("MLOPS_DATA_DIR", str(data))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield data
+def ml_data(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh ML data folder and registered-model name for one test."""
+    with ml_env(tmp_path, f"model_{request.node.name}") as data:
+        yield data

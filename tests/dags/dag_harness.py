@@ -99,8 +99,27 @@ def run_dag(dag_id: str, conf: dict | None = None, logical_date=None):
     if logical_date is not None:
         kwargs["logical_date"] = logical_date
     dag_run = dag.test(**kwargs)
-    report(f"dag.test {dag_id} {json_short(conf)}: {dag_run.state} in {time.monotonic() - start:.1f} s")
+    report(
+        f"dag.test {dag_id} {json_short(conf)}: {dag_run.state} in "
+        f"{time.monotonic() - start:.1f} s ({task_durations(dag_run)})"
+    )
     return dag_run
+
+
+def task_durations(dag_run) -> str:
+    """``task 1.2s, ...`` for the tasks of a run that ran (for the measurements summary)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).all()
+        timed = sorted((ti.start_date, ti.task_id, ti.duration) for ti in rows if ti.start_date)
+        return ", ".join(f"{task_id} {duration or 0:.1f}s" for _, task_id, duration in timed)
 
 
 def json_short(value: object) -> str:
@@ -167,13 +186,22 @@ def set_variable(key: str, value: str | None) -> None:
 
 
 @contextlib.contextmanager
-def ml_env(root: Path) -> Iterator[Path]:
-    """Point the in-process tasks at a fresh ML data folder and MLflow store under ``root``."""
+def ml_env(root: Path, model_name: str) -> Iterator[Path]:
+    """Point the in-process tasks at a fresh ML data folder under ``root`` and their own
+    registered model (and experiment) ``model_name`` in the session's MLflow store: a new
+    MLflow SQLite store costs seconds of schema migration, a new model name nothing."""
+    from mlflow.tracking import MlflowClient
+
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
+    # With MLFLOW_TRACKING_URI set, mlops creates experiments without an artifact location and
+    # MLflow would put artifacts under ./mlruns of the working directory: pre-create it here.
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    if client.get_experiment_by_name(model_name) is None:
+        client.create_experiment(model_name, artifact_location=(root / "artifacts").as_uri())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_DATA_DIR", str(data))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLOPS_MODEL_NAME", model_name)
         yield data
 
 

@@ -21,7 +21,7 @@ def landing(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory):
     """Weeks 1-4 replayed; 1-2 validated and accepted earlier (the reference), 3 just arrived,
     4 held back to become the bad batch."""
     root = tmp_path_factory.mktemp("validation")
-    with ml_env(root) as data:
+    with ml_env(root, "validation_model") as data:
         from mlops.data import replay
         from mlops.validate import accept_batch, validate_batch
 

@@ -42,7 +42,12 @@ TEST_PORTS = {
     "REDIS_PORT": "26379",
     "AIRFLOW_LOG_SERVER_PORT": "28793",
 }
-REPLAY_UNTIL = "2013-W04"
+# Three winter weeks, then a summer week: its weather drifts against the winter training data.
+REPLAY_UNTIL = "2013-W03"
+DRIFT_WEEK = "2013-W27"
+# Share of drifted columns that counts as drift (Airflow Variable read by check_drift): reached by
+# the summer week against winter data, not between two winter weeks.
+DRIFT_SHARE = "0.2"
 PRODUCT_DAGS = ("data_validation_dag", "ml_pipeline_dag", "model_retraining_dag")
 
 
@@ -217,9 +222,10 @@ def dags_ready(stack: StackHandle) -> StackHandle:
 def replayed(stack: StackHandle) -> list[str]:
     """Replay the first weeks into the test stack's landing folder with the mlops CLI."""
     env = {**os.environ, "MLOPS_DATA_DIR": str(stack.cfg.data_dir)}
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "mlops"), "data", "replay", "--until", REPLAY_UNTIL],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for args in (["--until", REPLAY_UNTIL], ["--from", DRIFT_WEEK, "--until", DRIFT_WEEK]):
+        proc = subprocess.run([str(REPO / ".venv" / "bin" / "mlops"), "data", "replay", *args],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     weeks = sorted(p.stem for p in (stack.cfg.data_dir / "landing").glob("*.csv"))
     assert weeks, f"replay wrote no batch: {proc.stdout}"
     return weeks
@@ -230,8 +236,7 @@ def runs(dags_ready, replayed) -> dict:
     """ml_pipeline_dag (triggered by the ML engineer), the retraining its drift check triggers and
     data_validation_dag (triggered by the Op) on the replayed weeks; returns their final JSON."""
     stack = dags_ready
-    # A drift threshold this low makes the drift check trigger model_retraining_dag.
-    resp = stack.api("POST", "/variables", json={"key": "mlops_drift_share", "value": "0.001"})
+    resp = stack.api("POST", "/variables", json={"key": "mlops_drift_share", "value": DRIFT_SHARE})
     assert resp.status_code in (200, 201), resp.text
     t0 = time.time()
     ml_run = stack.trigger("ml_pipeline_dag", role="ml")
@@ -245,4 +250,5 @@ def runs(dags_ready, replayed) -> dict:
         time.sleep(1)
     retrain = stack.wait_run("model_retraining_dag", retrain_run) if retrain_run else None
     validation = stack.wait_run("data_validation_dag", val_run)
-    return {"t0": t0, "ml": ml, "retrain": retrain, "validation": validation, "weeks": replayed}
+    return {"t0": t0, "ml": ml, "retrain": retrain, "validation": validation, "weeks": replayed,
+            "drift_week": DRIFT_WEEK, "drift_share": DRIFT_SHARE}

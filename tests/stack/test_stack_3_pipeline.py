@@ -25,7 +25,9 @@ def test_ml_pipeline_succeeds_through_rest(dags_ready, runs) -> None:
 def test_drift_triggered_retraining_succeeds(dags_ready, runs) -> None:
     retrain = runs["retrain"]
     assert retrain is not None, "check_drift did not trigger model_retraining_dag"
-    assert retrain["conf"]["drift"]["drift_detected"] is True, retrain["conf"]
+    drift = retrain["conf"]["drift"]
+    assert drift["drift_detected"] is True and drift["batch"] == runs["drift_week"], drift
+    assert drift["drift_share"] >= float(runs["drift_share"]) and drift["drifted_columns"], drift
     states = _states(dags_ready, retrain)
     assert retrain["state"] == "success", states
     assert states["retrain_model"] == "success" and states["evaluate_new_model"] == "success", states

@@ -1,0 +1,82 @@
+"""Drift of a normal vs a deliberately shifted batch; the DVC stage is idempotent and safe to
+run concurrently; gauges never break a step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def test_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) -> None:
+    from mlops.drift import detect_drift
+
+    normal = detect_drift(week="2013-W04")
+    assert set(normal) >= {"batch", "drift_share", "drifted_columns", "drift_detected",
+                           "threshold", "report_html"}
+    assert normal["batch"] == "2013-W04" and normal["reference"].startswith("champion v")
+    assert normal["drift_detected"] is False and normal["drift_share"] < normal["threshold"]
+    assert Path(normal["report_html"]).stat().st_size > 10_000
+    assert json.loads((model_dir / "reports" / "2013-W04" / "drift.json").read_text())[
+        "drift_share"] == normal["drift_share"]
+
+    df = pd.read_csv(model_dir / "landing" / "2013-W04.csv", dtype=str)
+    df["carrier"] = "WN"
+    df["origin"] = "LGA"
+    df["dest"] = "DEN"
+    df["distance"] = (pd.to_numeric(df["distance"]) * 2.5).round().astype(int).astype(str)
+    df["sched_dep_time"], df["hour"], df["minute"] = "2200", "22", "0"
+    (model_dir / "landing" / "2013-W05.csv").write_text(df.to_csv(index=False))
+    shifted = detect_drift(week="2013-W05", threshold=0.5)
+    assert shifted["drift_detected"] is True
+    assert {"carrier", "origin", "dest", "distance", "hour"} <= set(shifted["drifted_columns"])
+    assert shifted["threshold"] == 0.5 and shifted["drift_share"] >= 0.5
+
+
+def test_metrics_host_that_does_not_resolve_never_fails_a_step(model_dir: Path,
+                                                               monkeypatch) -> None:
+    from mlops import metrics
+    from mlops.registry import get_champion
+
+    monkeypatch.delenv("MLOPS_STATSD_HOST", raising=False)
+    assert metrics.gauge("model.champion_auc", 0.7) is False  # metrics off
+    monkeypatch.setenv("MLOPS_STATSD_HOST", "no-such-host.invalid")
+    monkeypatch.setenv("MLOPS_STATSD_PORT", "9125")
+    assert metrics.gauge("model.champion_auc", 0.7) is False
+    assert metrics.incr("validation.failed_batches") is False
+    assert get_champion() is not None
+
+
+def test_dvc_stage_is_idempotent_and_rebuilds_on_new_data(world, model_dir: Path) -> None:
+    from mlops.preprocess import run_preprocess
+
+    table = model_dir / "processed" / "training.parquet"
+    first = run_preprocess()
+    lock = (model_dir / "dvc.lock").read_text()
+    mtime = table.stat().st_mtime_ns
+    second = run_preprocess()
+    assert second["stage_ran"] is False
+    assert (model_dir / "dvc.lock").read_text() == lock and table.stat().st_mtime_ns == mtime
+    assert second["rows"] == first["rows"] and second["weeks"] == first["weeks"]
+    assert "preprocess" in (model_dir / "dvc.yaml").read_text()
+
+    # A new accepted week: two concurrent runs (separate processes) both succeed.
+    src = model_dir / "landing" / "2013-W04.csv"
+    (model_dir / "accepted" / "2013-W04.csv").write_bytes(src.read_bytes())
+    procs = [subprocess.Popen([world.MLOPS, "preprocess"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "MLOPS_DATA_DIR": str(model_dir)})
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    results = [json.loads(o[0]) for o in outs]
+    assert sorted(r["stage_ran"] for r in results) == [False, True]
+    assert all(r["weeks"][-1] == "2013-W04" for r in results)
+    built = pd.read_parquet(table)
+    assert sorted(built["week"].unique()) == ["2013-W01", "2013-W02", "2013-W03", "2013-W04"]
+    assert len(built) == results[0]["rows"] > first["rows"]
+    (model_dir / "accepted" / "2013-W04.csv").unlink()
+    assert run_preprocess()["weeks"][-1] == "2013-W03"

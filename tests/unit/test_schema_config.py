@@ -1,0 +1,73 @@
+"""The schema file drives columns, features and label; it resolves from any working directory;
+thresholds come from mlops.config with environment overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops import config
+from mlops.config import load_schema
+from mlops.errors import SchemaError
+
+REPO = Path(__file__).resolve().parents[2]
+LEAKING = {"dep_time", "dep_delay", "arr_time", "air_time", "arr_delay"}
+
+
+def test_features_are_leak_free_and_declared() -> None:
+    schema = load_schema()
+    feats = set(schema.features)
+    assert not feats & LEAKING
+    assert LEAKING <= set(schema.leaking)
+    assert schema.target_column == "arr_delay" and schema.target_threshold == 15
+    assert schema.target_missing == "drop"
+    assert {"carrier", "origin", "dest", "distance", "sched_dep_time", "temp",
+            "day_of_week"} <= feats
+    assert all(c in schema.columns for c in schema.raw_feature_columns)
+
+
+def test_schema_refuses_a_leaking_feature(tmp_path: Path) -> None:
+    raw = yaml.safe_load(Path(load_schema().path).read_text())
+    raw["features"]["numeric"].append("dep_delay")
+    bad = tmp_path / "schema.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SchemaError, match="leak"):
+        load_schema(bad)
+
+
+def test_schema_resolves_from_any_cwd_and_env_overrides(tmp_path: Path) -> None:
+    code = ("from mlops import config; print(config.schema_path()); "
+            "print(config.DRIFT_SHARE, config.DEPLOY_MARGIN)")
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_SCHEMA"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
+                         capture_output=True, check=True).stdout.split()
+    assert Path(out[0]) == REPO / "configs" / "flights.yaml"
+    assert float(out[1]) == 0.5
+    env.update(MLOPS_SCHEMA=str(tmp_path / "other.yaml"), MLOPS_DRIFT_SHARE="0.3",
+               MLOPS_DEPLOY_MARGIN="0.01")
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, text=True,
+                         capture_output=True, check=True).stdout.split()
+    assert out == [str(tmp_path / "other.yaml"), "0.3", "0.01"]
+
+
+def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert config.landing_dir() == tmp_path / "d" / "landing"
+    assert config.processed_table() == tmp_path / "d" / "processed" / "training.parquet"
+    assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert config.tracking_uri() == "http://mlflow:5000" and config.artifact_location() is None
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "m")
+    assert config.model_name() == "m"
+    monkeypatch.delenv("MLOPS_STATSD_HOST", raising=False)
+    monkeypatch.delenv("AIRFLOW__METRICS__STATSD_HOST", raising=False)
+    assert config.statsd_address() is None
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "statsd")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", "9125")
+    assert config.statsd_address() == ("statsd", 9125)
