@@ -509,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
             print(cfg.env_file)
     except (StackError, envfile.EnvFileError) as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
+        if args.cmd == "up" and isinstance(exc, StackError):
+            print("stack: what did start keeps running: see `make status`, stop it with `make down`",
+                  file=sys.stderr)
         return 1
     return 0
 
