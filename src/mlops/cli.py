@@ -115,7 +115,8 @@ def _champion(a: argparse.Namespace) -> Any:
 def _demo(a: argparse.Namespace) -> Any:
     from mlops.demo import run_demo
 
-    return run_demo(until_week=a.until, from_week=a.from_week)
+    return run_demo(until_week=a.until, first_until=a.first_until or None,
+                    from_week=a.from_week)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", _demo, "the local lifecycle without Airflow, with a summary")
     sp.add_argument("--until", default="2013-W10", help="last week to replay (default 2013-W10)")
-    sp.add_argument("--from", dest="from_week", default=None)
+    sp.add_argument("--first-until", default="2013-W08",
+                    help="last week of the first round ('' for a single round; default 2013-W08)")
+    sp.add_argument("--from", dest="from_week", default=None, help="first week to replay")
     return p
 
 

@@ -103,14 +103,17 @@ def replay(until_week: str | None = None, landing_dir: str | None = None,
                         "weeks": sorted(written + skipped)})
 
 
-def read_batch(path: str | Path, schema: Schema | None = None) -> "pd.DataFrame":
-    """Read a weekly CSV with the schema's string columns kept as strings."""
+def read_batch(path: str | Path, schema: Schema | None = None,
+               columns: list[str] | None = None) -> "pd.DataFrame":
+    """Read a weekly CSV (optionally only ``columns``), schema string columns kept as strings."""
     import pandas as pd
 
     schema = schema or load_schema()
     str_cols = {c: "string" for c, s in schema.columns.items() if s.dtype in ("string",)}
     str_cols[schema.time_column] = "string"
-    return pd.read_csv(path, dtype=str_cols, low_memory=False)
+    if columns is not None:
+        str_cols = {c: t for c, t in str_cols.items() if c in columns}
+    return pd.read_csv(path, dtype=str_cols, usecols=columns, low_memory=False)
 
 
 def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":

@@ -1,4 +1,11 @@
-"""``mlops demo``: the whole lifecycle locally, without Airflow."""
+"""``mlops demo``: the whole lifecycle locally, without Airflow.
+
+Two rounds, like two scheduled runs of the DAGs: first the weeks up to ``first_until`` arrive
+(validated, accepted, preprocessed with DVC, a model trained, evaluated and deployed as the first
+champion); then the following weeks up to ``until_week`` arrive, a new model is trained on them,
+compared with the champion on the newest week, the newest batch is checked for drift against the
+champion's training reference, and the new model is deployed only if it wins by the margin.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +22,18 @@ def _say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def run_demo(until_week: str = "2013-W10", from_week: str | None = None) -> dict[str, Any]:
-    """Replay weeks, validate+accept each new batch, preprocess (DVC), train, evaluate, check
-    drift, deploy; return a summary with the champion and its metrics."""
+def _round(until: str, from_week: str | None) -> dict[str, Any]:
     from mlops.data import replay
     from mlops.drift import detect_drift
     from mlops.evaluate import evaluate_model
     from mlops.ingest import mark_processed, new_batches
     from mlops.preprocess import run_preprocess
-    from mlops.registry import deploy, get_champion
+    from mlops.registry import deploy
     from mlops.train import train_model
     from mlops.validate import accept_batch, validate_batch
 
-    t0 = time.perf_counter()
-    _say(f"data folder {config.data_dir()}; MLflow {config.tracking_uri()}")
-    rep = replay(until_week=until_week, from_week=from_week)
-    _say(f"replayed {len(rep['written'])} new week(s) into {rep['landing_dir']}")
+    rep = replay(until_week=until, from_week=from_week)
+    _say(f"replayed {len(rep['written'])} new week(s) up to {until} into {rep['landing_dir']}")
     accepted, rejected = [], []
     for path in new_batches():
         week = week_of(path)
@@ -38,34 +41,53 @@ def run_demo(until_week: str = "2013-W10", from_week: str | None = None) -> dict
             res = validate_batch(path)
             accept_batch(path)
             accepted.append(week)
-            _say(f"{week}: passed ({res['seconds']} s), accepted")
+            _say(f"{week}: passed validation ({res['seconds']} s), accepted")
         except BatchValidationError as exc:
             rejected.append({"week": week, "error": str(exc)})
             _say(f"{week}: REJECTED: {exc}")
         mark_processed([week])
     pre = run_preprocess()
-    _say(f"training table: {pre['rows']} rows, weeks {pre['weeks'][0]}..{pre['weeks'][-1]}")
+    _say(f"DVC preprocess (stage ran: {pre['stage_ran']}): {pre['rows']} rows, weeks "
+         f"{pre['weeks'][0]}..{pre['weeks'][-1]}")
     trained = train_model()
-    _say(f"model version {trained['model_version']} (reused={trained['reused']}), holdout "
+    _say(f"model version {trained['model_version']} (reused={trained['reused']}): holdout "
          f"{trained['holdout_week']} roc_auc={trained['metrics']['roc_auc']:.4f}")
     evaluation = evaluate_model(trained["model_version"])
+    if evaluation["champion_version"]:
+        _say(f"evaluation vs champion v{evaluation['champion_version']}: {evaluation['reason']}")
     drift = detect_drift()
-    _say(f"drift of {drift['batch']}: share {drift['drift_share']:.2f} "
-         f"(threshold {drift['threshold']}) detected={drift['drift_detected']}")
+    _say(f"drift of {drift['batch']} vs {drift['reference']}: share {drift['drift_share']:.2f} "
+         f"(threshold {drift['threshold']}), detected={drift['drift_detected']}")
     deployed = deploy(trained["model_version"], evaluation=evaluation)
-    _say(f"deploy: {deployed['deployed']} ({deployed['reason']})")
+    _say(f"deploy v{trained['model_version']}: {deployed['deployed']} ({deployed['reason']})")
+    return {"until": until, "accepted": accepted, "rejected": rejected, "training_table": pre,
+            "trained": trained, "evaluation": evaluation, "drift": drift, "deploy": deployed}
+
+
+def run_demo(until_week: str = "2013-W10", first_until: str | None = "2013-W08",
+             from_week: str | None = None) -> dict[str, Any]:
+    """Run the lifecycle in one or two rounds; return a summary with the champion's metrics."""
+    from mlops.evaluate import evaluate_model
+    from mlops.registry import get_champion, get_previous
+
+    t0 = time.perf_counter()
+    _say(f"data folder {config.data_dir()}; MLflow {config.tracking_uri()}")
+    stops = [w for w in (first_until, until_week) if w and w <= until_week]
+    rounds = [_round(stop, from_week) for stop in dict.fromkeys(stops)]
     champion = get_champion()
-    summary = {
+    previous = get_previous()
+    champ_eval = evaluate_model(champion["version"]) if champion else None
+    if champ_eval:
+        m = champ_eval["metrics"]
+        _say(f"champion v{champion['version']} on {champ_eval['holdout_week']}: roc_auc "
+             f"{m['roc_auc']:.4f} pr_auc {m['pr_auc']:.4f} f1 {m['f1']:.4f} brier {m['brier']:.4f}")
+    return to_jsonable({
         "data_dir": config.data_dir(), "tracking_uri": config.tracking_uri(),
-        "weeks_replayed": rep["weeks"], "accepted": accepted, "rejected": rejected,
-        "training_table": pre, "trained": trained, "evaluation": evaluation, "drift": drift,
-        "deploy": deployed,
+        "model_name": config.model_name(), "rounds": rounds,
         "champion": {"version": champion["version"] if champion else None,
-                     "holdout_week": evaluation["holdout_week"] if champion else None,
-                     "metrics": (evaluation["metrics"] if champion and
-                                 champion["version"] == evaluation["version"]
-                                 else evaluation.get("champion_metrics")),
-                     "model_uri": champion["model_uri"] if champion else None},
+                     "previous_version": previous["version"] if previous else None,
+                     "model_uri": champion["model_uri"] if champion else None,
+                     "holdout_week": champ_eval["holdout_week"] if champ_eval else None,
+                     "metrics": champ_eval["metrics"] if champ_eval else None},
         "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return to_jsonable(summary)
+    })

@@ -239,7 +239,7 @@ def _reference(schema: Schema, week: str) -> "pd.DataFrame | None":
     chosen = earlier[-REFERENCE_WEEKS:]
     if not chosen:
         return None
-    frames = [read_batch(p, schema) for p in chosen]
+    frames = [read_batch(p, schema, columns=schema.raw_feature_columns) for p in chosen]
     ref = pd.concat(frames, ignore_index=True)
     return ref.sample(n=min(len(ref), config.REFERENCE_ROWS), random_state=0)
 
@@ -258,7 +258,8 @@ def _check_anomalies(run: _Run, df: "pd.DataFrame", schema: Schema, th: dict[str
     base = reference if reference is not None else df
     outliers: dict[str, str] = {}
     for name in schema.numeric:
-        if name not in df.columns or not pd.api.types.is_numeric_dtype(df[name]):
+        if (name not in df.columns or not pd.api.types.is_numeric_dtype(df[name])
+                or not schema.columns[name].outlier_check):
             continue
         ref_col = pd.to_numeric(base[name], errors="coerce").dropna()
         if ref_col.empty:
