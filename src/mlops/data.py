@@ -42,6 +42,19 @@ def _source_dir(schema: Schema) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / src.get("dir", "")
 
 
+_SOURCE_CACHE: dict[tuple[str, str], tuple["pd.DataFrame", "pd.Series"]] = {}
+
+
+def _source_with_weeks(schema: Schema) -> tuple["pd.DataFrame", "pd.Series"]:
+    """The source and its week labels, kept for the life of the process (read-only use)."""
+    key = (schema.path, str(_source_dir(schema)))
+    if key not in _SOURCE_CACHE:
+        _SOURCE_CACHE.clear()
+        df = load_source(schema)
+        _SOURCE_CACHE[key] = (df, week_labels(df, schema))
+    return _SOURCE_CACHE[key]
+
+
 def load_source(schema: Schema | None = None) -> "pd.DataFrame":
     """The full raw data set: the main table left-joined with the schema's join tables."""
     import pandas as pd
@@ -85,8 +98,7 @@ def replay(until_week: str | None = None, landing_dir: str | None = None,
             raise ValueError(f"week {w!r} is not an ISO week like 2013-W07")
     target = Path(landing_dir).resolve() if landing_dir else config.landing_dir()
     target.mkdir(parents=True, exist_ok=True)
-    df = load_source(schema)
-    weeks = week_labels(df, schema)
+    df, weeks = _source_with_weeks(schema)
     written, skipped = [], []
     existing = {p.name.split(".")[0] for d in (target, config.accepted_dir(),
                                                config.quarantine_dir()) for p in d.glob("*.csv")}

@@ -60,6 +60,10 @@ def evaluate_model(version: str | int, holdout_week: str | None = None,
     champion = get_champion()
     champ_version = champion["version"] if champion else None
     champ_scores = None
+    # A champion trained on the holdout week has an unfair advantage; say so in the result.
+    champ_last = (champion or {}).get("tags", {}).get("train_last_week")
+    champ_first = (champion or {}).get("tags", {}).get("train_first_week")
+    champion_saw_holdout = bool(champ_first and champ_last and champ_first <= holdout <= champ_last)
     if champion and champ_version != version:
         champ_model = load_version(champ_version)
         with limited_threads():
@@ -75,4 +79,5 @@ def evaluate_model(version: str | int, holdout_week: str | None = None,
                   f"(gain {gain:+.4f}, margin {margin})")
     return to_jsonable({"version": version, "holdout_week": holdout, "metrics": scores,
                         "champion_version": champ_version, "champion_metrics": champ_scores,
-                        "beats_champion": beats, "margin": margin, "reason": reason})
+                        "beats_champion": beats, "margin": margin, "reason": reason,
+                        "champion_trained_on_holdout": champion_saw_holdout})

@@ -102,10 +102,10 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
         except Exception as exc:
             raise RegistryError(f"model {config.model_name()} has no version {version}") from exc
         champion = _alias_version(client, CHAMPION)
-        base = {"version": version, "margin": margin, "previous_version": champion}
+        base = {"version": version, "margin": margin,
+                "previous_version": _alias_version(client, PREVIOUS)}
         if champion == version:
             return {**base, "deployed": False, "champion_version": champion,
-                    "previous_version": _alias_version(client, PREVIOUS),
                     "reason": "already champion"}
         if (mv.tags or {}).get("rolled_back_at"):
             return {**base, "deployed": False, "champion_version": champion,

@@ -6,8 +6,10 @@ accepted data). Writes ``reports/<week>/validation.json|.html``. A failing batch
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
+import json
 import shutil
 import time
 from datetime import datetime, timezone
@@ -381,8 +383,6 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
     snapshot = None
     try:
         data = _read_bytes(run)
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         df = _parse_csv(run, data, schema)
         if "schema" in wanted:
@@ -458,8 +458,6 @@ def accept_batch(path: str | Path) -> str:
     report = config.reports_dir() / week / "validation.json"
     if not path.is_file():
         raise BatchNotValidatedError(f"{path}: no such batch file")
-    import json
-
     sha = sha256_file(path)
     try:
         record = json.loads(report.read_text(encoding="utf-8"))

@@ -210,3 +210,54 @@ def age_files(*paths: Path, days: float = 3) -> None:
     then = time.time() - days * 86400
     for path in paths:
         os.utime(path, (then, then))
+
+
+def clear_and_rerun(dag_run, task_ids: list[str]) -> dict[str, str | None]:
+    """Clear the given tasks of a finished run (as `airflow tasks clear` does) and run them again,
+    in order, in-process the way dag.test() runs tasks. Returns the new task states."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    dag = DagBag(dag_folder=str(DAGS_DIR)).dags[dag_run.dag_id]
+
+    def load(session, task_id: str) -> TaskInstance:
+        return session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).one()
+
+    with create_session() as session:
+        clear_task_instances(
+            [load(session, t) for t in task_ids], session, dag_run_state=DagRunState.RUNNING
+        )
+    for task_id in task_ids:
+        with create_session() as session:
+            ti = load(session, task_id)
+            ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            _run_task(ti=ti, task=dag.task_dict[task_id])
+    return task_states(dag_run)
+
+
+def retraining_runs() -> list[str]:
+    """Run ids of model_retraining_dag runs triggered by drift (``drift__...``)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return sorted(
+            session.scalars(
+                select(DagRun.run_id).where(
+                    DagRun.dag_id == "model_retraining_dag", DagRun.run_id.like("drift\\_\\_%", escape="\\")
+                )
+            ).all()
+        )

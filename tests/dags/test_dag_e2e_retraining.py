@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dag_harness import ml_env, run_dag, task_states, xcom
+from dag_harness import clear_and_rerun, ml_env, run_dag, task_states, xcom
 
 MODEL = "retraining_model"
 WORSE = {"max_rows": 300, "shuffle_labels": True}
@@ -100,3 +100,20 @@ def test_worse_candidate_is_rolled_back_and_champion_unchanged(better_run, worse
     assert get_champion()["version"] == champion  # unchanged
     tags = tracking.setup().get_model_version(config.model_name(), candidate["model_version"]).tags
     assert tags["rejected_reason"] == rollback["reason"]
+
+
+def test_cleared_backup_and_deploy_rerun_to_the_same_end_state(weak_champion, better_run, worse_run) -> None:
+    """Clearing backup_current_model and deploy_new_model of the deploying run after the fact:
+    the backup is not overwritten with the new champion and no alias moves again."""
+    from mlops.registry import get_champion, get_previous
+
+    champion, previous = get_champion()["version"], get_previous()["version"]
+    backup = xcom(better_run, "backup_current_model")
+
+    states = clear_and_rerun(better_run, ["backup_current_model", "deploy_new_model"])
+
+    assert states["backup_current_model"] == "success" and states["deploy_new_model"] == "success"
+    assert xcom(better_run, "backup_current_model") == backup  # memoised for the run
+    assert xcom(better_run, "deploy_new_model")["deployed"] is False  # already champion
+    assert get_champion()["version"] == champion
+    assert get_previous()["version"] == previous

@@ -1,0 +1,75 @@
+"""mlops_airflow lookups through Airflow's own resolution (env-defined Connections and Variables
+are real Airflow secrets backends): MLflow URI precedence and clear errors on bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from dag_harness import TEST_ENV
+
+
+@pytest.fixture()
+def clean_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """configure_mlflow() writes MLFLOW_* into os.environ: restore them after the test."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+             "AIRFLOW_CONN_MLFLOW_DEFAULT")
+    for name in names:
+        # setenv records the value to restore (or its absence); the tests set their own values
+        monkeypatch.setenv(name, os.environ.get(name, "unset"))
+        if name != "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_mlflow_uri_from_connection_then_environment_then_default(
+    airflow_db, clean_mlflow_env: pytest.MonkeyPatch
+) -> None:
+    from mlops_airflow.config import configure_mlflow
+
+    mp = clean_mlflow_env
+    mp.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT",
+        json.dumps({"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}),
+    )
+    assert configure_mlflow() == "http://mlflow:5000"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "ml"
+
+    mp.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT",
+        json.dumps({"conn_type": "generic", "extra": {"tracking_uri": "sqlite:////srv/m.db"}}),
+    )
+    assert configure_mlflow() == "sqlite:////srv/m.db"
+
+    mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT")
+    mp.setenv("MLFLOW_TRACKING_URI", TEST_ENV["MLFLOW_TRACKING_URI"])
+    assert configure_mlflow() == TEST_ENV["MLFLOW_TRACKING_URI"]
+
+    mp.delenv("MLFLOW_TRACKING_URI")
+    assert configure_mlflow() is None  # the mlops package default store applies
+
+
+def test_connection_without_host_is_a_clear_error(airflow_db, clean_mlflow_env) -> None:
+    from mlops_airflow.config import ConfigurationError, configure_mlflow
+
+    clean_mlflow_env.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http"}))
+    with pytest.raises(ConfigurationError, match="'mlflow_default' has neither a host"):
+        configure_mlflow()
+
+
+def test_threshold_variables(airflow_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_airflow.config import ConfigurationError, deploy_margin, drift_threshold
+    from mlops_airflow.tasks import validation_thresholds
+
+    monkeypatch.delenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", raising=False)
+    assert drift_threshold() is None  # undefined: the package default applies
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEPLOY_MARGIN", "0.01")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_MAX_NULL_SHARE", "0.2")
+    assert deploy_margin() == 0.01
+    assert validation_thresholds() == {"max_null_share": 0.2}
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", "half")
+    with pytest.raises(ConfigurationError, match="Variable 'mlops_drift_share' must be a number"):
+        drift_threshold()
