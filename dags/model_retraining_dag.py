@@ -72,7 +72,7 @@ def model_retraining_dag() -> None:
         return backup_champion_once(get_current_context())
 
     @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT)
-    def retrain_model(backup: dict[str, Any] | None) -> dict[str, Any]:
+    def retrain_model() -> dict[str, Any]:
         """Train a candidate on the data selected by the run conf."""
         from mlops_airflow.tasks import train_from_params
 
@@ -106,8 +106,9 @@ def model_retraining_dag() -> None:
         ti = get_current_context()["ti"]
         return rollback_candidate(ti.xcom_pull(task_ids="evaluate_new_model"))
 
-    evaluation = evaluate_new_model(retrain_model(backup_current_model()))
-    compare_models(evaluation) >> [deploy_new_model(), rollback_model()]
+    model = retrain_model()
+    backup_current_model() >> model
+    compare_models(evaluate_new_model(model)) >> [deploy_new_model(), rollback_model()]
 
 
 model_retraining_dag()

@@ -81,7 +81,8 @@ def render_supervisord(cfg: StackConfig, pg_bin: Path) -> str:
     programs: list[str] = []
     for name, cmd in (("api-server", f"{airflow} api-server"), ("scheduler", f"{airflow} scheduler"),
                       ("dag-processor", f"{airflow} dag-processor"), ("triggerer", f"{airflow} triggerer")):
-        sections.append(_program(cfg, name, cmd))
+        # uvicorn waits for idle keep-alive connections on SIGTERM: do not let `down` wait 20 s.
+        sections.append(_program(cfg, name, cmd, stopwait=5 if name == "api-server" else 20))
         programs.append(name)
     for w in cfg.workers:
         cmd = (f"{airflow} celery worker --celery-hostname {w.name}@%%h --queues {w.queue} "
@@ -289,19 +290,28 @@ def ensure_databases(cfg: StackConfig) -> None:
 
 
 def stack_processes(cfg: StackConfig) -> list[int]:
-    """Pids of live processes carrying this stack's MLOPS_STACK_HOME marker."""
+    """Pids of live processes carrying this stack's MLOPS_STACK_HOME marker, and their descendants
+    (Postgres backends overwrite their environment with the process title)."""
     marker = f"MLOPS_STACK_HOME={cfg.home}".encode()
-    found = []
+    found: set[int] = set()
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
+            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             environ = (entry / "environ").read_bytes()
-        except OSError:
+        except (OSError, IndexError, ValueError):
             continue
         if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+            found.add(pid)
+    grew = True
+    while grew:
+        children = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return sorted(found)
 
 
 def is_running(cfg: StackConfig) -> int | None:

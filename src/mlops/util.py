@@ -36,6 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; other stack users (workers, MLflow) read these
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -75,7 +76,7 @@ def to_jsonable(obj: Any) -> Any:
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):
         try:
-            return obj.item()
+            obj = obj.item()
         except (ValueError, TypeError):
             return str(obj)
     if isinstance(obj, float) and obj != obj:  # NaN is not JSON

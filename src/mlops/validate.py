@@ -10,6 +10,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -288,10 +289,10 @@ def _check_distribution(run: _Run, df: "pd.DataFrame", schema: Schema, th: dict[
     from mlops.data import make_features
     from mlops.drift import drift_columns, evidently_drift
 
+    cur = make_features(df, schema)
     if reference is None:
         run.skip("distribution", "no accepted batch yet to compare with")
-        return None
-    cur = make_features(df, schema)
+        return _summary_snapshot(cur, schema, drift_columns(schema, list(cur.columns)))
     ref = make_features(reference, schema)
     cols = drift_columns(schema, list(cur.columns))
     # Only the monitored columns: keeps validation fast; the drift step reports all features.
@@ -310,6 +311,21 @@ def _check_distribution(run: _Run, df: "pd.DataFrame", schema: Schema, th: dict[
     return snapshot
 
 
+def _summary_snapshot(cur: "pd.DataFrame", schema: Schema, cols: list[str]) -> Any:
+    """Evidently data summary of a batch that has nothing to be compared with yet."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataSummaryPreset
+
+    cats = [c for c in cols if c in schema.categorical]
+    nums = [c for c in cols if c not in cats]
+    data = cur[cols].copy()
+    for c in cats:
+        data[c] = data[c].astype("object")
+    definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
+    return Report([DataSummaryPreset(columns=cols)]).run(
+        Dataset.from_pandas(data, data_definition=definition), None)
+
+
 def _summary_html(result: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v.get('status', ''))}</td>"
@@ -324,18 +340,44 @@ def _summary_html(result: dict[str, Any]) -> str:
 
 
 def _write_html(path: Path, result: dict[str, Any], snapshot: Any) -> None:
-    """Evidently report when the data could be compared, the check table otherwise."""
+    """The check table, followed by the Evidently report of this content when one was made.
+
+    The Evidently part is kept in a hidden sidecar named by content hash, so that checks run
+    separately (e.g. one Airflow task per check) all end up in one page.
+    """
+    sidecar = path.with_name(f".{path.stem}.evidently-{(result.get('sha256') or 'none')[:16]}.html")
     if snapshot is not None:
         tmp = path.with_name(f".{path.name}.tmp")
         snapshot.save_html(str(tmp))
-        # Prepend our own check table so the HTML states the verdict, not only the drift view.
-        body = tmp.read_text(encoding="utf-8")
-        table = _summary_html(result).split("<body>", 1)[1].rsplit("</body>", 1)[0]
-        atomic_write_text(path, body.replace("<body>", f"<body>{table}", 1)
-                          if "<body>" in body else body)
-        tmp.unlink(missing_ok=True)
-    else:
-        atomic_write_text(path, _summary_html(result))
+        os.replace(tmp, sidecar)
+    table = _summary_html(result)
+    if sidecar.exists():
+        body = sidecar.read_text(encoding="utf-8")
+        inner = table.split("<body>", 1)[1].rsplit("</body>", 1)[0]
+        if "<body>" in body:
+            table = body.replace("<body>", f"<body>{inner}", 1)
+    atomic_write_text(path, table)
+
+
+def _merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Fold in an earlier report of the same content (checks run separately or in parallel):
+    the union of the checks, failed if any of them failed."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return result
+    if not result.get("sha256") or old.get("sha256") != result["sha256"]:
+        return result
+    merged = dict(result)
+    merged["checks"] = {**old.get("checks", {}), **result["checks"]}
+    merged["checks_run"] = sorted(set(old.get("checks_run", [])) | set(result["checks_run"]))
+    merged["warnings"] = list(dict.fromkeys([*old.get("warnings", []), *result["warnings"]]))
+    failed = [k for k, v in merged["checks"].items() if v.get("status") == "failed"]
+    merged["failed_checks"] = failed
+    merged["status"] = "failed" if failed else "passed"
+    if failed and "error" not in merged:
+        merged["error"] = old.get("error")
+    return merged
 
 
 def _quarantine(path: Path, week: str) -> Path | None:
@@ -360,8 +402,9 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
                    **thresholds: float) -> dict[str, Any]:
     """Validate one batch file (or week label in landing/) and return the result dict.
 
-    ``checks``: subset of ``config.VALIDATION_CHECKS`` (default all); the file format is always
-    checked. Thresholds (keyword arguments, defaults in :mod:`mlops.config`): max_null_share,
+    ``checks``: subset of ``config.VALIDATION_CHECKS`` (default all); the file format and the
+    schema are always checked (the other checks need them). Checks run in separate calls on the
+    same content are merged into one report. Thresholds (keyword arguments, defaults in :mod:`mlops.config`): max_null_share,
     max_duplicate_share, max_unknown_category_share, max_out_of_range_share,
     max_outlier_share, max_drift_share. Raises BatchValidationError after quarantining.
     """
@@ -385,10 +428,10 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
         data = _read_bytes(run)
         sha = hashlib.sha256(data).hexdigest()
         df = _parse_csv(run, data, schema)
-        if "schema" in wanted:
-            _check_schema(run, df, schema)
-            if run.failures:
-                raise _Failure
+        # Always: every other check needs the declared columns and dtypes.
+        _check_schema(run, df, schema)
+        if run.failures:
+            raise _Failure
         if "quality" in wanted:
             _check_quality(run, df, schema, th)
         need_ref = "anomalies" in wanted or "distribution" in wanted
@@ -436,10 +479,12 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
     targets = [(Path(result["report_json"]), Path(result["report_html"]))]
     if not (run.failures and accepted_exists):
         targets.append((report_dir / "validation.json", report_dir / "validation.html"))
-    for js, page in dict.fromkeys(targets):
-        page.parent.mkdir(parents=True, exist_ok=True)
-        write_json(js, result)
-        _write_html(page, result, snapshot)
+    with file_lock(f"report-{week}"):
+        for js, page in dict.fromkeys(targets):
+            page.parent.mkdir(parents=True, exist_ok=True)
+            merged = _merge_previous(js, result)
+            write_json(js, merged)
+            _write_html(page, merged, snapshot)
     if run.failures:
         metrics.incr("validation.failed_batches")
         err = result["error"]
@@ -458,6 +503,8 @@ def accept_batch(path: str | Path) -> str:
     report = config.reports_dir() / week / "validation.json"
     if not path.is_file():
         raise BatchNotValidatedError(f"{path}: no such batch file")
+    if path.resolve().parent == config.quarantine_dir().resolve():
+        raise BatchNotValidatedError(f"{path}: a quarantined batch is never accepted")
     sha = sha256_file(path)
     try:
         record = json.loads(report.read_text(encoding="utf-8"))

@@ -18,8 +18,10 @@ from typing import Any
 
 
 def data_dir() -> Path:
-    """``$MLOPS_DATA_DIR`` (default ``./data``), as the mlops package resolves it."""
-    return Path(os.environ.get("MLOPS_DATA_DIR") or "data")
+    """``$MLOPS_DATA_DIR`` (default ``./data``), resolved by the mlops package."""
+    from mlops.config import data_dir as mlops_data_dir
+
+    return mlops_data_dir()
 
 
 def _safe(part: str) -> str:

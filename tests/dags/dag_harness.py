@@ -1,5 +1,6 @@
-"""Shared harness of the DAG tests (imported by conftest.py first): a throw-away Airflow home with a SQLite metadata database (Airflow's
-development database), a throw-away ML data folder and MLflow store.
+"""Shared harness of the DAG tests (imported by conftest.py first): a throw-away Airflow home
+with a SQLite metadata database (Airflow's development database), a throw-away ML data folder and
+MLflow store, and helpers to run DAGs with dag.test() and read back their outcome.
 
 The environment is set when this file is imported, i.e. before anything imports airflow: Airflow
 reads its configuration once, at import. The tmp folders are removed when the session ends.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +47,7 @@ AIRFLOW_HOME = ROOT / "airflow"
 AIRFLOW_HOME.mkdir()
 SESSION_DATA_DIR = ROOT / "data"
 
+_ISOLATED_PREFIXES = ("AIRFLOW__", "AIRFLOW_VAR_", "AIRFLOW_CONN_", "MLOPS_", "MLFLOW_")
 TEST_ENV = {
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
@@ -60,8 +61,10 @@ TEST_ENV = {
     "MLOPS_DATA_DIR": str(SESSION_DATA_DIR),
     "MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'mlflow.db'}",
 }
-for _name in ("AIRFLOW_CONN_MLFLOW_DEFAULT", "MLOPS_STATSD_HOST", "AIRFLOW__METRICS__STATSD_HOST"):
-    os.environ.pop(_name, None)
+# Settings from the developer's shell (a sourced .env, a stack's Variables or Connections as
+# AIRFLOW_VAR_/AIRFLOW_CONN_) would leak into the tests and shadow what they set.
+for _name in [k for k in os.environ if k.startswith(_ISOLATED_PREFIXES)]:
+    del os.environ[_name]
 os.environ.update(TEST_ENV)
 
 REPORT_LINES: list[str] = []

@@ -33,6 +33,7 @@ def model_world(world: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture()
-def model_dir(world: ModuleType, model_world: Path) -> Path:
-    world.use_data_dir(model_world)
+def model_dir(world: ModuleType, model_world: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared world's data folder, set as MLOPS_DATA_DIR for one test."""
+    world.use_data_dir(model_world, monkeypatch)
     return model_world

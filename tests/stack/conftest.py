@@ -236,12 +236,8 @@ def runs(dags_ready, replayed) -> dict:
     """ml_pipeline_dag (triggered by the ML engineer), the retraining its drift check triggers and
     data_validation_dag (triggered by the Op) on the replayed weeks; returns their final JSON."""
     stack = dags_ready
-    # The retraining reruns on the same weeks, so its candidate equals the champion: a margin
-    # below zero sends it down the deploy branch (rollback_model fails when the champion is the
-    # first version ever: no `previous` to restore).
-    for key, value in (("mlops_drift_share", DRIFT_SHARE), ("mlops_deploy_margin", "-1")):
-        resp = stack.api("POST", "/variables", json={"key": key, "value": value})
-        assert resp.status_code in (200, 201), resp.text
+    resp = stack.api("POST", "/variables", json={"key": "mlops_drift_share", "value": DRIFT_SHARE})
+    assert resp.status_code in (200, 201), resp.text
     t0 = time.time()
     ml_run = stack.trigger("ml_pipeline_dag", role="ml")
     ml = stack.wait_run("ml_pipeline_dag", ml_run)

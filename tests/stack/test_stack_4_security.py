@@ -41,7 +41,7 @@ def test_flower_needs_its_password(stack) -> None:
     user, password = stack.cfg.env["FLOWER_USER"], stack.cfg.env["FLOWER_PASSWORD"]
     assert requests.get(url, timeout=30).status_code == 401
     assert requests.get(url, auth=(user, password + "x"), timeout=30).status_code == 401
-    resp = requests.get(url, auth=(user, password), timeout=30)
+    resp = requests.get(url, auth=(user, password), params={"refresh": 1}, timeout=30)
     assert resp.status_code == 200
     assert {name.split("@")[0] for name in resp.json()} == {"light1", "light2", "heavy1"}
 

@@ -86,3 +86,16 @@ def test_cli_reports_bad_arguments_in_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "--no-such-flag"])
     assert info.value.code == 2
+
+
+def test_results_are_json_ready() -> None:
+    import json
+
+    import numpy as np
+
+    from mlops.util import to_jsonable
+
+    out = to_jsonable({"nan": np.float64("nan"), "n": np.int64(3), "p": Path("/x"),
+                       "l": (np.float32(0.5),)})
+    assert json.loads(json.dumps(out, allow_nan=False)) == {"nan": None, "n": 3, "p": "/x",
+                                                            "l": [0.5]}
