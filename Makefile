@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lock test demo up down status logs bench clean-data help
+.PHONY: install system-deps lock test demo demo-local up down status logs bench help
 .DEFAULT_GOAL := help
 
 help:
@@ -54,3 +54,12 @@ logs: install
 # make demo [DEMO_UNTIL=2013-W06]
 demo: install
 	@$(PY) -m stack.demo
+
+# The ML lifecycle without Airflow: replay, validate, preprocess, train, evaluate, drift, deploy.
+demo-local: install
+	@$(VENV)/bin/mlops demo --until 2013-W10 --first-until 2013-W08
+
+# Benchmarks: each prints one JSON object (the stack benchmark brings up its own stack).
+bench: install
+	$(PY) benchmarks/ml_core.py
+	$(PY) benchmarks/stack_latency.py

@@ -22,9 +22,11 @@ def drift_columns(schema: Schema, available: list[str]) -> list[str]:
 def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: Schema,
                     columns: list[str], drift_share: float,
                     report_all: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Run Evidently's DataDriftPreset on every feature (only ``columns`` if not report_all); return the snapshot and the drift of
-    the monitored ``columns``: ``share``, ``count``, ``drifted_columns`` (plus the drifted
-    informational columns)."""
+    """Run Evidently's DataDriftPreset on every feature (only ``columns`` unless report_all).
+
+    Returns the snapshot and the drift of the monitored ``columns``: ``share``, ``count``,
+    ``drifted_columns``, plus the drifted informational (excluded) columns.
+    """
     monitored = list(columns)
     columns = [c for c in schema.features if c in current.columns and c in reference.columns
                and (report_all or c in monitored)]

@@ -404,13 +404,15 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
 
     ``checks``: subset of ``config.VALIDATION_CHECKS`` (default all); the file format and the
     schema are always checked (the other checks need them). Checks run in separate calls on the
-    same content are merged into one report. Thresholds (keyword arguments, defaults in :mod:`mlops.config`): max_null_share,
-    max_duplicate_share, max_unknown_category_share, max_out_of_range_share,
-    max_outlier_share, max_drift_share. Raises BatchValidationError after quarantining.
+    same content are merged into one report. Thresholds (keyword arguments, defaults in
+    :mod:`mlops.config`): max_null_share, max_duplicate_share, max_unknown_category_share,
+    max_out_of_range_share, max_outlier_share, max_drift_share. Raises BatchValidationError
+    after quarantining.
     """
     unknown_kw = set(thresholds) - set(THRESHOLD_DEFAULTS)
     if unknown_kw:
-        raise TypeError(f"unknown thresholds {sorted(unknown_kw)}; known: {sorted(THRESHOLD_DEFAULTS)}")
+        raise TypeError(f"unknown thresholds {sorted(unknown_kw)}; "
+                        f"known: {sorted(THRESHOLD_DEFAULTS)}")
     th = {k: float(thresholds[k]) if thresholds.get(k) is not None else d()
           for k, d in THRESHOLD_DEFAULTS.items()}
     wanted = list(checks) if checks else list(config.VALIDATION_CHECKS)
