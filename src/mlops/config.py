@@ -130,10 +130,16 @@ def tracking_uri() -> str:
 
 
 def artifact_location() -> str | None:
-    """Artifact root for a new experiment on the local store (None: the server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (sub_dir("mlflow") / "artifacts").as_uri()
+    """Artifact root for a new experiment on a local store (None: the server decides).
+
+    A SQLite store keeps its artifacts beside the database file, never under the caller's cwd.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return (sub_dir("mlflow") / "artifacts").as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return None
 
 
 def statsd_address() -> tuple[str, int] | None:

@@ -138,12 +138,20 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
                         "candidate_auc": cand, "reason": reason})
 
 
-def rollback(reason: str) -> dict[str, Any]:
-    """Move ``champion`` back to the ``previous`` version and record why on both versions."""
+def rollback(reason: str, candidate: str | int | None = None) -> dict[str, Any]:
+    """Move ``champion`` back to the ``previous`` version and record why on both versions.
+
+    ``candidate``: a version that was trained but not accepted; it is tagged ``rejected_reason``
+    and ``rejected_at`` so the registry says why it never became champion.
+    """
     if not reason or not str(reason).strip():
         raise RegistryError("rollback needs a reason")
     client = tracking.setup()
     with file_lock("registry"):
+        if candidate is not None:
+            name = config.model_name()
+            client.set_model_version_tag(name, str(candidate), "rejected_reason", str(reason))
+            client.set_model_version_tag(name, str(candidate), "rejected_at", _now())
         champion = _alias_version(client, CHAMPION)
         previous = _alias_version(client, PREVIOUS)
         if champion is None:

@@ -159,11 +159,10 @@ def rollback_reason(evaluation: dict[str, Any]) -> str:
 
 
 def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Restore the backed-up champion and record why the candidate lost.
+    """Restore the backed-up champion and record on the candidate version why it lost.
 
-    ``mlops.registry.rollback`` moves ``champion`` back to ``previous`` (the backup) and tags the
-    versions; when the champion never moved (the usual case: the candidate was not deployed) it
-    changes nothing, so the reason is also recorded on the candidate version here.
+    When the champion never moved (the usual case: the candidate was not deployed) the alias
+    stays where it is and only the candidate is tagged ``rejected_reason``.
     """
     configure_mlflow()
     from mlops.registry import rollback
@@ -171,23 +170,8 @@ def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
     reason = rollback_reason(evaluation)
     log.warning("Rolling back: %s", reason)
     with fail_fast():
-        result = rollback(reason)
-    record_rejection(str(evaluation["model_version"]), reason)
+        result = rollback(reason, candidate=str(evaluation["model_version"]))
     return {**result, "reason": reason, "candidate_version": str(evaluation["model_version"])}
-
-
-def record_rejection(version: str, reason: str) -> None:
-    """Tag the rejected candidate with why (``rejected_reason``) and when (``rejected_at``)."""
-    from datetime import datetime, timezone
-
-    from mlops import config, tracking
-
-    client = tracking.setup()
-    name = config.model_name()
-    client.set_model_version_tag(name, version, "rejected_reason", reason)
-    client.set_model_version_tag(
-        name, version, "rejected_at", datetime.now(timezone.utc).isoformat(timespec="seconds")
-    )
 
 
 def backup_champion_once(context: Any) -> dict[str, Any] | None:
