@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@bash scripts/system-deps.sh
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
-	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
 	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
