@@ -141,19 +141,29 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
 def rollback(reason: str, candidate: str | int | None = None) -> dict[str, Any]:
     """Move ``champion`` back to the ``previous`` version and record why on both versions.
 
-    ``candidate``: a version that was trained but not accepted; it is tagged ``rejected_reason``
-    and ``rejected_at`` so the registry says why it never became champion.
+    ``candidate``: a retrained version that lost its comparison. When it never became champion
+    (the usual case) the champion stays where it is and only the candidate is tagged
+    ``rejected_reason``/``rejected_at``; when it is the champion itself (same data and parameters
+    give the same version) nothing moves. Without ``candidate`` the champion is demoted to
+    ``previous``, which must exist.
     """
     if not reason or not str(reason).strip():
         raise RegistryError("rollback needs a reason")
     client = tracking.setup()
     with file_lock("registry"):
-        if candidate is not None:
-            name = config.model_name()
-            client.set_model_version_tag(name, str(candidate), "rejected_reason", str(reason))
-            client.set_model_version_tag(name, str(candidate), "rejected_at", _now())
         champion = _alias_version(client, CHAMPION)
         previous = _alias_version(client, PREVIOUS)
+        if candidate is not None:
+            candidate = str(candidate)
+            kept = {"rolled_back": False, "champion_version": champion, "demoted_version": None,
+                    "candidate_version": candidate}
+            if candidate != champion:
+                name = config.model_name()
+                client.set_model_version_tag(name, candidate, "rejected_reason", str(reason))
+                client.set_model_version_tag(name, candidate, "rejected_at", _now())
+                return {**kept, "reason": str(reason)}
+            return {**kept, "reason": f"candidate v{candidate} is the champion itself: nothing "
+                                      f"to roll back ({reason})"}
         if champion is None:
             raise RegistryError(f"model {config.model_name()}: no champion to roll back")
         if previous is None:

@@ -109,3 +109,16 @@ def test_rollback_records_reason_and_is_idempotent(model_dir: Path) -> None:
     # A rolled-back version is never redeployed, even with a forcing margin.
     assert deploy(bad["model_version"], margin=-1.0)["deployed"] is False
     assert _aliases()[0] == good["model_version"]
+
+    # A retrained candidate that lost its comparison: tagged with why, champion untouched.
+    loser = train_model(**WEEKS, max_rows=3000, shuffle_labels=True)
+    kept = rollback("lost on the holdout week", candidate=loser["model_version"])
+    assert kept["rolled_back"] is False and kept["champion_version"] == good["model_version"]
+    assert _aliases()[0] == good["model_version"]
+    loser_tags = MlflowClient().get_model_version(config.model_name(), loser["model_version"]).tags
+    assert loser_tags["rejected_reason"] == "lost on the holdout week"
+    # The candidate is the champion itself (same data, same version): nothing moves or is tagged.
+    same = rollback("identical model", candidate=good["model_version"])
+    assert same["rolled_back"] is False and _aliases()[0] == good["model_version"]
+    good_tags = MlflowClient().get_model_version(config.model_name(), good["model_version"]).tags
+    assert "rejected_reason" not in good_tags
