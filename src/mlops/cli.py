@@ -103,7 +103,7 @@ def _backup(a: argparse.Namespace) -> Any:
 def _rollback(a: argparse.Namespace) -> Any:
     from mlops.registry import rollback
 
-    return rollback(a.reason)
+    return rollback(a.reason, candidate=a.candidate)
 
 
 def _champion(a: argparse.Namespace) -> Any:
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("backup", _backup, "point alias previous at the current champion")
     sp = add("rollback", _rollback, "move champion back to the previous version")
     sp.add_argument("--reason", required=True)
+    sp.add_argument("--candidate", help="a retrained version that lost: tag it, keep the champion")
     add("champion", _champion, "show the current champion")
 
     sp = add("demo", _demo, "the local lifecycle without Airflow, with a summary")

@@ -1,39 +1,15 @@
-"""Fixtures of the model tests: the session's small ML world."""
+"""Fixtures of the model tests (the world itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 
-def _load_world() -> ModuleType:
-    name = "mlops_test_world"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "data" / "world.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="session")
-def world() -> ModuleType:
-    return _load_world()
-
-
-@pytest.fixture(scope="session")
-def model_world(world: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared world (see tests/data/world.py: W01-W03 accepted, W04 in landing, champion)."""
-    return world.shared(tmp_path_factory)
-
-
 @pytest.fixture()
-def model_dir(world: ModuleType, model_world: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def model_dir(world: ModuleType, shared_world: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The shared world's data folder, set as MLOPS_DATA_DIR for one test."""
-    world.use_data_dir(model_world, monkeypatch)
-    return model_world
+    world.use_data_dir(shared_world, monkeypatch)
+    return shared_world
