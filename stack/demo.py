@@ -143,6 +143,10 @@ def main() -> int:
             retrain = follow(api, RETRAIN_DAG_ID, retrain_id)
         print("\n== 4/4 summary")
         task_table(cfg, api, run)
+        states = {t["task_id"]: t["state"] for t in api.task_instances(DAG_ID, run["dag_run_id"])}
+        if states.get("validate_data") == "skipped":
+            print(f"  no batch up to {until} was new (earlier runs processed them): replay more "
+                  f"weeks with `make demo DEMO_UNTIL=2013-W10`")
         if retrain:
             task_table(cfg, api, retrain)
         champion(cfg)
