@@ -31,6 +31,7 @@ from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
+from mlops_airflow import WEEK_PATTERN
 from mlops_airflow.config import default_args
 
 DAG_ID = "data_validation_dag"
@@ -49,7 +50,7 @@ DAG_ID = "data_validation_dag"
         "weeks": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "pattern": r"^\d{4}-W\d{2}$"},
+            items={"type": "string", "pattern": WEEK_PATTERN},
             description="check these landing weeks instead of the data interval's arrivals",
         ),
     },

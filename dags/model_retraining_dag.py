@@ -30,10 +30,9 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from mlops_airflow import HEAVY_QUEUE, RETRAINING_DAG_ID
+from mlops_airflow import HEAVY_QUEUE, RETRAINING_DAG_ID, WEEK_PATTERN
 from mlops_airflow.config import HEAVY_TIMEOUT, default_args
 
-WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
 
 @dag(

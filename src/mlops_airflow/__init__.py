@@ -11,3 +11,5 @@ HEAVY_QUEUE = "heavy"
 LIGHT_QUEUE = "light"
 OWNER = "mlops"
 RETRAINING_DAG_ID = "model_retraining_dag"
+# ISO week ids in run conf ("2013-W07"), as the batch files are named.
+WEEK_PATTERN = r"^\d{4}-W\d{2}$"
