@@ -32,6 +32,9 @@ from stack.ctl import cmd_down, cmd_up, is_running, stack_processes  # noqa: E40
 
 DAG_ID = "bench_chain7"
 RUNS = 5
+# Once a second, like the UI's auto-refresh: the wall time comes from the run's own timestamps,
+# and polling faster would load the api-server, which serves the tasks' Execution API too.
+POLL_S = 1.0
 IDLE_SETTLE_S = 20
 IDLE_WINDOW_S = 30
 
@@ -41,8 +44,8 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def chain_run(api: Airflow) -> tuple[float, list[float]]:
-    """Trigger one chain run; return (wall seconds, gaps between consecutive tasks)."""
+def chain_run(api: Airflow) -> tuple[float, list[float], str]:
+    """Trigger one chain run; return (wall seconds, gaps between consecutive tasks, breakdown)."""
     run = api.trigger(DAG_ID)
     run_id = run["dag_run_id"]
     deadline = time.monotonic() + 120
@@ -52,12 +55,16 @@ def chain_run(api: Airflow) -> tuple[float, list[float]]:
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{DAG_ID} {run_id} not finished after 120 s")
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     if run["state"] != "success":
         raise RuntimeError(f"{DAG_ID} {run_id} failed")
     tis = sorted(api.task_instances(DAG_ID, run_id), key=lambda t: int(t["task_id"][1:]))
     gaps = [_ts(b["start_date"]) - _ts(a["end_date"]) for a, b in zip(tis, tis[1:])]
-    return _ts(run["end_date"]) - _ts(run["queued_at"]), gaps
+    first = _ts(tis[0]["start_date"]) - _ts(run["queued_at"])
+    last = _ts(run["end_date"]) - _ts(tis[-1]["end_date"])
+    tasks = sum(_ts(t["end_date"]) - _ts(t["start_date"]) for t in tis)
+    breakdown = f"queued->first start {first:.2f} s, tasks {tasks:.2f} s, last end->run end {last:.2f} s"
+    return _ts(run["end_date"]) - _ts(run["queued_at"]), gaps, breakdown
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -82,15 +89,33 @@ def pss_mb(pids: list[int]) -> float:
     return total_kb / 1024
 
 
+def process_name(pid: int) -> str:
+    """A short, readable name of a stack process for the per-process breakdown."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return str(pid)
+    return " ".join(cmdline.replace(str(REPO) + "/", "").split()[:4])[:70]
+
+
 def idle_footprint(cfg: StackConfig) -> tuple[float, float]:
-    """(CPU percent of one core, PSS MiB) of every stack process over an idle window."""
+    """(CPU percent of one core, PSS MiB) of every stack process over an idle window; the largest
+    consumers go to stderr."""
     time.sleep(IDLE_SETTLE_S)
     pids = stack_processes(cfg)
-    before, t0 = cpu_seconds(pids), time.monotonic()
+    before = {pid: cpu_seconds([pid]) for pid in pids}
+    t0 = time.monotonic()
     time.sleep(IDLE_WINDOW_S)
-    pids_after = [p for p in stack_processes(cfg) if p in pids]
-    cpu = (cpu_seconds(pids_after) - before) / (time.monotonic() - t0) * 100
-    return cpu, pss_mb(stack_processes(cfg))
+    elapsed = time.monotonic() - t0
+    live = [p for p in stack_processes(cfg) if p in before]
+    per_pid = {pid: (cpu_seconds([pid]) - before[pid]) / elapsed * 100 for pid in live}
+    pss = {pid: pss_mb([pid]) for pid in stack_processes(cfg)}
+    shown = sorted(per_pid, key=per_pid.get, reverse=True)[:8]
+    shown += [pid for pid in sorted(pss, key=pss.get, reverse=True) if pid not in shown and pss[pid] >= 50]
+    for pid in shown:
+        print(f"idle: {per_pid.get(pid, 0):5.2f} % CPU {pss[pid]:6.1f} MiB  {process_name(pid)}",
+              file=sys.stderr)
+    return sum(per_pid.values()), sum(pss.values())
 
 
 def main() -> int:
@@ -107,10 +132,11 @@ def main() -> int:
         chain_run(api)  # warm-up
         walls, gaps = [], []
         for i in range(RUNS):
-            wall, run_gaps = chain_run(api)
+            wall, run_gaps, breakdown = chain_run(api)
             walls.append(wall)
             gaps += run_gaps
-            print(f"run {i + 1}: {wall:.2f} s, gaps {[round(g, 2) for g in run_gaps]}", file=sys.stderr)
+            print(f"run {i + 1}: {wall:.2f} s, gaps {[round(g, 2) for g in run_gaps]}; {breakdown}",
+                  file=sys.stderr)
         cpu, pss = idle_footprint(cfg)
         result = {
             "chain7_wall_s": round(statistics.median(walls), 2),

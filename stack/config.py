@@ -47,12 +47,12 @@ REQUIRED_VARS = (
 
 @dataclass(frozen=True)
 class Worker:
-    """One Celery worker: its name, queue, concurrency and log-server port."""
+    """One Celery worker: its name, queue, concurrency and log-server port (None: no log server)."""
 
     name: str
     queue: str
     concurrency: int
-    log_port: int
+    log_port: int | None
 
 
 @dataclass
@@ -220,10 +220,12 @@ def load(env_file: Path | None = None, bench_bundle: bool = False) -> StackConfi
     base = env_file.parent
     home = (base / env["STACK_HOME"]).resolve()
     data_dir = (base / env["MLOPS_DATA_DIR"]).resolve()
-    log_base = ports["AIRFLOW_LOG_SERVER_PORT"]
+    # On one host every worker writes to the same log folder, records the same hostname in the
+    # task instance, and the api-server asks one port per hostname: one log server serves the
+    # running tasks of all workers; a log server per worker would only cost memory (about 95 MiB).
     workers = [
-        Worker("light1", "light", 2, log_base),
-        Worker("light2", "light", 2, log_base + 1),
-        Worker("heavy1", "heavy", 1, log_base + 2),
+        Worker("light1", "light", 2, ports["AIRFLOW_LOG_SERVER_PORT"]),
+        Worker("light2", "light", 2, None),
+        Worker("heavy1", "heavy", 1, None),
     ]
     return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers)

@@ -79,7 +79,7 @@ def render_supervisord(cfg: StackConfig, pg_bin: Path) -> str:
     airflow = VENV_BIN / "airflow"
     sections: list[str] = []
     programs: list[str] = []
-    for name, cmd in (("api-server", f"{airflow} api-server"), ("scheduler", f"{airflow} scheduler"),
+    for name, cmd in (("api-server", f"{airflow} api-server"), ("scheduler", f"{VENV_BIN / 'python'} -m mlops_airflow.scheduler"),
                       ("dag-processor", f"{airflow} dag-processor"), ("triggerer", f"{airflow} triggerer")):
         # uvicorn waits for idle keep-alive connections on SIGTERM: do not let `down` wait 20 s.
         sections.append(_program(cfg, name, cmd, stopwait=5 if name == "api-server" else 20))
@@ -87,8 +87,9 @@ def render_supervisord(cfg: StackConfig, pg_bin: Path) -> str:
     for w in cfg.workers:
         cmd = (f"{airflow} celery worker --celery-hostname {w.name}@%%h --queues {w.queue} "
                f"--concurrency {w.concurrency} --without-gossip --without-mingle")
-        sections.append(_program(cfg, f"worker-{w.name}", cmd,
-                                 env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(w.log_port)}, stopwait=30))
+        if w.log_port is None:
+            cmd += " --skip-serve-logs"
+        sections.append(_program(cfg, f"worker-{w.name}", cmd, stopwait=30))
         programs.append(f"worker-{w.name}")
     sections.append(_program(cfg, "flower", f"{airflow} celery flower", priority=50))
     programs.append("flower")
@@ -323,7 +324,8 @@ def check_ports(cfg: StackConfig) -> None:
     """Refuse to start when another process already holds one of the stack's TCP ports."""
     names = ["POSTGRES_PORT", "REDIS_PORT", "PROMETHEUS_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "FLOWER_PORT"]
     busy = [f"{n}={cfg.ports[n]}" for n in names if health.port_in_use(cfg.ports[n])]
-    busy += [f"worker {w.name} log server {w.log_port}" for w in cfg.workers if health.port_in_use(w.log_port)]
+    busy += [f"worker {w.name} log server {w.log_port}" for w in cfg.workers
+             if w.log_port is not None and health.port_in_use(w.log_port)]
     if busy:
         raise StackError(f"ports already in use by another process: {', '.join(busy)}; "
                          f"stop that process or change the port in {cfg.env_file}")

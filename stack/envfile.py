@@ -28,6 +28,9 @@ def generate_secret(name: str) -> str:
     if name.endswith("_FERNET_KEY"):
         return Fernet.generate_key().decode()
     # URL-safe alphabet: safe inside database URLs, supervisord config and shell words.
+    if name.endswith(("_JWT_SECRET", "_API_SECRET_KEY")):
+        # Airflow signs with them using HS512: under 64 bytes, PyJWT warns on every token.
+        return secrets.token_urlsafe(48)
     return secrets.token_urlsafe(24)
 
 

@@ -150,7 +150,8 @@ def check_all(cfg: StackConfig) -> list[Health]:
         out.append(Health(program, port, state(program), status == "healthy", f"heartbeat {status or 'unknown'}"))
     for worker in cfg.workers:
         ok = results["workers"].get(worker.name, False)
-        out.append(Health(f"worker-{worker.name}", str(worker.log_port), state(f"worker-{worker.name}"), ok,
+        port = "-" if worker.log_port is None else str(worker.log_port)
+        out.append(Health(f"worker-{worker.name}", port, state(f"worker-{worker.name}"), ok,
                           f"queue {worker.queue} x{worker.concurrency}, celery ping {'ok' if ok else 'no reply'}"))
     ok, detail = results["flower"]
     out.append(Health("flower", str(p["FLOWER_PORT"]), state("flower"), ok, detail + " (basic auth)"))

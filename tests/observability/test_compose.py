@@ -86,6 +86,14 @@ def test_services(rendered: tuple[dict, dict]) -> None:
     assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == AIRFLOW_COMPONENTS | {"mlflow"}
 
 
+def test_scheduler_runs_the_wake_on_work_runner(rendered: tuple[dict, dict]) -> None:
+    """Same scheduler as the native stack; the image's entrypoint execs `python ...` as given."""
+    scheduler = rendered[0]["services"]["airflow-scheduler"]
+    assert scheduler["command"] == ["python", "-m", "mlops_airflow.scheduler"]
+    dockerfile = (REPO / "airflow" / "Dockerfile").read_text()
+    assert "python -m mlops_airflow.scheduler --help" in dockerfile  # checked when the image is built
+
+
 def test_worker_queues_concurrency_and_memory(rendered: tuple[dict, dict]) -> None:
     services = rendered[0]["services"]
     light, heavy = services["airflow-worker-light"], services["airflow-worker-heavy"]

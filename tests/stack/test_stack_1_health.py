@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import psycopg2
 
 import requests
 from cryptography.fernet import Fernet
 
 from stack import config as stack_config
 from stack import envfile, health
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_status_lists_every_component_healthy(stack) -> None:
@@ -21,8 +29,9 @@ def test_status_lists_every_component_healthy(stack) -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     for name, port in (("postgres", "25432"), ("redis", "26379"), ("prometheus", "29090"), ("mlflow", "25000"),
                        ("api-server", "28080"), ("flower", "25555"), ("worker-light1", "28793"),
-                       ("worker-light2", "28794"), ("worker-heavy1", "28795")):
-        assert port in lines[name] and "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
+                       ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "28796")):
+        assert lines[name].split()[1] == port, lines[name]
+        assert "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
     for name in ("scheduler", "dag-processor", "triggerer"):
         assert "RUNNING" in lines[name] and "heartbeat healthy" in lines[name], lines[name]
     # No statsd_exporter / Grafana binary on this machine: status says so plainly.
@@ -68,6 +77,8 @@ def test_env_file_has_generated_private_secrets(stack) -> None:
             "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
             "AIRFLOW_VIEWER_PASSWORD", "POSTGRES_PASSWORD"} <= set(secrets)
     assert all(len(v) >= 20 for v in secrets.values()), "a secret is empty or short"
+    # HS512 signing keys: 64 bytes or more, or PyJWT warns on every token in every component.
+    assert len(env["AIRFLOW_JWT_SECRET"]) >= 64 and len(env["AIRFLOW_API_SECRET_KEY"]) >= 64
     assert len(set(secrets.values())) == len(secrets), "two secrets share a value"
     Fernet(env["AIRFLOW_FERNET_KEY"].encode())  # raises when not a valid Fernet key
     assert envfile.ensure(stack.env_file, stack_config.EXAMPLE_ENV) == env, "a later run changed .env"
@@ -84,3 +95,66 @@ def test_bad_env_file_is_refused_naming_file_and_line(stack, tmp_path) -> None:
     result = stack.ctl("up", env_file=bad)
     assert result.returncode == 1 and "REDIS_PORT=6379" in result.stderr and str(bad) in result.stderr
     assert bad.read_text().count("REDIS_PORT=6379") == 1, "the env file must not be rewritten"
+
+
+def _airflow_env_value(key: str) -> str:
+    for line in (REPO / "airflow" / "airflow.env").read_text().splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1]
+    raise KeyError(key)
+
+
+def test_scheduler_is_the_wake_on_work_runner(stack) -> None:
+    """The scheduler runs mlops_airflow.scheduler with the shared settings, and its work-state
+    query runs as a prepared statement in autocommit (never idle in a transaction)."""
+    pid = health.supervisor(stack.cfg).supervisor.getProcessInfo("airflow:scheduler")["pid"]
+    assert b"mlops_airflow.scheduler" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    longest = float(_airflow_env_value("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"))
+    poll = float(_airflow_env_value("MLOPS_SCHEDULER_WAKE_POLL_S"))
+    log = (stack.cfg.logs / "scheduler.log").read_text()
+    assert f"Scheduler idle sleep: at most {longest:.2f} s" in log and f"within {poll:.2f} s" in log, log[-2000:]
+
+    env = stack.cfg.env
+    conn = psycopg2.connect(host="127.0.0.1", port=stack.cfg.ports["POSTGRES_PORT"], dbname=env["POSTGRES_DB"],
+                            user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            deadline = time.monotonic() + 30
+            while True:
+                cur.execute("SELECT state FROM pg_stat_activity WHERE query = 'EXECUTE mlops_work_state'")
+                states = [row[0] for row in cur.fetchall()]
+                if states or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+    finally:
+        conn.close()
+    assert states and set(states) <= {"idle", "active"}, states
+
+
+def test_work_state_matches_the_metadata_database(stack) -> None:
+    """WorkStateProbe on the stack's PostgreSQL: prepared, and its counts are the database's."""
+    script = """
+import json
+from sqlalchemy import text
+from airflow import settings
+from mlops_airflow.scheduler import WorkStateProbe
+probe = WorkStateProbe()
+state = probe.read()
+with settings.engine.connect() as conn:
+    direct = conn.execute(text(
+        "SELECT (SELECT count(*) FROM dag_run WHERE state = 'queued'),"
+        " (SELECT count(*) FROM dag_run WHERE state = 'running'),"
+        " (SELECT count(*) FROM task_instance WHERE state = 'scheduled'),"
+        " (SELECT count(*) FROM task_instance WHERE state IN ('queued', 'running')),"
+        " (SELECT count(*) FROM task_instance WHERE state = 'deferred')")).one()
+print(json.dumps({"query": probe.query, "state": list(state), "again": list(probe.read()), "direct": list(direct)}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=stack.component_env(), capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["query"] == "EXECUTE mlops_work_state"
+    assert len(out["state"]) == 7 and all(isinstance(v, bool) for v in out["state"][5:]), out
+    # Nothing runs on the idle test stack between the two reads.
+    assert out["state"][:5] == out["again"][:5] == out["direct"], out

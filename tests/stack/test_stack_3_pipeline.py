@@ -4,6 +4,7 @@ queue routing (Flower's task API and the workers' logs) and StatsD from schedule
 from __future__ import annotations
 
 import re
+import time
 
 import requests
 
@@ -73,6 +74,27 @@ def test_routing_heavy_tasks_on_heavy_worker_only(dags_ready, runs) -> None:
     for name in ("light1", "light2"):
         light_log = (stack.cfg.logs / f"worker-{name}.log").read_text()
         assert not set(re.findall(r"dag_id=([\w.-]+)/run_id=[^/]+/task_id=([\w.-]+)/", light_log)) & HEAVY_TASKS
+
+
+def test_one_log_server_serves_every_workers_task_logs(dags_ready, runs) -> None:
+    """On one host only light1 runs a log server (the api-server asks one port per hostname); it
+    serves the heavy worker's task logs from the shared folder, to signed requests only."""
+    import jwt
+
+    stack = dags_ready
+    base = stack.cfg.logs / "airflow"
+    log_file = next(base.glob(f"dag_id=ml_pipeline_dag/run_id={runs['ml']['dag_run_id']}/task_id=train/attempt=*.log"))
+    rel = log_file.relative_to(base).as_posix()
+    url = f"http://127.0.0.1:{stack.cfg.ports['AIRFLOW_LOG_SERVER_PORT']}/log/{rel}"
+    now = int(time.time())
+    claims = {"filename": rel, "aud": "task-instance-logs", "iat": now, "nbf": now, "exp": now + 30}
+    token = jwt.encode(claims, stack.cfg.env["AIRFLOW_API_SECRET_KEY"], algorithm="HS512")
+    resp = requests.get(url, headers={"Authorization": token}, timeout=30)
+    assert resp.status_code == 200, resp.text[:500]
+    assert resp.text == log_file.read_text() and "train" in resp.text
+    assert requests.get(url, timeout=30).status_code == 403
+    forged = jwt.encode(claims, "not-the-secret-key-of-this-stack-0123456789", algorithm="HS512")
+    assert requests.get(url, headers={"Authorization": forged}, timeout=30).status_code == 403
 
 
 def test_statsd_from_scheduler_and_workers(dags_ready, runs) -> None:
