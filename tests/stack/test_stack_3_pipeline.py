@@ -93,7 +93,7 @@ def test_one_log_server_serves_every_workers_task_logs(dags_ready, runs) -> None
     assert resp.status_code == 200, resp.text[:500]
     assert resp.text == log_file.read_text() and "train" in resp.text
     assert requests.get(url, timeout=30).status_code == 403
-    forged = jwt.encode(claims, "not-the-secret-key-of-this-stack-0123456789", algorithm="HS512")
+    forged = jwt.encode(claims, "not-the-secret-key-of-this-stack-" * 3, algorithm="HS512")
     assert requests.get(url, headers={"Authorization": forged}, timeout=30).status_code == 403
 
 
