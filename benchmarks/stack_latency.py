@@ -24,11 +24,10 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from stack.api import Airflow  # noqa: E402
-from stack.config import StackConfig, load  # noqa: E402
-from stack.ctl import cmd_down, cmd_up, is_running, stack_processes  # noqa: E402
+from stack.api import Airflow
+from stack.config import StackConfig, load
+from stack.ctl import cmd_down, cmd_up, is_running, stack_processes
 
 DAG_ID = "bench_chain7"
 RUNS = 5

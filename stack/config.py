@@ -177,7 +177,7 @@ class StackConfig:
         return env
 
     def rbac_env(self) -> dict[str, str]:
-        """User names and passwords read by airflow/sync_rbac.py."""
+        """User names and passwords read by airflow/bootstrap.py."""
         return {k: v for k, v in self.env.items() if k.startswith("AIRFLOW_") and k.endswith(("_USER", "_PASSWORD"))}
 
 

@@ -391,8 +391,8 @@ def cmd_up(cfg: StackConfig) -> float:
     log(f"postgres, redis, prometheus, mlflow started ({time.monotonic() - started:.1f} s); migrating the Airflow database")
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], cfg.logs / "airflow-db-migrate.log", env=env,
          what="airflow db migrate")
-    _run([str(VENV_BIN / "python"), str(REPO / "airflow" / "sync_rbac.py")], cfg.logs / "sync-rbac.log",
-         env={**env, **cfg.rbac_env()}, what="airflow/sync_rbac.py")
+    _run([str(VENV_BIN / "python"), str(REPO / "airflow" / "bootstrap.py")], cfg.logs / "bootstrap.log",
+         env={**env, **cfg.rbac_env()}, what="airflow/bootstrap.py")
     log(f"database migrated, users and roles synced ({time.monotonic() - started:.1f} s); starting Airflow")
     # The scheduler waits for the api-server: workers run every task through its Execution API,
     # and a task queued before it answers fails its first try.

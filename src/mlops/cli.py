@@ -37,15 +37,28 @@ def _mark(a: argparse.Namespace) -> Any:
     return mark_processed(a.weeks)
 
 
+def _thresholds(a: argparse.Namespace, step: str) -> dict[str, float]:
+    """The threshold flags of ``step`` given on the command line (the rest keep their defaults)."""
+    from mlops.config import thresholds_of
+
+    return {t.name: getattr(a, t.name) for t in thresholds_of(step)
+            if getattr(a, t.name) is not None}
+
+
+def _add_thresholds(parser: argparse.ArgumentParser, step: str) -> None:
+    """One ``--<name>`` option per threshold of ``step`` (mlops.config.THRESHOLDS)."""
+    from mlops.config import thresholds_of
+
+    for t in thresholds_of(step):
+        parser.add_argument(t.flag, dest=t.name, type=float, metavar="X",
+                            help=f"{t.help} (default {t.default}; env {t.env})".replace("%", "%%"))
+
+
 def _validate(a: argparse.Namespace) -> Any:
     from mlops.validate import accept_batch, validate_batch
 
-    th = {k: getattr(a, k) for k in ("max_null_share", "max_duplicate_share",
-                                      "max_unknown_category_share", "max_out_of_range_share",
-                                      "max_outlier_share", "max_drift_share")
-          if getattr(a, k) is not None}
     checks = [c.strip() for c in a.checks.split(",")] if a.checks else None
-    result = validate_batch(a.path, checks=checks, **th)
+    result = validate_batch(a.path, checks=checks, **_thresholds(a, "validate"))
     if a.accept:
         result["accepted_to"] = accept_batch(a.path)
     return result
@@ -79,19 +92,19 @@ def _train(a: argparse.Namespace) -> Any:
 def _evaluate(a: argparse.Namespace) -> Any:
     from mlops.evaluate import evaluate_model
 
-    return evaluate_model(a.version, holdout_week=a.holdout_week, margin=a.margin)
+    return evaluate_model(a.version, holdout_week=a.holdout_week, **_thresholds(a, "deploy"))
 
 
 def _drift(a: argparse.Namespace) -> Any:
     from mlops.drift import detect_drift
 
-    return detect_drift(week=a.week, threshold=a.threshold)
+    return detect_drift(week=a.week, **_thresholds(a, "drift"))
 
 
 def _deploy(a: argparse.Namespace) -> Any:
     from mlops.registry import deploy
 
-    return deploy(a.version, margin=a.margin)
+    return deploy(a.version, **_thresholds(a, "deploy"))
 
 
 def _backup(a: argparse.Namespace) -> Any:
@@ -146,9 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", help="batch CSV path or ISO week in landing/")
     sp.add_argument("--checks", help="comma list of schema,quality,distribution,anomalies")
     sp.add_argument("--accept", action="store_true", help="copy into accepted/ when it passes")
-    for opt in ("max-null-share", "max-duplicate-share", "max-unknown-category-share",
-                "max-out-of-range-share", "max-outlier-share", "max-drift-share"):
-        sp.add_argument(f"--{opt}", type=float)
+    _add_thresholds(sp, "validate")
     sp = add("accept", _accept, "copy a validated batch into accepted/")
     sp.add_argument("path")
 
@@ -168,15 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("evaluate", _evaluate, "evaluate a version on the holdout week vs the champion")
     sp.add_argument("version")
     sp.add_argument("--holdout-week")
-    sp.add_argument("--margin", type=float)
+    _add_thresholds(sp, "deploy")
 
     sp = add("drift", _drift, "data drift of a batch vs the champion's training reference")
     sp.add_argument("--week")
-    sp.add_argument("--threshold", type=float)
+    _add_thresholds(sp, "drift")
 
     sp = add("deploy", _deploy, "make a version champion if it beats the current one")
     sp.add_argument("version")
-    sp.add_argument("--margin", type=float)
+    _add_thresholds(sp, "deploy")
     add("backup", _backup, "point alias previous at the current champion")
     sp = add("rollback", _rollback, "move champion back to the previous version")
     sp.add_argument("--reason", required=True)

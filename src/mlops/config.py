@@ -1,9 +1,11 @@
 """Settings of the ML package: data folders, MLflow, thresholds and the data-set schema.
 
-Every threshold below is the default of a keyword argument of the step that uses it; an
-environment variable of the same name prefixed with ``MLOPS_`` overrides the default
-(e.g. ``MLOPS_DRIFT_SHARE=0.4``). Paths are resolved at call time, so tests and Airflow tasks
-can change ``MLOPS_DATA_DIR`` between calls.
+Every decision threshold is declared once, in :data:`THRESHOLDS`, and has one name everywhere:
+the keyword argument of the step that uses it, the Airflow Variable ``mlops_<name>``, the
+environment variable ``MLOPS_<NAME>`` and the CLI flag ``--<name>`` (dashes for underscores).
+An explicit value (keyword argument, from a Variable or a flag) wins over the environment, which
+wins over the default here. Every value is read when it is used, never at import, so tests and
+Airflow tasks can change the environment between calls. Paths are resolved at call time too.
 """
 
 from __future__ import annotations
@@ -21,39 +23,108 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent.parent
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(f"MLOPS_{name}")
+def _env_number(name: str, default: float) -> float:
+    """``$name`` as a number, or ``default`` when unset or empty; a clear error otherwise."""
+    raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         return float(raw)
     except ValueError as exc:
-        raise ValueError(f"environment MLOPS_{name}={raw!r} is not a number") from exc
+        raise ValueError(f"environment {name}={raw!r} is not a number") from exc
 
 
-# --- thresholds (defaults of keyword arguments) --------------------------------------------
-#: dataset drift: share of drifted feature columns at or above which drift is declared
-DRIFT_SHARE = _env_float("DRIFT_SHARE", 0.5)
-#: deploy: a candidate must beat the champion's holdout ROC AUC by at least this much
-DEPLOY_MARGIN = _env_float("DEPLOY_MARGIN", 0.002)
-#: validation: default maximum share of nulls per column (the schema may set its own)
-MAX_NULL_SHARE = _env_float("MAX_NULL_SHARE", 0.1)
-#: validation: maximum share of fully duplicated rows
-MAX_DUPLICATE_SHARE = _env_float("MAX_DUPLICATE_SHARE", 0.01)
-#: validation: maximum share of rows with a category missing from the schema, per column
-MAX_UNKNOWN_CATEGORY_SHARE = _env_float("MAX_UNKNOWN_CATEGORY_SHARE", 0.01)
-#: validation: maximum share of values outside the schema range, per column
-MAX_OUT_OF_RANGE_SHARE = _env_float("MAX_OUT_OF_RANGE_SHARE", 0.0)
-#: validation: maximum share of extreme outliers per numeric feature (beyond 3x the 1-99 %
-#: span of the reference, on each side)
-MAX_OUTLIER_SHARE = _env_float("MAX_OUTLIER_SHARE", 0.05)
-#: validation: share of drifted columns (batch vs accepted reference) that rejects a batch;
-#: weekly batches drift a little by season, so only a massive shift is treated as a broken feed
-MAX_VALIDATION_DRIFT_SHARE = _env_float("MAX_VALIDATION_DRIFT_SHARE", 0.8)
-#: rows of training features kept as the drift reference of a model
-REFERENCE_ROWS = int(_env_float("REFERENCE_ROWS", 5000))
-#: decision threshold on the predicted probability for F1
-DECISION_THRESHOLD = _env_float("DECISION_THRESHOLD", 0.5)
+# --- thresholds ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Threshold:
+    """A decision threshold of one lifecycle step, with its single name in every interface."""
+
+    name: str
+    default: float
+    step: str
+    help: str
+
+    @property
+    def variable(self) -> str:
+        """The Airflow Variable that overrides it for the DAGs."""
+        return f"mlops_{self.name}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable that overrides the default."""
+        return f"MLOPS_{self.name.upper()}"
+
+    @property
+    def flag(self) -> str:
+        """The CLI option of the step's ``mlops`` subcommand."""
+        return "--" + self.name.replace("_", "-")
+
+
+#: Steps that take thresholds: ``validate`` (mlops validate), ``drift`` (mlops drift),
+#: ``deploy`` (mlops evaluate / deploy).
+THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
+    Threshold("max_null_share", 0.1, "validate",
+              "maximum share of nulls per column (the schema may set its own per column)"),
+    Threshold("max_duplicate_share", 0.01, "validate", "maximum share of duplicated rows"),
+    Threshold("max_unknown_category_share", 0.01, "validate",
+              "maximum share of rows with a category the schema does not list, per column"),
+    Threshold("max_out_of_range_share", 0.0, "validate",
+              "maximum share of values outside the schema's range, per column"),
+    Threshold("max_outlier_share", 0.05, "validate",
+              "maximum share of extreme outliers per numeric feature (beyond 3x the 1-99 % span "
+              "of the reference, on each side)"),
+    # Weekly batches drift a little by season: only a massive shift is treated as a broken feed.
+    Threshold("max_drift_share", 0.8, "validate",
+              "share of drifted columns (batch vs recently accepted batches) that rejects a batch"),
+    Threshold("drift_share", 0.5, "drift",
+              "share of drifted decision columns (batch vs the champion's training reference) "
+              "at or above which data drift is declared"),
+    Threshold("deploy_margin", 0.002, "deploy",
+              "ROC AUC by which a candidate must beat the champion on the holdout to be deployed"),
+)}
+
+
+def thresholds_of(step: str) -> list[Threshold]:
+    """The thresholds a step takes, in declaration order."""
+    found = [t for t in THRESHOLDS.values() if t.step == step]
+    if not found:
+        raise ValueError(f"no thresholds for step {step!r}; steps: "
+                         f"{sorted({t.step for t in THRESHOLDS.values()})}")
+    return found
+
+
+def threshold(name: str, value: float | None = None) -> float:
+    """The value of threshold ``name``: ``value`` when given, else ``MLOPS_<NAME>``, else its
+    default."""
+    spec = THRESHOLDS.get(name)
+    if spec is None:
+        raise TypeError(f"unknown threshold {name!r}; known: {sorted(THRESHOLDS)}")
+    if value is not None:
+        return float(value)
+    return _env_number(spec.env, spec.default)
+
+
+def resolve_thresholds(step: str, given: dict[str, float | None]) -> dict[str, float]:
+    """Every threshold of ``step``, from ``given`` (keyword arguments, None = not given), the
+    environment or the defaults. A name the step does not take is a TypeError."""
+    names = [t.name for t in thresholds_of(step)]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TypeError(f"unknown thresholds for {step}: {unknown}; known: {names}")
+    return {name: threshold(name, given.get(name)) for name in names}
+
+
+# --- other settings (read when used) -------------------------------------------------------------
+def reference_rows() -> int:
+    """Rows of training features kept as the drift reference of a model (``MLOPS_REFERENCE_ROWS``)."""
+    return int(_env_number("MLOPS_REFERENCE_ROWS", 5000))
+
+
+def decision_threshold() -> float:
+    """Predicted probability at or above which a flight counts as delayed, for F1
+    (``MLOPS_DECISION_THRESHOLD``)."""
+    return _env_number("MLOPS_DECISION_THRESHOLD", 0.5)
+
 
 VALIDATION_CHECKS = ("schema", "quality", "distribution", "anomalies")
 

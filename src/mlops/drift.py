@@ -99,7 +99,7 @@ def champion_reference() -> tuple["pd.DataFrame", str] | None:
     return pd.read_parquet(cache), champion["version"]
 
 
-def detect_drift(week: str | None = None, threshold: float | None = None) -> dict[str, Any]:
+def detect_drift(week: str | None = None, drift_share: float | None = None) -> dict[str, Any]:
     """Drift share of a batch (default: the newest accepted one) vs the champion's reference.
 
     Without a champion the training table (other weeks) is the reference. Writes
@@ -107,7 +107,7 @@ def detect_drift(week: str | None = None, threshold: float | None = None) -> dic
     """
     from mlops.data import make_features, read_batch
 
-    threshold = config.DRIFT_SHARE if threshold is None else float(threshold)
+    threshold = config.threshold("drift_share", drift_share)
     schema = load_schema()
     week, path = _batch_path(week)
     current = make_features(read_batch(path, schema), schema)
@@ -125,7 +125,7 @@ def detect_drift(week: str | None = None, threshold: float | None = None) -> dic
         others = table[table["week"] != week]
         if others.empty:
             raise DriftError(f"no reference data other than {week} to compare {path} with")
-        reference = others.sample(n=min(config.REFERENCE_ROWS, len(others)), random_state=0)
+        reference = others.sample(n=min(config.reference_rows(), len(others)), random_state=0)
         source, champion_version = "training table", None
     columns = drift_columns(schema, list(reference.columns))
     snapshot, res = evidently_drift(current, reference, schema, columns, threshold)

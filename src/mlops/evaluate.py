@@ -33,17 +33,17 @@ def _holdout_of(version: str) -> str | None:
 
 
 def evaluate_model(version: str | int, holdout_week: str | None = None,
-                   margin: float | None = None) -> dict[str, Any]:
+                   deploy_margin: float | None = None) -> dict[str, Any]:
     """ROC AUC, PR AUC, F1 and Brier of ``version`` on the holdout week (default: the week it was
     held out on), and of the current champion on the same rows.
 
     ``beats_champion`` is true when there is no champion, or the candidate's ROC AUC exceeds the
-    champion's by at least ``margin`` (default ``config.DEPLOY_MARGIN``).
+    champion's by at least ``deploy_margin`` (see :data:`mlops.config.THRESHOLDS`).
     """
     from mlops.registry import get_champion
     from mlops.train import limited_threads, load_table, model_input, score
 
-    margin = config.DEPLOY_MARGIN if margin is None else float(margin)
+    margin = config.threshold("deploy_margin", deploy_margin)
     schema = load_schema()
     version = str(version)
     model = load_version(version)

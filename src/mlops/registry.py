@@ -85,8 +85,9 @@ def _backup(client: Any) -> dict[str, Any]:
 
 
 def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
-           margin: float | None = None) -> dict[str, Any]:
-    """Make ``version`` the champion if it beats the current one by ``margin`` (or there is none).
+           deploy_margin: float | None = None) -> dict[str, Any]:
+    """Make ``version`` the champion if it beats the current one by ``deploy_margin`` (or there is
+    none).
 
     The evaluation is reused when it was made against the current champion; otherwise (or when
     absent) the candidate is evaluated now. The old champion is backed up as ``previous``.
@@ -94,7 +95,7 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
     from mlops.evaluate import evaluate_model
 
     version = str(version)
-    margin = config.DEPLOY_MARGIN if margin is None else float(margin)
+    margin = config.threshold("deploy_margin", deploy_margin)
     client = tracking.setup()
     with file_lock("registry"):
         try:
@@ -112,7 +113,7 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
                     "reason": f"version {version} was rolled back: {mv.tags.get('rolled_back')}"}
         if (evaluation is None or str(evaluation.get("version", version)) != version
                 or evaluation.get("champion_version") != champion):
-            evaluation = evaluate_model(version, margin=margin)
+            evaluation = evaluate_model(version, deploy_margin=margin)
         cand = evaluation["metrics"]["roc_auc"]
         champ_metrics = evaluation.get("champion_metrics")
         if champion is None:

@@ -116,7 +116,7 @@ def score(y_true: Any, proba: Any, threshold: float | None = None) -> dict[str, 
 
     y = np.asarray(y_true)
     p = np.asarray(proba)
-    thr = config.DECISION_THRESHOLD if threshold is None else threshold
+    thr = config.decision_threshold() if threshold is None else threshold
     if len(np.unique(y)) < 2:
         raise TrainingError("holdout has a single class; ROC AUC undefined")
     return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
@@ -269,7 +269,7 @@ def _fit_and_log(client: Any, schema: Schema, train: "pd.DataFrame", y: Any,
                            "features": ",".join(schema.features)})
         mlflow.log_metrics(mlflow_metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            ref = x_train.sample(n=min(config.REFERENCE_ROWS, len(x_train)), random_state=0)
+            ref = x_train.sample(n=min(config.reference_rows(), len(x_train)), random_state=0)
             ref_path = Path(tmp) / "reference.parquet"
             ref.to_parquet(ref_path, index=False)
             mlflow.log_artifact(str(ref_path), artifact_path="reference")

@@ -26,14 +26,6 @@ from mlops.util import (WEEK_RE, atomic_write_bytes, atomic_write_text, file_loc
 if TYPE_CHECKING:
     import pandas as pd
 
-THRESHOLD_DEFAULTS = {
-    "max_null_share": lambda: config.MAX_NULL_SHARE,
-    "max_duplicate_share": lambda: config.MAX_DUPLICATE_SHARE,
-    "max_unknown_category_share": lambda: config.MAX_UNKNOWN_CATEGORY_SHARE,
-    "max_out_of_range_share": lambda: config.MAX_OUT_OF_RANGE_SHARE,
-    "max_outlier_share": lambda: config.MAX_OUTLIER_SHARE,
-    "max_drift_share": lambda: config.MAX_VALIDATION_DRIFT_SHARE,
-}
 _MAGIC = [(b"PAR1", "Parquet"), (b"PK\x03\x04", "ZIP/XLSX"), (b"\x1f\x8b", "gzip"),
           (b"\x89PNG", "PNG"), (b"%PDF", "PDF"), (b"SQLite format", "SQLite"),
           (b"\xd0\xcf\x11\xe0", "XLS/OLE"), (b"ARROW1", "Arrow/Feather")]
@@ -244,7 +236,7 @@ def _reference(schema: Schema, week: str) -> "pd.DataFrame | None":
         return None
     frames = [read_batch(p, schema, columns=schema.raw_feature_columns) for p in chosen]
     ref = pd.concat(frames, ignore_index=True)
-    return ref.sample(n=min(len(ref), config.REFERENCE_ROWS), random_state=0)
+    return ref.sample(n=min(len(ref), config.reference_rows()), random_state=0)
 
 
 def _check_anomalies(run: _Run, df: "pd.DataFrame", schema: Schema, th: dict[str, float],
@@ -404,17 +396,11 @@ def validate_batch(path: str | Path, checks: list[str] | None = None,
 
     ``checks``: subset of ``config.VALIDATION_CHECKS`` (default all); the file format and the
     schema are always checked (the other checks need them). Checks run in separate calls on the
-    same content are merged into one report. Thresholds (keyword arguments, defaults in
-    :mod:`mlops.config`): max_null_share, max_duplicate_share, max_unknown_category_share,
-    max_out_of_range_share, max_outlier_share, max_drift_share. Raises BatchValidationError
-    after quarantining.
+    same content are merged into one report. Thresholds: the ``validate`` entries of
+    :data:`mlops.config.THRESHOLDS` as keyword arguments. Raises BatchValidationError after
+    quarantining.
     """
-    unknown_kw = set(thresholds) - set(THRESHOLD_DEFAULTS)
-    if unknown_kw:
-        raise TypeError(f"unknown thresholds {sorted(unknown_kw)}; "
-                        f"known: {sorted(THRESHOLD_DEFAULTS)}")
-    th = {k: float(thresholds[k]) if thresholds.get(k) is not None else d()
-          for k, d in THRESHOLD_DEFAULTS.items()}
+    th = config.resolve_thresholds("validate", thresholds)
     wanted = list(checks) if checks else list(config.VALIDATION_CHECKS)
     bad_checks = set(wanted) - set(config.VALIDATION_CHECKS)
     if bad_checks:

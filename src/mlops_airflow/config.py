@@ -13,11 +13,6 @@ from mlops_airflow import LIGHT_QUEUE, OWNER
 log = logging.getLogger("mlops_airflow")
 
 MLFLOW_CONN_ID = "mlflow_default"
-# Airflow Variable names of the thresholds (the keyword argument of the mlops function is the
-# name without the ``mlops_`` prefix, except for the two below which are shared by several calls).
-DRIFT_SHARE_VARIABLE = "mlops_drift_share"
-DEPLOY_MARGIN_VARIABLE = "mlops_deploy_margin"
-QUALITY_VARIABLE_PREFIX = "mlops_"
 
 LIGHT_TIMEOUT = timedelta(minutes=20)
 HEAVY_TIMEOUT = timedelta(hours=2)
@@ -76,25 +71,18 @@ def float_variable(name: str) -> float | None:
         ) from None
 
 
-def threshold_kwargs(names: dict[str, str]) -> dict[str, float]:
-    """Keyword arguments ``{kwarg: value}`` for every Variable in ``names`` (kwarg -> Variable)
-    that is defined; undefined ones are left out so the mlops package default applies."""
+def threshold_kwargs(step: str) -> dict[str, float]:
+    """Keyword arguments of an mlops step from the Airflow Variables ``mlops_<name>`` of its
+    thresholds (``mlops.config.THRESHOLDS``) that are defined; the others are left out, so the
+    package's environment or default applies. Read at every call (inside the task)."""
+    from mlops.config import thresholds_of
+
     kwargs: dict[str, float] = {}
-    for kwarg, variable in names.items():
-        value = float_variable(variable)
+    for spec in thresholds_of(step):
+        value = float_variable(spec.variable)
         if value is not None:
-            kwargs[kwarg] = value
+            kwargs[spec.name] = value
     return kwargs
-
-
-def drift_threshold() -> float | None:
-    """``mlops_drift_share`` (share of drifted columns that counts as drift), or None."""
-    return float_variable(DRIFT_SHARE_VARIABLE)
-
-
-def deploy_margin() -> float | None:
-    """``mlops_deploy_margin`` (how much better the candidate must be), or None."""
-    return float_variable(DEPLOY_MARGIN_VARIABLE)
 
 
 def tracking_uri_from_connection(conn: Any) -> str:

@@ -52,7 +52,7 @@ class DriftTriggerOperator(TriggerDagRunOperator):
 
     def execute(self, context: Any) -> Any:
         """Run drift detection, then hand over to TriggerDagRunOperator when drift is detected."""
-        from mlops_airflow.config import configure_mlflow, drift_threshold
+        from mlops_airflow.config import configure_mlflow, threshold_kwargs
         from mlops_airflow.tasks import fail_fast
 
         configure_mlflow()
@@ -60,10 +60,8 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         from mlops.util import week_of
 
         batches = list((self.evaluation or {}).get("batches") or [])
-        kwargs: dict[str, Any] = {"week": max(week_of(b) for b in batches) if batches else None}
-        threshold = drift_threshold()
-        if threshold is not None:
-            kwargs["threshold"] = threshold
+        kwargs: dict[str, Any] = {"week": max(week_of(b) for b in batches) if batches else None,
+                                  **threshold_kwargs("drift")}
         with fail_fast():
             result = detect_drift(**kwargs)
         context["ti"].xcom_push(key=DRIFT_XCOM_KEY, value=result)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mlops_airflow.config import configure_mlflow, deploy_margin, threshold_kwargs
+from mlops_airflow.config import configure_mlflow, threshold_kwargs
 from mlops_airflow.runstate import run_once
 
 log = logging.getLogger("mlops_airflow")
@@ -47,16 +47,6 @@ def claim_new_batches(context: Any) -> list[str]:
     return batches
 
 
-def validation_thresholds() -> dict[str, float]:
-    """validate_batch keyword arguments from the Variables ``mlops_<limit>`` that are defined
-    (limits: the keys of ``mlops.validate.THRESHOLD_DEFAULTS``, e.g. ``mlops_max_null_share``)."""
-    from mlops.validate import THRESHOLD_DEFAULTS
-
-    from mlops_airflow.config import QUALITY_VARIABLE_PREFIX
-
-    return threshold_kwargs({name: f"{QUALITY_VARIABLE_PREFIX}{name}" for name in THRESHOLD_DEFAULTS})
-
-
 def validate_new_batches(batches: list[str]) -> dict[str, Any]:
     """Validate and accept each new batch; bad ones end in quarantine and in the result.
 
@@ -67,7 +57,7 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
     from mlops.ingest import mark_processed
     from mlops.validate import accept_batch, validate_batch
 
-    thresholds = validation_thresholds()
+    thresholds = threshold_kwargs("validate")
     accepted: list[str] = []
     rejected: list[dict[str, Any]] = []
     for path in batches:
@@ -110,10 +100,7 @@ def evaluate_candidate(model: dict[str, Any]) -> dict[str, Any]:
     configure_mlflow()
     from mlops.evaluate import evaluate_model
 
-    kwargs: dict[str, Any] = {"holdout_week": model.get("holdout_week")}
-    margin = deploy_margin()
-    if margin is not None:
-        kwargs["margin"] = margin
+    kwargs: dict[str, Any] = {"holdout_week": model.get("holdout_week"), **threshold_kwargs("deploy")}
     with fail_fast():
         result = evaluate_model(str(model["model_version"]), **kwargs)
     return {**result, "model_version": str(model["model_version"])}
@@ -138,10 +125,7 @@ def deploy_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
     configure_mlflow()
     from mlops.registry import deploy
 
-    kwargs: dict[str, Any] = {"evaluation": evaluation}
-    margin = deploy_margin()
-    if margin is not None:
-        kwargs["margin"] = margin
+    kwargs: dict[str, Any] = {"evaluation": evaluation, **threshold_kwargs("deploy")}
     with fail_fast():
         return deploy(str(evaluation["model_version"]), **kwargs)
 

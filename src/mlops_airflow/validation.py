@@ -71,9 +71,10 @@ def run_check(week: str, check: str) -> dict[str, Any]:
     from mlops.errors import BatchValidationError
     from mlops.validate import validate_batch
 
-    from mlops_airflow.tasks import _fail, validation_thresholds
+    from mlops_airflow.config import threshold_kwargs
+    from mlops_airflow.tasks import _fail
 
-    thresholds = validation_thresholds()
+    thresholds = threshold_kwargs("validate")
     for attempt in (1, 2):
         path = locate_batch(week)
         try:

@@ -61,15 +61,14 @@ def test_connection_without_host_is_a_clear_error(airflow_db, clean_mlflow_env) 
 
 
 def test_threshold_variables(airflow_db, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_airflow.config import ConfigurationError, deploy_margin, drift_threshold
-    from mlops_airflow.tasks import validation_thresholds
+    from mlops_airflow.config import ConfigurationError, threshold_kwargs
 
     monkeypatch.delenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", raising=False)
-    assert drift_threshold() is None  # undefined: the package default applies
+    assert threshold_kwargs("drift") == {}  # undefined: the package default applies
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEPLOY_MARGIN", "0.01")
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_MAX_NULL_SHARE", "0.2")
-    assert deploy_margin() == 0.01
-    assert validation_thresholds() == {"max_null_share": 0.2}
+    assert threshold_kwargs("deploy") == {"deploy_margin": 0.01}
+    assert threshold_kwargs("validate") == {"max_null_share": 0.2}
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", "half")
     with pytest.raises(ConfigurationError, match="Variable 'mlops_drift_share' must be a number"):
-        drift_threshold()
+        threshold_kwargs("drift")

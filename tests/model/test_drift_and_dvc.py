@@ -30,7 +30,7 @@ def test_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) -> No
     df["distance"] = (pd.to_numeric(df["distance"]) * 2.5).round().astype(int).astype(str)
     df["sched_dep_time"], df["hour"], df["minute"] = "2200", "22", "0"
     (model_dir / "landing" / "2013-W05.csv").write_text(df.to_csv(index=False))
-    shifted = detect_drift(week="2013-W05", threshold=0.5)
+    shifted = detect_drift(week="2013-W05", drift_share=0.5)
     assert shifted["drift_detected"] is True
     assert {"carrier", "origin", "dest", "distance", "hour"} <= set(shifted["drifted_columns"])
     assert shifted["threshold"] == 0.5 and shifted["drift_share"] >= 0.5

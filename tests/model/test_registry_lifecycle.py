@@ -61,10 +61,10 @@ def test_lifecycle(model_dir: Path) -> None:
     assert refused["deployed"] is False and _aliases()[0] == champion
 
     # Forced through with a negative margin: champion moves, the old one is kept as previous.
-    forced = deploy(bad["model_version"], margin=-1.0)
+    forced = deploy(bad["model_version"], deploy_margin=-1.0)
     assert forced["deployed"] is True
     assert _aliases() == (bad["model_version"], champion)
-    assert deploy(bad["model_version"], margin=-1.0)["reason"] == "already champion"
+    assert deploy(bad["model_version"], deploy_margin=-1.0)["reason"] == "already champion"
     assert backup_champion()["backed_up"] is True  # previous -> the current champion
     assert backup_champion()["backed_up"] is False  # second time: nothing moves
     assert _aliases() == (bad["model_version"], bad["model_version"])
@@ -92,9 +92,9 @@ def test_rollback_records_reason_and_is_idempotent(model_dir: Path) -> None:
     from mlops.train import train_model
 
     good = train_model(**WEEKS, max_rows=3500)
-    deploy(good["model_version"], margin=-1.0)
+    deploy(good["model_version"], deploy_margin=-1.0)
     bad = train_model(**WEEKS, max_rows=3500, shuffle_labels=True)
-    moved = deploy(bad["model_version"], margin=-1.0)
+    moved = deploy(bad["model_version"], deploy_margin=-1.0)
     assert moved["deployed"] and _aliases() == (bad["model_version"], good["model_version"])
 
     out = rollback("shuffled labels shipped by mistake")
@@ -107,7 +107,7 @@ def test_rollback_records_reason_and_is_idempotent(model_dir: Path) -> None:
     again = rollback("again")
     assert again["rolled_back"] is False and _aliases()[0] == good["model_version"]
     # A rolled-back version is never redeployed, even with a forcing margin.
-    assert deploy(bad["model_version"], margin=-1.0)["deployed"] is False
+    assert deploy(bad["model_version"], deploy_margin=-1.0)["deployed"] is False
     assert _aliases()[0] == good["model_version"]
 
     # A retrained candidate that lost its comparison: tagged with why, champion untouched.

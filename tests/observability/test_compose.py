@@ -221,13 +221,13 @@ def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
-    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/sync_rbac.py", "chown -R 50000:0")]
+    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/bootstrap.py", "chown -R 50000:0")]
     assert steps == sorted(steps)
     assert str(init["user"]) == "0:0"
     env = _env(init)
     for name in ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD", "AIRFLOW_VIEWER_PASSWORD"):
         assert env[name], name
-    assert (REPO / "airflow" / "sync_rbac.py").is_file() and (REPO / "airflow" / "rbac.yaml").is_file()
+    assert (REPO / "airflow" / "bootstrap.py").is_file() and (REPO / "airflow" / "rbac.yaml").is_file()
 
 
 def test_dockerfile_matches_the_lock() -> None:

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,27 +20,27 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from stack import config as stack_config  # noqa: E402
-from stack import envfile  # noqa: E402
-from stack.ctl import stack_processes  # noqa: E402
+from stack import config as stack_config
+from stack import envfile
+from stack.ctl import stack_processes
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 # Ports of the test stack: never the defaults, so a developer's `make up` keeps running.
-TEST_PORTS = {
-    "AIRFLOW_API_PORT": "28080",
-    "FLOWER_PORT": "25555",
-    "MLFLOW_PORT": "25000",
-    "PROMETHEUS_PORT": "29090",
-    "GRAFANA_PORT": "23000",
-    "STATSD_EXPORTER_PORT": "29102",
-    "STATSD_PORT": "29125",
-    "POSTGRES_PORT": "25432",
-    "REDIS_PORT": "26379",
-    "AIRFLOW_LOG_SERVER_PORT": "28793",
-}
+# MLOPS_TEST_PORT_OFFSET (default 0) shifts all of them, so two checkouts can run the suite at once.
+PORT_OFFSET = int(os.environ.get("MLOPS_TEST_PORT_OFFSET", "0"))
+TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
+    "AIRFLOW_API_PORT": 28080,
+    "FLOWER_PORT": 25555,
+    "MLFLOW_PORT": 25000,
+    "PROMETHEUS_PORT": 29090,
+    "GRAFANA_PORT": 23000,
+    "STATSD_EXPORTER_PORT": 29102,
+    "STATSD_PORT": 29125,
+    "POSTGRES_PORT": 25432,
+    "REDIS_PORT": 26379,
+    "AIRFLOW_LOG_SERVER_PORT": 28793,
+}.items()}
 # Three winter weeks, then a summer week: its weather drifts against the winter training data.
 REPLAY_UNTIL = "2013-W03"
 DRIFT_WEEK = "2013-W27"

@@ -27,10 +27,13 @@ def test_status_lists_every_component_healthy(stack) -> None:
     result = stack.ctl("status")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
-    for name, port in (("postgres", "25432"), ("redis", "26379"), ("prometheus", "29090"), ("mlflow", "25000"),
-                       ("api-server", "28080"), ("flower", "25555"), ("worker-light1", "28793"),
-                       ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "28796")):
-        assert lines[name].split()[1] == port, lines[name]
+    ports = stack.cfg.ports
+    for name, port in (("postgres", ports["POSTGRES_PORT"]), ("redis", ports["REDIS_PORT"]),
+                       ("prometheus", ports["PROMETHEUS_PORT"]), ("mlflow", ports["MLFLOW_PORT"]),
+                       ("api-server", ports["AIRFLOW_API_PORT"]), ("flower", ports["FLOWER_PORT"]),
+                       ("worker-light1", ports["AIRFLOW_LOG_SERVER_PORT"]), ("worker-light2", "-"),
+                       ("worker-heavy1", "-"), ("triggerer", ports["AIRFLOW_LOG_SERVER_PORT"] + 3)):
+        assert lines[name].split()[1] == str(port), lines[name]
         assert "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
     for name in ("scheduler", "dag-processor", "triggerer"):
         assert "RUNNING" in lines[name] and "heartbeat healthy" in lines[name], lines[name]
@@ -158,3 +161,16 @@ print(json.dumps({"query": probe.query, "state": list(state), "again": list(prob
     assert len(out["state"]) == 7 and all(isinstance(v, bool) for v in out["state"][5:]), out
     # Nothing runs on the idle test stack between the two reads.
     assert out["state"][:5] == out["again"][:5] == out["direct"], out
+
+
+def test_declared_pools_exist(stack) -> None:
+    """airflow/bootstrap.py applied airflow/pools.yaml: the registry pool serialises across hosts."""
+    import yaml
+
+    declared = yaml.safe_load((REPO / "airflow" / "pools.yaml").read_text())["pools"]
+    assert "model_registry" in declared
+    for name, body in declared.items():
+        resp = stack.api("GET", f"/pools/{name}")
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["slots"] == body["slots"], resp.json()
+    assert "pool model_registry: created with 1 slot(s)" in (stack.cfg.logs / "bootstrap.log").read_text()

@@ -42,7 +42,7 @@ def test_schema_refuses_a_leaking_feature(tmp_path: Path) -> None:
 
 def test_schema_resolves_from_any_cwd_and_env_overrides(tmp_path: Path) -> None:
     code = ("from mlops import config; print(config.schema_path()); "
-            "print(config.DRIFT_SHARE, config.DEPLOY_MARGIN)")
+            "print(config.threshold('drift_share'), config.threshold('deploy_margin'))")
     env = {k: v for k, v in os.environ.items() if k != "MLOPS_SCHEMA"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
                          capture_output=True, check=True).stdout.split()
@@ -71,3 +71,29 @@ def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "statsd")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", "9125")
     assert config.statsd_address() == ("statsd", 9125)
+
+
+def test_one_name_per_threshold_in_every_interface(monkeypatch) -> None:
+    """Keyword argument, Airflow Variable, environment variable and CLI flag share one name,
+    and the environment is read when the value is used, not at import."""
+    from mlops.cli import build_parser
+
+    spec = config.THRESHOLDS["max_null_share"]
+    assert (spec.variable, spec.env, spec.flag) == (
+        "mlops_max_null_share", "MLOPS_MAX_NULL_SHARE", "--max-null-share")
+    monkeypatch.delenv(spec.env, raising=False)
+    assert config.threshold("max_null_share") == spec.default
+    monkeypatch.setenv(spec.env, "0.25")
+    assert config.threshold("max_null_share") == 0.25
+    assert config.threshold("max_null_share", 0.3) == 0.3  # an explicit value wins
+    with pytest.raises(TypeError, match="unknown thresholds for drift"):
+        config.resolve_thresholds("drift", {"max_null_share": 0.1})
+    parser = build_parser()
+    for step, command in (("validate", ["validate", "x.csv"]), ("drift", ["drift"]),
+                          ("deploy", ["deploy", "1"]), ("deploy", ["evaluate", "1"])):
+        for t in config.thresholds_of(step):
+            args = parser.parse_args([*command, t.flag, "0.5"])
+            assert getattr(args, t.name) == 0.5, (command, t.flag)
+    monkeypatch.setenv("MLOPS_DRIFT_SHARE", "lots")
+    with pytest.raises(ValueError, match="MLOPS_DRIFT_SHARE='lots' is not a number"):
+        config.threshold("drift_share")

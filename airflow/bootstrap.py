@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Create or update the Airflow roles and users declared in airflow/rbac.yaml (FAB auth manager).
+"""Apply the Airflow state that both stacks declare: the roles and users of airflow/rbac.yaml
+(FAB auth manager) and the pools of airflow/pools.yaml.
 
-Idempotent: run it at every start, after `airflow db migrate`. Needs only the Airflow environment
-(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...) and the user variables that rbac.yaml names
-(AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD, ...). Works from any current directory.
+Idempotent: run it at every start, after `airflow db migrate` (native `make up`, compose
+`airflow-init`). Needs only the Airflow environment (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...) and
+the user variables that rbac.yaml names (AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD, ...). Works
+from any current directory.
 
 Each declared role ends up with exactly its declared permissions; each declared user exists, is
-active, has exactly its declared role and the password from the environment. Users and roles not
-in the file are left alone. Exit status 0 on success, 1 with a message naming the problem.
+active, has exactly its declared role and the password from the environment; each declared pool
+exists with its declared slots and description. Users, roles and pools not in the files are left
+alone. Exit status 0 on success, 1 with a message naming the problem.
 """
 
 from __future__ import annotations
@@ -20,10 +23,20 @@ from pathlib import Path
 import yaml
 
 RBAC_FILE = Path(__file__).resolve().with_name("rbac.yaml")
+POOLS_FILE = Path(__file__).resolve().with_name("pools.yaml")
 
 
 class RbacError(Exception):
-    """rbac.yaml or the environment is wrong; the message names file and entry."""
+    """rbac.yaml, pools.yaml or the environment is wrong; the message names file and entry."""
+
+
+@dataclass
+class PoolSpec:
+    """An Airflow pool: its slots and what it is for."""
+
+    name: str
+    slots: int
+    description: str
 
 
 @dataclass
@@ -89,6 +102,39 @@ def load_spec(path: Path = RBAC_FILE, environ: dict[str, str] | None = None) -> 
     return roles, users
 
 
+def load_pools(path: Path = POOLS_FILE) -> list[PoolSpec]:
+    """Parse and validate pools.yaml."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RbacError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("pools"), dict):
+        raise RbacError(f"{path}: expected a mapping with a `pools` mapping")
+    pools = []
+    for name, body in doc["pools"].items():
+        slots = (body or {}).get("slots")
+        if not isinstance(slots, int) or slots < 1:
+            raise RbacError(f"{path}: pools.{name}.slots must be a positive integer")
+        pools.append(PoolSpec(str(name), slots, str((body or {}).get("description", ""))))
+    return pools
+
+
+def sync_pools(pools: list[PoolSpec]) -> list[str]:
+    """Create or update each declared pool; return a line per change made."""
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    changes: list[str] = []
+    with create_session() as session:
+        for spec in pools:
+            have = session.query(Pool).filter(Pool.pool == spec.name).one_or_none()
+            if have is not None and have.slots == spec.slots and have.description == spec.description:
+                continue
+            Pool.create_or_update_pool(spec.name, spec.slots, spec.description, False, session=session)
+            changes.append(f"pool {spec.name}: {'created' if have is None else 'updated'} with {spec.slots} slot(s)")
+    return changes
+
+
 def sync(roles: list[RoleSpec], users: list[UserSpec]) -> list[str]:
     """Apply the spec to the Airflow database; return a line per change made."""
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
@@ -147,16 +193,18 @@ def sync(roles: list[RoleSpec], users: list[UserSpec]) -> list[str]:
 
 
 def main() -> int:
-    """Load rbac.yaml, apply it, print what changed."""
+    """Load rbac.yaml and pools.yaml, apply them, print what changed."""
     try:
         roles, users = load_spec()
-        changes = sync(roles, users)
+        pools = load_pools()
+        changes = sync(roles, users) + sync_pools(pools)
     except RbacError as exc:
-        print(f"sync_rbac: error: {exc}", file=sys.stderr)
+        print(f"bootstrap: error: {exc}", file=sys.stderr)
         return 1
     for line in changes:
-        print(f"sync_rbac: {line}")
-    print(f"sync_rbac: {len(users)} users and {len(roles)} custom roles in sync ({len(changes)} changes)")
+        print(f"bootstrap: {line}")
+    print(f"bootstrap: {len(users)} users, {len(roles)} custom roles and {len(pools)} pools in sync "
+          f"({len(changes)} changes)")
     return 0
 
 
