@@ -78,16 +78,16 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "share of drifted columns (batch vs recently accepted batches) that rejects a batch"),
     # The drift defaults are chosen with benchmarks/lifecycle.py (see the README): retraining
     # fires on some weeks of 2013, not on most, and never on a resample of the reference.
-    Threshold("drift_share", 0.5, "drift",
+    Threshold("drift_share", 0.3, "drift",
               "share of drifted decision columns (batch vs the champion's training reference) "
               "at or above which data drift is declared"),
-    Threshold("auc_drop", 0.05, "drift",
+    Threshold("auc_drop", 0.06, "drift",
               "drop of the champion's ROC AUC on the batch below its ROC AUC on its own holdout "
               "week at training time, at or above which model drift is declared"),
-    Threshold("label_shift", 0.1, "drift",
+    Threshold("label_shift", 0.2, "drift",
               "absolute difference between the batch's delayed rate and the champion's training "
               "rows' delayed rate at or above which label drift is declared"),
-    Threshold("deploy_margin", 0.002, "deploy",
+    Threshold("deploy_margin", 0.005, "deploy",
               "ROC AUC by which a candidate must beat the champion on the holdout to be deployed"),
 )}
 
