@@ -1,7 +1,7 @@
 """`make demo`: bring the native stack up and show the lifecycle on it, through the REST API.
 
 1. replay 2013-W01..DEMO_UNTIL (default 2013-W08) and run ml_pipeline_dag: the first champion;
-2. replay the week DEMO_DRIFT_WEEK (default 2013-W12, a week on which a drift signal fires
+2. replay the week DEMO_DRIFT_WEEK (default 2013-W17, a week on which a drift signal fires
    against that champion with the default thresholds, see the README) and run ml_pipeline_dag
    again: its check_drift triggers model_retraining_dag, which trains every recipe;
 3. print which drift signals fired and by how much, the recipes tried with their validation and
@@ -185,14 +185,14 @@ def pipeline_round(cfg: StackConfig, api: Airflow, label: str, weeks: tuple[str,
     states = {t["task_id"]: t["state"] for t in api.task_instances(DAG_ID, run["dag_run_id"])}
     if states.get("validate_data") == "skipped":
         print(f"  no batch of {weeks[0]}..{weeks[1]} was new (an earlier demo processed them): "
-              f"replay other weeks, e.g. `make demo DEMO_DRIFT_WEEK=2013-W26`")
+              f"replay other weeks, e.g. `make demo DEMO_DRIFT_WEEK=2013-W38`")
     return run, retrain
 
 
 def main() -> int:
     """Run the demo; exit 1 with a clear message when a step fails."""
     until = os.environ.get("DEMO_UNTIL", "2013-W08")
-    drift_week = os.environ.get("DEMO_DRIFT_WEEK", "2013-W12")
+    drift_week = os.environ.get("DEMO_DRIFT_WEEK", "2013-W17")
     started = time.monotonic()
     try:
         cfg = load()
@@ -211,7 +211,7 @@ def main() -> int:
         if retrain:
             retraining(api, retrain)
         elif xcom(api, run, "check_drift", key="drift"):
-            print(f"  no signal fired on {drift_week}: no retraining (try DEMO_DRIFT_WEEK=2013-W26)")
+            print(f"  no signal fired on {drift_week}: no retraining (try DEMO_DRIFT_WEEK=2013-W38)")
         champion(cfg)
         logins(cfg)
         print(f"\ndemo finished in {time.monotonic() - started:.0f} s")

@@ -256,10 +256,6 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
         data["column_scores"])})
     metrics.gauge("drift.share", data["share"])
     metrics.gauge("drift.detected", 1 if fired else 0)
-    if signals["model"].get("drop") is not None:
-        metrics.gauge("drift.auc_drop", signals["model"]["drop"])
-    if signals["label"].get("difference") is not None:
-        metrics.gauge("drift.label_shift", signals["label"]["difference"])
     return result
 
 
