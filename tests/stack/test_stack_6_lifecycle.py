@@ -53,8 +53,8 @@ def _wait_task(stack, run_id: str, task_id: str, states: set[str], timeout: floa
 
 
 def _set_pool(stack, slots: int) -> None:
-    resp = stack.api("PATCH", f"/pools/{POOL}", json={"name": POOL, "slots": slots},
-                     params={"update_mask": "slots"})
+    resp = stack.api("PATCH", f"/pools/{POOL}", params={"update_mask": "slots"},
+                     json={"name": POOL, "slots": slots, "include_deferred": False})
     assert resp.status_code == 200, resp.text
 
 
@@ -114,10 +114,11 @@ def test_deploy_fails_closed_while_mlflow_is_down_and_completes_once_back(dags_r
         _wait_mlflow(stack)
         assert _champion(stack) == champion  # nothing moved during the outage
         run = stack.wait_run(RETRAIN, run_id)
-    finally:
-        _set_pool(stack, 1)
+    finally:  # leave the stack as it was, whatever failed
         if procs.getProcessInfo("mlflow")["statename"] != "RUNNING":
             procs.startProcess("mlflow")
+        stack.api("PATCH", f"/pools/{POOL}", params={"update_mask": "slots"},
+                  json={"name": POOL, "slots": 1, "include_deferred": False})
         stack.api("DELETE", "/variables/mlops_deploy_margin")
     assert run["state"] == "success"
     deployed = _task(stack, run_id, "deploy_new_model")
