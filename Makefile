@@ -51,7 +51,7 @@ status: install
 logs: install
 	@$(PY) -m stack.ctl logs $(C) -n $(or $(N),20) $(if $(F),-f)
 
-# make demo [DEMO_UNTIL=2013-W06]
+# make demo [DEMO_UNTIL=2013-W08] [DEMO_DRIFT_WEEK=2013-W17]
 demo: install
 	@$(PY) -m stack.demo
 
@@ -63,3 +63,4 @@ demo-local: install
 bench: install
 	$(PY) benchmarks/ml_core.py
 	$(PY) benchmarks/stack_latency.py
+	$(PY) benchmarks/lifecycle.py

@@ -16,19 +16,28 @@ run ids, model versions, metrics).
   failing batches go to quarantine and are reported, passing ones are copied to `accepted/`. The
   task fails (without retries) only when no batch passed.
 * **preprocess** rebuilds the training table (`dvc repro`).
-* **train** (queue `heavy`) trains and registers a candidate, then advances the watermark. A rerun on
-  the same data returns the existing model version instead of registering a duplicate.
-* **evaluate** compares the candidate with the `champion` on the holdout week (margin from Variable
-  `mlops_deploy_margin`).
-* **check_drift** subclasses the standard `TriggerDagRunOperator`: it runs drift detection on the
-  newest batch (threshold from Variable `mlops_drift_share`) and, only when drift is found, triggers
-  `model_retraining_dag` with the drift result in the run's `conf["drift"]`. In Airflow 3 the trigger
+* **train** (queue `heavy`) trains the weekly recipe (the first of `configs/recipes.yaml`) on every
+  accepted week but the newest, which is held out, logs the run and its model to MLflow, then
+  advances the watermark. A rerun on the same data reuses the logged run instead of fitting again.
+* **evaluate** registers the candidate (once per fingerprint: never a duplicate version) and
+  compares it with the `champion` on the holdout week; the promotion decision (`decision`: deploy
+  or not, the reason, margin from Variable `mlops_deploy_margin`) travels in its result.
+* **check_drift** subclasses the standard `TriggerDagRunOperator`: it measures three drift signals
+  of the newest batch against the champion: *data* (share of drifted decision columns, Variable
+  `mlops_drift_share`), *model* (the champion's ROC AUC on the batch vs on its own holdout week,
+  `mlops_auc_drop`) and *label* (the batch's delayed rate vs the champion's training rate,
+  `mlops_label_shift`). When any fires it triggers `model_retraining_dag` with the drift result
+  (which signals fired and by how much) in the run's `conf["drift"]`. In Airflow 3 the trigger
   goes through the Execution API, so it works on Celery workers. The triggered run id is
   `drift__<this run id>`: a cleared `check_drift` finds that run and ends *skipped* instead of
   triggering twice. This keeps the task list at seven tasks (no separate branch task).
-* **deploy** moves the `champion` alias only when `evaluate` says the candidate beats the champion;
-  otherwise it is skipped, a normal outcome. It runs when `check_drift` is skipped (trigger rule
-  `none_failed`) because drift and deployment are independent decisions.
+* **deploy** moves the `champion` alias only when the decision of `evaluate` says so; otherwise it
+  is skipped, a normal outcome. It runs when `check_drift` is skipped (trigger rule `none_failed`)
+  because drift and deployment are independent decisions.
+
+`evaluate` and `deploy` register versions and move aliases: they run in the one-slot pool
+`model_registry`, shared by every worker host. An MLflow outage fails a task with its normal
+retries; it is never read as "no champion".
 
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
@@ -40,7 +49,7 @@ from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
-from mlops_airflow import HEAVY_QUEUE
+from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL
 from mlops_airflow.config import HEAVY_TIMEOUT, default_args
 from mlops_airflow.drift import DriftTriggerOperator
 
@@ -88,16 +97,16 @@ def ml_pipeline_dag() -> None:
 
         return train_and_mark(table)
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def evaluate(model: dict[str, Any]) -> dict[str, Any]:
-        """Compare the candidate with the champion on the holdout week."""
+        """Register the candidate and compare it with the champion on the holdout week."""
         from mlops_airflow.tasks import evaluate_candidate
 
         return {**evaluate_candidate(model), "batches": model["batches"]}
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", pool=REGISTRY_POOL)
     def deploy() -> dict[str, Any]:
-        """Move `champion` to the candidate if it won; skip otherwise."""
+        """Move `champion` to the candidate if the decision says so; skip otherwise."""
         from mlops_airflow.tasks import deploy_if_better
 
         ti = get_current_context()["ti"]

@@ -1,25 +1,38 @@
 """
-### model_retraining_dag: retrain, compare, then deploy or roll back
+### model_retraining_dag: retrain with every recipe, keep the best, then deploy or roll back
 
-`backup_current_model` → `retrain_model` → `evaluate_new_model` → `compare_models` →
-(`deploy_new_model` | `rollback_model`)
+`backup_current_model` → `retrain_model` (one mapped task per recipe) → `evaluate_new_model` →
+`compare_models` → (`deploy_new_model` | `rollback_model`)
 
-No schedule: `ml_pipeline_dag.check_drift` triggers it when drift is found (`conf["drift"]` holds the
-drift result), or run it by hand.
+No schedule: `ml_pipeline_dag.check_drift` triggers it when a drift signal fires (`conf["drift"]`
+holds the drift result: which of the data, model and label signals fired and by how much), or
+run it by hand.
 
 * **backup_current_model** records the current `champion` as the backup (alias `previous`). The
   first attempt's answer is memoised per run, so clearing this task after a deployment cannot
   overwrite the backup with the new champion.
-* **retrain_model** (queue `heavy`) trains a candidate. The run conf (all optional) selects the
-  data: `train_weeks` (list of ISO weeks), `holdout_week`, `max_rows` (cap on training rows) and
-  `shuffle_labels` (break the label/feature link). A tiny or label-shuffled slice of real data
-  gives a deliberately *worse* candidate, used to exercise the rollback path.
-* **evaluate_new_model** scores candidate and champion on the same holdout week (margin from
-  Variable `mlops_deploy_margin`).
-* **compare_models** is a branch: exactly one of the two next tasks runs.
+* **retrain_model** (queue `heavy`) is mapped over the training *recipes* of
+  `configs/recipes.yaml` (the weekly recipe, recent-window variants, a recency-weighted variant, a
+  hyperparameter variant): each trains its candidate and scores it on the *validation week*, the
+  newest training week, which precedes the holdout week. Recipes run in parallel when several
+  heavy worker slots exist, one after the other on a single slot. The run conf (all optional)
+  selects the data for every recipe: `train_weeks` (list of ISO weeks), `holdout_week`, `max_rows`
+  (cap on training rows) and `shuffle_labels` (break the label/feature link; a deliberately
+  *worse* candidate, to exercise the rollback path); `recipes` limits the run to some recipes
+  (the others are skipped). Rerunning on the same data reuses each recipe's logged run.
+* **evaluate_new_model** takes the recipe with the best validation ROC AUC, registers its
+  candidate (once per fingerprint: a rerun never registers a duplicate) and compares it with the
+  champion on the holdout week; the promotion decision (`decision`: deploy or not, reason,
+  margin from Variable `mlops_deploy_margin`) travels in its result.
+* **compare_models** is a branch on that decision: exactly one of the two next tasks runs.
 * **deploy_new_model** moves `champion` to the candidate (the old one keeps alias `previous`).
-* **rollback_model** restores the backed-up champion and records why (the evaluation summary) on
-  the model version, so the champion is unchanged.
+* **rollback_model** keeps (or restores) the backed-up champion and records the decision's reason
+  on the candidate version.
+
+The tasks that register versions or move aliases (`backup_current_model`, `evaluate_new_model`,
+`deploy_new_model`, `rollback_model`) run in the one-slot pool `model_registry`, shared by every
+worker host. An MLflow outage fails them with their normal retries; it is never read as "no
+champion".
 
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
@@ -30,9 +43,10 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from mlops_airflow import HEAVY_QUEUE, RETRAINING_DAG_ID, WEEK_PATTERN
+from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL, RETRAINING_DAG_ID, WEEK_PATTERN, recipe_names
 from mlops_airflow.config import HEAVY_TIMEOUT, default_args
 
+RECIPES = recipe_names()
 
 
 @dag(
@@ -57,13 +71,21 @@ from mlops_airflow.config import HEAVY_TIMEOUT, default_args
             None, type=["null", "integer"], minimum=1, description="cap on training rows"
         ),
         "shuffle_labels": Param(False, type="boolean", description="shuffle the training labels"),
+        "recipes": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "enum": RECIPES},
+            minItems=1,
+            description="train only these recipes (default: all of configs/recipes.yaml)",
+        ),
         "drift": Param(None, type=["null", "object"], description="drift result from ml_pipeline_dag"),
     },
 )
 def model_retraining_dag() -> None:
-    """Retrain on request (drift or by hand), then deploy the candidate or roll back."""
+    """Retrain on request (drift or by hand) with every recipe, then deploy the best candidate
+    or roll back."""
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def backup_current_model() -> dict[str, Any] | None:
         """Record the current champion as the backup, once per run."""
         from mlops_airflow.tasks import backup_champion_once
@@ -71,25 +93,25 @@ def model_retraining_dag() -> None:
         return backup_champion_once(get_current_context())
 
     @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT)
-    def retrain_model() -> dict[str, Any]:
-        """Train a candidate on the data selected by the run conf."""
-        from mlops_airflow.tasks import train_from_params
+    def retrain_model(recipe: str) -> dict[str, Any]:
+        """Train one recipe's candidate on the data selected by the run conf."""
+        from mlops_airflow.tasks import train_recipe
 
-        return train_from_params(get_current_context()["params"])
+        return train_recipe(get_current_context()["params"], recipe)
 
-    @task
-    def evaluate_new_model(model: dict[str, Any]) -> dict[str, Any]:
-        """Score the candidate against the champion."""
-        from mlops_airflow.tasks import evaluate_candidate
+    @task(pool=REGISTRY_POOL, trigger_rule="none_failed_min_one_success")
+    def evaluate_new_model(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+        """Keep the best recipe on the validation week; compare it with the champion."""
+        from mlops_airflow.tasks import evaluate_recipes
 
-        return evaluate_candidate(model)
+        return evaluate_recipes(list(candidates))
 
     @task.branch
     def compare_models(evaluation: dict[str, Any]) -> str:
-        """Pick deploy_new_model when the candidate wins, rollback_model otherwise."""
-        return "deploy_new_model" if evaluation.get("beats_champion") else "rollback_model"
+        """Pick deploy_new_model when the decision is to deploy, rollback_model otherwise."""
+        return "deploy_new_model" if evaluation["decision"]["deploy"] else "rollback_model"
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def deploy_new_model() -> dict[str, Any]:
         """Make the candidate the champion."""
         from mlops_airflow.tasks import deploy_candidate
@@ -97,17 +119,17 @@ def model_retraining_dag() -> None:
         ti = get_current_context()["ti"]
         return deploy_candidate(ti.xcom_pull(task_ids="evaluate_new_model"))
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def rollback_model() -> dict[str, Any]:
-        """Restore the backed-up champion and record why."""
+        """Keep the backed-up champion and record why the candidate lost."""
         from mlops_airflow.tasks import rollback_candidate
 
         ti = get_current_context()["ti"]
         return rollback_candidate(ti.xcom_pull(task_ids="evaluate_new_model"))
 
-    model = retrain_model()
-    backup_current_model() >> model
-    compare_models(evaluate_new_model(model)) >> [deploy_new_model(), rollback_model()]
+    models = retrain_model.expand(recipe=RECIPES)
+    backup_current_model() >> models
+    compare_models(evaluate_new_model(models)) >> [deploy_new_model(), rollback_model()]
 
 
 model_retraining_dag()

@@ -1,7 +1,14 @@
-"""`make demo`: bring the native stack up, replay the first weeks, trigger ml_pipeline_dag through
-the REST API, show progress, print a summary. The stack stays up until `make down`.
+"""`make demo`: bring the native stack up and show the lifecycle on it, through the REST API.
 
-DEMO_UNTIL (default 2013-W06) sets the last replayed week.
+1. replay 2013-W01..DEMO_UNTIL (default 2013-W08) and run ml_pipeline_dag: the first champion;
+2. replay the week DEMO_DRIFT_WEEK (default 2013-W17, a week on which a drift signal fires
+   against that champion with the default thresholds, see the README) and run ml_pipeline_dag
+   again: its check_drift triggers model_retraining_dag, which trains every recipe;
+3. print which drift signals fired and by how much, the recipes tried with their validation and
+   holdout scores, the outcome (deploy or rollback) and its reason, the champion.
+
+The stack stays up until `make down`. A second `make demo` finds the batches processed and says
+how to replay other weeks.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -33,13 +41,14 @@ def _seconds(start: str | None, end: str | None) -> float | None:
             datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
 
 
-def replay(cfg: StackConfig, until: str) -> list[str]:
-    """Write the weekly batches up to `until` into the landing folder with the mlops CLI."""
+def replay(cfg: StackConfig, until: str, first: str | None = None) -> list[str]:
+    """Write the weekly batches `first`..`until` into the landing folder with the mlops CLI."""
     env = {**os.environ, "MLOPS_DATA_DIR": str(cfg.data_dir)}
-    proc = subprocess.run([str(VENV_BIN / "mlops"), "data", "replay", "--until", until], env=env,
+    proc = subprocess.run([str(VENV_BIN / "mlops"), "data", "replay", "--until", until,
+                           *(["--from", first] if first else [])], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise StackError(f"mlops data replay --until {until} failed:\n{proc.stdout}{proc.stderr}")
+        raise StackError(f"mlops data replay {first or ''}..{until} failed:\n{proc.stdout}{proc.stderr}")
     return sorted(p.stem for p in (cfg.data_dir / "landing").glob("*.csv"))
 
 
@@ -90,21 +99,61 @@ def champion(cfg: StackConfig) -> None:
     print(f"  metrics: {json.dumps(metrics, sort_keys=True)}")
 
 
-def drift(cfg: StackConfig, api: Airflow, run: dict) -> None:
-    """Print the newest drift report and whether it triggered a retraining run."""
-    reports = sorted((cfg.data_dir / "reports").glob("*/drift.json"))
-    if not reports:
-        print("\ndrift: no drift report (no new batch reached check_drift)")
+def xcom(api: Airflow, run: dict, task_id: str, key: str = "return_value") -> Any:
+    """The XCom value of one task of a run (None when it has none)."""
+    resp = api.session.get(f"{api.base}/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}"
+                           f"/taskInstances/{task_id}/xcomEntries/{key}", timeout=30)
+    if resp.status_code != 200:
+        return None
+    value = resp.json().get("value")
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def drift(api: Airflow, run: dict) -> dict | None:
+    """Print the three drift signals check_drift measured in `run`; return the result."""
+    result = xcom(api, run, "check_drift", key="drift")
+    if not result:
+        print("\ndrift: not measured in this run (no new batch reached check_drift)")
+        return None
+    fired = ", ".join(result["fired"]) or "none"
+    print(f"\ndrift of {result['week']} against {result['reference']}: signals fired: {fired}")
+    for name, sig in result["signals"].items():
+        mark = "FIRED" if sig["fired"] else "-"
+        if name == "data":
+            value = (f"share of drifted columns {sig['share']:.3f} "
+                     f"({', '.join(sig['drifted_columns']) or 'none'})")
+        elif name == "model":
+            value = (f"roc_auc {sig['roc_auc']:.4f} vs {sig['reference_roc_auc']:.4f} on its holdout "
+                     f"{sig['reference_week']}: drop {sig['drop']:+.4f}" if sig.get("drop") is not None
+                     else f"not measured ({sig.get('note')})")
+        else:
+            value = (f"delayed rate {sig['rate']:.3f} vs {sig['reference_rate']:.3f}: difference "
+                     f"{sig['difference']:+.3f}" if sig.get("difference") is not None
+                     else f"not measured ({sig.get('note')})")
+        print(f"  {name:<6} {mark:<6} {value} (threshold {sig['threshold']})")
+    print(f"  report: {result['report_html']}")
+    return result
+
+
+def retraining(api: Airflow, run: dict) -> None:
+    """Print the recipes a retraining run tried, with their scores, and its outcome."""
+    evaluation = xcom(api, run, "evaluate_new_model")
+    if not evaluation:
+        print(f"\n{RETRAIN_DAG_ID}: no evaluation (run {run['state']})")
         return
-    result = json.loads(reports[-1].read_text())
-    print(f"\ndrift on {result.get('batch')}: share {result.get('drift_share', 0):.3f} "
-          f"(threshold {result.get('threshold')}), detected: {result.get('drift_detected')}, "
-          f"drifted columns: {result.get('drifted_columns')}")
-    print(f"  report: {reports[-1].with_suffix('.html')}")
-    retrain_id = f"drift__{run['dag_run_id']}"
-    resp = api.session.get(f"{api.base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns/{retrain_id}", timeout=30)
-    if resp.status_code == 200:
-        print(f"  drift triggered {RETRAIN_DAG_ID} run {retrain_id}: {resp.json()['state']}")
+    print(f"\nrecipes tried by {RETRAIN_DAG_ID} (chosen on validation week, compared on the holdout):")
+    print(f"  {'RECIPE':<18} {'VALIDATION':>17} {'HOLDOUT':>17}")
+    for cand in evaluation["candidates"]:
+        chosen = "  <- chosen" if cand["recipe"] == evaluation["recipe"] else ""
+        val = cand["validation_roc_auc"]
+        print(f"  {cand['recipe']:<18} {cand['validation_week'] or '-':>8} "
+              f"{val if val is None else round(val, 4)!s:>8} {cand['holdout_week']:>8} "
+              f"{cand['holdout_roc_auc']:.4f}{chosen}")
+    decision = evaluation["decision"]
+    outcome = "deploy_new_model" if decision["deploy"] else "rollback_model"
+    done = xcom(api, run, outcome) or {}
+    print(f"  outcome: {outcome.split('_')[0].upper()} v{evaluation['version']} "
+          f"({evaluation['recipe']}): {done.get('reason') or decision['reason']}")
 
 
 def logins(cfg: StackConfig) -> None:
@@ -120,39 +169,54 @@ def logins(cfg: StackConfig) -> None:
     print(f"  (all from {cfg.env_file})")
 
 
+def pipeline_round(cfg: StackConfig, api: Airflow, label: str, weeks: tuple[str, str]) -> tuple[dict, dict | None]:
+    """Replay `weeks` (first, last), run ml_pipeline_dag, follow the retraining it triggers."""
+    print(f"\n== {label}: replaying {weeks[0]}..{weeks[1]} into {cfg.data_dir / 'landing'}", flush=True)
+    replay(cfg, weeks[1], weeks[0])
+    run = api.trigger(DAG_ID)
+    print(f"  triggered {DAG_ID} through the REST API: run {run['dag_run_id']}", flush=True)
+    run = follow(api, DAG_ID, run["dag_run_id"])
+    retrain_id = f"drift__{run['dag_run_id']}"
+    resp = api.session.get(f"{api.base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns/{retrain_id}", timeout=30)
+    retrain = None
+    if resp.status_code == 200:
+        print(f"  a drift signal fired: following {RETRAIN_DAG_ID} run {retrain_id}", flush=True)
+        retrain = follow(api, RETRAIN_DAG_ID, retrain_id)
+    states = {t["task_id"]: t["state"] for t in api.task_instances(DAG_ID, run["dag_run_id"])}
+    if states.get("validate_data") == "skipped":
+        print(f"  no batch of {weeks[0]}..{weeks[1]} was new (an earlier demo processed them): "
+              f"replay other weeks, e.g. `make demo DEMO_DRIFT_WEEK=2013-W38`")
+    return run, retrain
+
+
 def main() -> int:
     """Run the demo; exit 1 with a clear message when a step fails."""
-    until = os.environ.get("DEMO_UNTIL", "2013-W06")
+    until = os.environ.get("DEMO_UNTIL", "2013-W08")
+    drift_week = os.environ.get("DEMO_DRIFT_WEEK", "2013-W17")
+    started = time.monotonic()
     try:
         cfg = load()
         print("== 1/4 bringing the stack up", flush=True)
         cmd_up(cfg)
-        print(f"\n== 2/4 replaying weeks up to {until} into {cfg.data_dir / 'landing'}", flush=True)
-        weeks = replay(cfg, until)
-        print(f"  landing: {', '.join(weeks)}")
         api = Airflow(cfg, cfg.env["AIRFLOW_ADMIN_USER"], cfg.env["AIRFLOW_ADMIN_PASSWORD"])
         api.wait_dag(DAG_ID)
-        run = api.trigger(DAG_ID)
-        print(f"\n== 3/4 triggered {DAG_ID} through the REST API: run {run['dag_run_id']}", flush=True)
-        run = follow(api, DAG_ID, run["dag_run_id"])
-        retrain_id = f"drift__{run['dag_run_id']}"
-        resp = api.session.get(f"{api.base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns/{retrain_id}", timeout=30)
-        retrain = None
-        if resp.status_code == 200:
-            print(f"  drift detected: following {RETRAIN_DAG_ID} run {retrain_id}", flush=True)
-            retrain = follow(api, RETRAIN_DAG_ID, retrain_id)
+        api.wait_dag(RETRAIN_DAG_ID)
+        first, _ = pipeline_round(cfg, api, "2/4 the first champion", ("2013-W01", until))
+        run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts", (drift_week, drift_week))
         print("\n== 4/4 summary")
-        task_table(cfg, api, run)
-        states = {t["task_id"]: t["state"] for t in api.task_instances(DAG_ID, run["dag_run_id"])}
-        if states.get("validate_data") == "skipped":
-            print(f"  no batch up to {until} was new (earlier runs processed them): replay more "
-                  f"weeks with `make demo DEMO_UNTIL=2013-W10`")
+        for each in (first, run, retrain):
+            if each:
+                task_table(cfg, api, each)
+        drift(api, run)
         if retrain:
-            task_table(cfg, api, retrain)
+            retraining(api, retrain)
+        elif xcom(api, run, "check_drift", key="drift"):
+            print(f"  no signal fired on {drift_week}: no retraining (try DEMO_DRIFT_WEEK=2013-W38)")
         champion(cfg)
-        drift(cfg, api, run)
         logins(cfg)
-        return 0 if run["state"] == "success" else 1
+        print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+        ok = first["state"] == run["state"] == "success" and (retrain is None or retrain["state"] == "success")
+        return 0 if ok else 1
     except (StackError, envfile.EnvFileError, RuntimeError, requests.RequestException) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1

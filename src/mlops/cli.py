@@ -86,13 +86,22 @@ def _train(a: argparse.Namespace) -> Any:
     from mlops.train import train_model
 
     return train_model(train_weeks=a.train_weeks, holdout_week=a.holdout_week,
-                       max_rows=a.max_rows, shuffle_labels=a.shuffle_labels)
+                       max_rows=a.max_rows, shuffle_labels=a.shuffle_labels, recipe=a.recipe,
+                       validate=a.validate)
+
+
+def _recipes(a: argparse.Namespace) -> Any:
+    from mlops.config import load_recipes, recipes_path
+
+    return {"file": recipes_path(), "weekly": next(iter(load_recipes())),
+            "recipes": [r.spec() | {"description": r.description}
+                        for r in load_recipes().values()]}
 
 
 def _evaluate(a: argparse.Namespace) -> Any:
-    from mlops.evaluate import evaluate_model
+    from mlops.promotion import evaluate_candidate
 
-    return evaluate_model(a.version, holdout_week=a.holdout_week, **_thresholds(a, "deploy"))
+    return evaluate_candidate(a.version, holdout_week=a.holdout_week, **_thresholds(a, "deploy"))
 
 
 def _drift(a: argparse.Namespace) -> Any:
@@ -102,7 +111,7 @@ def _drift(a: argparse.Namespace) -> Any:
 
 
 def _deploy(a: argparse.Namespace) -> Any:
-    from mlops.registry import deploy
+    from mlops.promotion import deploy
 
     return deploy(a.version, **_thresholds(a, "deploy"))
 
@@ -175,13 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--holdout-week")
     sp.add_argument("--max-rows", type=int)
     sp.add_argument("--shuffle-labels", action="store_true")
+    sp.add_argument("--recipe", help="a recipe of configs/recipes.yaml (default: the weekly one)")
+    sp.add_argument("--validate", action="store_true",
+                    help="also score the recipe on the validation week (the newest training week)")
 
-    sp = add("evaluate", _evaluate, "evaluate a version on the holdout week vs the champion")
+    add("recipes", _recipes, "list the training recipes (configs/recipes.yaml)")
+
+    sp = add("evaluate", _evaluate, "evaluate a version on the holdout week vs the champion; "
+                                    "print the promotion decision")
     sp.add_argument("version")
     sp.add_argument("--holdout-week")
     _add_thresholds(sp, "deploy")
 
-    sp = add("drift", _drift, "data drift of a batch vs the champion's training reference")
+    sp = add("drift", _drift, "data, model and label drift of a batch vs the champion")
     sp.add_argument("--week")
     _add_thresholds(sp, "drift")
 

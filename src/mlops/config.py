@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import SchemaError
+from mlops.errors import RecipeError, SchemaError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # src/mlops/config.py -> repository root (editable install, Airflow bundle, CI checkout).
@@ -76,10 +76,18 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     # Weekly batches drift a little by season: only a massive shift is treated as a broken feed.
     Threshold("max_drift_share", 0.8, "validate",
               "share of drifted columns (batch vs recently accepted batches) that rejects a batch"),
-    Threshold("drift_share", 0.5, "drift",
+    # The drift defaults are chosen with benchmarks/lifecycle.py (see the README): retraining
+    # fires on some weeks of 2013, not on most, and never on a resample of the reference.
+    Threshold("drift_share", 0.3, "drift",
               "share of drifted decision columns (batch vs the champion's training reference) "
               "at or above which data drift is declared"),
-    Threshold("deploy_margin", 0.002, "deploy",
+    Threshold("auc_drop", 0.06, "drift",
+              "drop of the champion's ROC AUC on the batch below its ROC AUC on its own holdout "
+              "week at training time, at or above which model drift is declared"),
+    Threshold("label_shift", 0.2, "drift",
+              "absolute difference between the batch's delayed rate and the champion's training "
+              "rows' delayed rate at or above which label drift is declared"),
+    Threshold("deploy_margin", 0.005, "deploy",
               "ROC AUC by which a candidate must beat the champion on the holdout to be deployed"),
 )}
 
@@ -139,6 +147,97 @@ MODEL_PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0,
     "random_state": 42,
 }
+
+
+# --- training recipes ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """How a candidate is trained from a run's training weeks (``configs/recipes.yaml``)."""
+
+    name: str
+    description: str = ""
+    #: keep only the newest N training weeks (None: all of them)
+    window_weeks: int | None = None
+    #: weight each row 0.5 ** (weeks before the newest training week / half life) (None: equal)
+    half_life_weeks: float | None = None
+    #: overrides of MODEL_PARAMS
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """MODEL_PARAMS with this recipe's overrides."""
+        return {**MODEL_PARAMS, **self.params}
+
+    def spec(self) -> dict[str, Any]:
+        """What the recipe does (part of a training fingerprint; the description is not)."""
+        return {"name": self.name, "window_weeks": self.window_weeks,
+                "half_life_weeks": self.half_life_weeks, "params": self.model_params}
+
+
+def recipes_path() -> Path:
+    """``MLOPS_RECIPES`` or ``configs/recipes.yaml`` of the repository."""
+    env = os.environ.get("MLOPS_RECIPES")
+    if env:
+        return Path(env).expanduser().resolve()
+    for cand in (REPO_ROOT / "configs" / "recipes.yaml", PACKAGE_DIR / "configs" / "recipes.yaml"):
+        if cand.is_file():
+            return cand
+    raise RecipeError(f"configs/recipes.yaml not found under {REPO_ROOT}; set MLOPS_RECIPES")
+
+
+_RECIPE_KEYS = {"description", "window_weeks", "half_life_weeks", "params"}
+
+
+def _parse_recipes(path: Path, raw: Any) -> dict[str, Recipe]:
+    body = raw.get("recipes") if isinstance(raw, dict) else None
+    if not isinstance(body, dict) or not body:
+        raise RecipeError(f"{path}: expected a non-empty mapping `recipes`")
+    out: dict[str, Recipe] = {}
+    for name, spec in body.items():
+        spec = spec or {}
+        where = f"{path}: recipes.{name}"
+        if not isinstance(spec, dict) or set(spec) - _RECIPE_KEYS:
+            raise RecipeError(f"{where}: keys must be among {sorted(_RECIPE_KEYS)}")
+        window, half_life = spec.get("window_weeks"), spec.get("half_life_weeks")
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise RecipeError(f"{where}.window_weeks must be a positive integer")
+        if half_life is not None and (not isinstance(half_life, (int, float)) or half_life <= 0):
+            raise RecipeError(f"{where}.half_life_weeks must be a positive number")
+        params = spec.get("params") or {}
+        unknown = sorted(set(params) - set(MODEL_PARAMS))
+        if not isinstance(params, dict) or unknown:
+            raise RecipeError(f"{where}.params: unknown model parameters {unknown}; known: "
+                              f"{sorted(MODEL_PARAMS)}")
+        out[str(name)] = Recipe(str(name), str(spec.get("description", "")), window,
+                                None if half_life is None else float(half_life), dict(params))
+    return out
+
+
+def load_recipes(path: str | Path | None = None) -> dict[str, Recipe]:
+    """The candidate recipes, in file order; the first one is the weekly recipe."""
+    import yaml
+
+    p = Path(path) if path else recipes_path()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{p}: cannot read recipes: {exc}") from exc
+    return _parse_recipes(p, raw)
+
+
+def weekly_recipe() -> Recipe:
+    """The recipe of ml_pipeline_dag's weekly ``train``: the first of the file."""
+    return next(iter(load_recipes().values()))
+
+
+def recipe(name: str | None) -> Recipe:
+    """The recipe called ``name`` (None: the weekly recipe)."""
+    if name is None:
+        return weekly_recipe()
+    found = load_recipes()
+    if name not in found:
+        raise RecipeError(f"unknown recipe {name!r}; {recipes_path()} has {list(found)}")
+    return found[name]
 
 
 # --- locations ---------------------------------------------------------------------------------

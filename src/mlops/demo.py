@@ -25,10 +25,9 @@ def _say(msg: str) -> None:
 def _round(until: str, from_week: str | None) -> dict[str, Any]:
     from mlops.data import replay
     from mlops.drift import detect_drift
-    from mlops.evaluate import evaluate_model
     from mlops.ingest import mark_processed, new_batches
     from mlops.preprocess import run_preprocess
-    from mlops.registry import deploy
+    from mlops.promotion import deploy, evaluate_candidate
     from mlops.train import train_model
     from mlops.validate import accept_batch, validate_batch
 
@@ -50,16 +49,16 @@ def _round(until: str, from_week: str | None) -> dict[str, Any]:
     _say(f"DVC preprocess (stage ran: {pre['stage_ran']}): {pre['rows']} rows, weeks "
          f"{pre['weeks'][0]}..{pre['weeks'][-1]}")
     trained = train_model()
-    _say(f"model version {trained['model_version']} (reused={trained['reused']}): holdout "
-         f"{trained['holdout_week']} roc_auc={trained['metrics']['roc_auc']:.4f}")
-    evaluation = evaluate_model(trained["model_version"])
-    if evaluation["champion_version"]:
-        _say(f"evaluation vs champion v{evaluation['champion_version']}: {evaluation['reason']}")
+    _say(f"model version {trained['version']} (recipe {trained['recipe']}, reused="
+         f"{trained['reused']}): holdout {trained['holdout_week']} "
+         f"roc_auc={trained['metrics']['roc_auc']:.4f}")
+    evaluation = evaluate_candidate(trained["version"])
+    _say(f"decision: {evaluation['decision']['reason']}")
     drift = detect_drift()
-    _say(f"drift of {drift['batch']} vs {drift['reference']}: share {drift['drift_share']:.2f} "
-         f"(threshold {drift['threshold']}), detected={drift['drift_detected']}")
-    deployed = deploy(trained["model_version"], evaluation=evaluation)
-    _say(f"deploy v{trained['model_version']}: {deployed['deployed']} ({deployed['reason']})")
+    _say(f"drift of {drift['week']} vs {drift['reference']}: {drift['summary']}; fired: "
+         f"{drift['fired'] or 'none'}")
+    deployed = deploy(trained["version"], evaluation=evaluation)
+    _say(f"deploy v{trained['version']}: {deployed['deployed']} ({deployed['reason']})")
     return {"until": until, "accepted": accepted, "rejected": rejected, "training_table": pre,
             "trained": trained, "evaluation": evaluation, "drift": drift, "deploy": deployed}
 

@@ -11,6 +11,10 @@ class SchemaError(MlopsError):
     """The data-set schema file is missing or inconsistent."""
 
 
+class RecipeError(MlopsError):
+    """The training recipes file is missing or inconsistent, or names an unknown recipe."""
+
+
 class BatchValidationError(MlopsError):
     """A batch failed validation; it has been moved to quarantine (when it exists)."""
 

@@ -1,83 +1,87 @@
-"""Evaluation on a time-based holdout week, compared with the current champion."""
+"""Scores of registered versions on a week of the training table: a candidate and the current
+champion on the same rows. Deciding what the scores mean is :mod:`mlops.promotion`'s job."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
-from mlops import config
+from mlops import config, registry
 from mlops.config import load_schema
 from mlops.errors import RegistryError
 from mlops.util import to_jsonable
 
+# Registered versions never change: a loaded model is kept for the life of the process (the
+# year-replay benchmark scores the same champion many times).
+_MODELS: "OrderedDict[tuple[str, str, str], Any]" = OrderedDict()
+_MODELS_KEPT = 8
+
 
 def load_version(version: str | int) -> Any:
-    """The sklearn pipeline of a registered version."""
+    """The sklearn pipeline of a registered version (cached per process)."""
     import mlflow
 
-    from mlops import tracking
-
-    client = tracking.setup()
-    try:
-        client.get_model_version(config.model_name(), str(version))
-    except Exception as exc:
-        raise RegistryError(f"model {config.model_name()} has no version {version}: {exc}") from exc
-    return mlflow.sklearn.load_model(f"models:/{config.model_name()}/{version}")
-
-
-def _holdout_of(version: str) -> str | None:
-    from mlops import tracking
-
-    client = tracking.setup()
-    mv = client.get_model_version(config.model_name(), str(version))
-    return (mv.tags or {}).get("holdout_week")
+    key = (config.tracking_uri(), config.model_name(), str(version))
+    if key in _MODELS:
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+    registry.version_info(version)  # RegistryError when it does not exist
+    model = mlflow.sklearn.load_model(f"models:/{config.model_name()}/{version}")
+    _MODELS[key] = model
+    while len(_MODELS) > _MODELS_KEPT:
+        _MODELS.popitem(last=False)
+    return model
 
 
-def evaluate_model(version: str | int, holdout_week: str | None = None,
-                   deploy_margin: float | None = None) -> dict[str, Any]:
-    """ROC AUC, PR AUC, F1 and Brier of ``version`` on the holdout week (default: the week it was
-    held out on), and of the current champion on the same rows.
+def score_version(version: str | int, rows: Any) -> dict[str, float]:
+    """ROC AUC, PR AUC, F1, Brier of a version on labelled rows of the training table."""
+    from mlops.train import limited_threads, model_input, score
 
-    ``beats_champion`` is true when there is no champion, or the candidate's ROC AUC exceeds the
-    champion's by at least ``deploy_margin`` (see :data:`mlops.config.THRESHOLDS`).
-    """
-    from mlops.registry import get_champion
-    from mlops.train import limited_threads, load_table, model_input, score
-
-    margin = config.threshold("deploy_margin", deploy_margin)
     schema = load_schema()
-    version = str(version)
     model = load_version(version)
-    table = load_table()
-    holdout = holdout_week or _holdout_of(version) or sorted(table["week"].unique())[-1]
-    rows = table[table["week"] == holdout]
-    if rows.empty:
-        raise RegistryError(f"holdout week {holdout} has no rows in {config.processed_table()}")
-    x = model_input(rows, schema)
-    y = rows[schema.target_name]
     with limited_threads():
-        scores = score(y, model.predict_proba(x)[:, 1])
+        proba = model.predict_proba(model_input(rows, schema))[:, 1]
+    return score(rows[schema.target_name], proba)
 
-    champion = get_champion()
+
+def week_rows(week: str) -> Any:
+    """The rows of one week of the training table (a RegistryError when it has none)."""
+    from mlops.train import load_table
+
+    table = load_table()
+    rows = table[table["week"] == week]
+    if rows.empty:
+        raise RegistryError(f"week {week} has no rows in {config.processed_table()}")
+    return rows
+
+
+def evaluate_model(version: str | int, holdout_week: str | None = None) -> dict[str, Any]:
+    """ROC AUC, PR AUC, F1 and Brier of ``version`` on the holdout week (default: the week it was
+    held out on) and of the current champion on the same rows.
+
+    Result: ``version``, ``holdout_week``, ``metrics``, ``champion_version``,
+    ``champion_metrics`` (None without a champion or when the version is the champion) and
+    ``champion_trained_on_holdout`` (the champion saw that week: an unfair comparison).
+    """
+    from mlops.train import load_table
+
+    version = str(version)
+    info = registry.version_info(version)
+    if holdout_week is None:
+        holdout_week = info["tags"].get("holdout_week") or sorted(
+            load_table()["week"].unique())[-1]
+    rows = week_rows(holdout_week)
+    scores = score_version(version, rows)
+    champion = registry.get_champion()
     champ_version = champion["version"] if champion else None
     champ_scores = None
-    # A champion trained on the holdout week has an unfair advantage; say so in the result.
-    champ_last = (champion or {}).get("tags", {}).get("train_last_week")
-    champ_first = (champion or {}).get("tags", {}).get("train_first_week")
-    champion_saw_holdout = bool(champ_first and champ_last and champ_first <= holdout <= champ_last)
+    tags = (champion or {}).get("tags", {})
+    first, last = tags.get("train_first_week"), tags.get("train_last_week")
+    champion_saw_holdout = bool(first and last and first <= holdout_week <= last)
     if champion and champ_version != version:
-        champ_model = load_version(champ_version)
-        with limited_threads():
-            champ_scores = score(y, champ_model.predict_proba(x)[:, 1])
-    if champion is None:
-        beats, reason = True, "no champion yet"
-    elif champ_version == version:
-        beats, reason = False, "this version is the champion"
-    else:
-        gain = scores["roc_auc"] - champ_scores["roc_auc"]
-        beats = gain >= margin
-        reason = (f"roc_auc {scores['roc_auc']:.4f} vs champion {champ_scores['roc_auc']:.4f} "
-                  f"(gain {gain:+.4f}, margin {margin})")
-    return to_jsonable({"version": version, "holdout_week": holdout, "metrics": scores,
+        champ_scores = score_version(champ_version, rows)
+    return to_jsonable({"version": version, "holdout_week": holdout_week, "metrics": scores,
+                        "recipe": info["tags"].get("recipe"),
                         "champion_version": champ_version, "champion_metrics": champ_scores,
-                        "beats_champion": beats, "margin": margin, "reason": reason,
+                        "champion_recipe": tags.get("recipe"),
                         "champion_trained_on_holdout": champion_saw_holdout})

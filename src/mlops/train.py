@@ -1,19 +1,21 @@
-"""Training: a scikit-learn pipeline (categorical encoding + histogram gradient boosting),
-logged to MLflow and registered as a model version. Rerunning on the same data and parameters
-returns the version already registered (tag ``fingerprint``)."""
+"""Training: a scikit-learn pipeline (categorical encoding + histogram gradient boosting) fitted
+by a *recipe* (``configs/recipes.yaml``: which training weeks, which row weights, which model
+parameters), logged to MLflow and registered as a model version. Rerunning on the same data and
+recipe reuses the logged run and its version (tag ``fingerprint``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import __version__, config, metrics
 from mlops.config import Schema, load_schema
 from mlops.errors import TrainingError
-from mlops.util import WEEK_RE, file_lock, sha256_file, to_jsonable
+from mlops.util import WEEK_RE, sha256_file, to_jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,14 +29,25 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 
+_TABLE: dict[str, tuple[tuple[int, int], "pd.DataFrame"]] = {}
+
+
 def load_table(path: str | Path | None = None) -> "pd.DataFrame":
-    """The training table built by the preprocess stage."""
+    """The training table built by the preprocess stage (read-only: it is cached per process
+    until the file changes)."""
     import pandas as pd
 
     p = Path(path) if path else config.processed_table()
-    if not p.exists():
-        raise TrainingError(f"{p}: training table missing; run `mlops preprocess` first")
-    return pd.read_parquet(p)
+    try:
+        stat = p.stat()
+    except FileNotFoundError:
+        raise TrainingError(f"{p}: training table missing; run `mlops preprocess` first") from None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _TABLE.get(str(p))
+    if cached is None or cached[0] != stamp:
+        _TABLE.clear()
+        _TABLE[str(p)] = cached = (stamp, pd.read_parquet(p))
+    return cached[1]
 
 
 def fit_threads() -> int:
@@ -164,16 +177,115 @@ def split_weeks(table: "pd.DataFrame", train_weeks: list[str] | str | None,
     return weeks, holdout
 
 
-def _fingerprint(table: "pd.DataFrame", schema: Schema, params: dict[str, Any],
-                 extra: dict[str, Any]) -> str:
+def recipe_weeks(recipe: "config.Recipe", weeks: list[str]) -> list[str]:
+    """The training weeks a recipe keeps from the run's training weeks (sorted)."""
+    weeks = sorted(weeks)
+    return weeks[-recipe.window_weeks:] if recipe.window_weeks else weeks
+
+
+def _week_start(week: str) -> Any:
+    from datetime import date
+
+    year, num = week.split("-W")
+    return date.fromisocalendar(int(year), int(num), 1)
+
+
+def recipe_weights(recipe: "config.Recipe", row_weeks: Any) -> Any:
+    """Sample weights of the training rows (None: equal weights)."""
+    import numpy as np
+
+    if not recipe.half_life_weeks:
+        return None
+    weeks = np.asarray(row_weeks)
+    newest = _week_start(max(weeks))
+    ages = {w: (newest - _week_start(w)).days / 7 for w in set(weeks.tolist())}
+    age = np.array([ages[w] for w in weeks], dtype="float64")
+    return 0.5 ** (age / recipe.half_life_weeks)
+
+
+def _hash_frame(frame: "pd.DataFrame") -> bytes:
     import pandas as pd
 
+    return pd.util.hash_pandas_object(frame, index=False).values.tobytes()
+
+
+def _fingerprint(table: "pd.DataFrame", schema: Schema, recipe: "config.Recipe",
+                 extra: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    h.update(pd.util.hash_pandas_object(table, index=False).values.tobytes())
+    h.update(_hash_frame(table))
     h.update(sha256_file(Path(schema.path)).encode())
-    h.update(json.dumps({"params": params, "code": __version__, **extra}, sort_keys=True,
+    h.update(json.dumps({"recipe": recipe.spec(), "code": __version__, **extra}, sort_keys=True,
                         default=str).encode())
     return h.hexdigest()[:32]
+
+
+# One process often fits the same rows with the same recipe twice (a retraining's recipe on the
+# weeks before its validation week is last week's candidate; the year replay does this all the
+# time): fitted pipelines are kept by fit fingerprint for the life of the process.
+_FITS: "OrderedDict[str, tuple[Any, float]]" = OrderedDict()
+_FITS_KEPT = 12
+
+
+def fit_pipeline(schema: Schema, recipe: "config.Recipe", rows: "pd.DataFrame",
+                 y: Any) -> tuple["Pipeline", float, bool]:
+    """Fit the recipe's pipeline on ``rows``/``y``; returns (pipeline, fit seconds, reused)."""
+    import time
+
+    weights = recipe_weights(recipe, rows["week"])
+    key = hashlib.sha256(_hash_frame(rows) + bytes(memoryview(y).tobytes()) + json.dumps(
+        {"recipe": recipe.spec(), "code": __version__}, sort_keys=True).encode()).hexdigest()
+    if key in _FITS:
+        _FITS.move_to_end(key)
+        pipe, seconds = _FITS[key]
+        return pipe, seconds, True
+    x = model_input(rows, schema)
+    pipe = build_pipeline(schema, recipe.model_params, x)
+    t0 = time.perf_counter()
+    with limited_threads():
+        pipe.fit(x, y, **({} if weights is None else {"model__sample_weight": weights}))
+    seconds = time.perf_counter() - t0
+    _FITS[key] = (pipe, seconds)
+    while len(_FITS) > _FITS_KEPT:
+        _FITS.popitem(last=False)
+    return pipe, seconds, False
+
+
+def _labels(rows: "pd.DataFrame", schema: Schema, shuffle_labels: bool) -> Any:
+    import numpy as np
+
+    y = rows[schema.target_name].to_numpy()
+    return np.random.default_rng(0).permutation(y) if shuffle_labels else y
+
+
+def _cap(rows: "pd.DataFrame", max_rows: int | None) -> "pd.DataFrame":
+    if max_rows and len(rows) > max_rows:
+        return rows.sample(n=int(max_rows), random_state=0).sort_index()
+    return rows
+
+
+def _predict(pipe: "Pipeline", rows: "pd.DataFrame", schema: Schema) -> dict[str, float]:
+    with limited_threads():
+        proba = pipe.predict_proba(model_input(rows, schema))[:, 1]
+    return score(rows[schema.target_name], proba)
+
+
+def validation_score(table: "pd.DataFrame", schema: Schema, recipe: "config.Recipe",
+                     weeks: list[str], max_rows: int | None,
+                     shuffle_labels: bool) -> dict[str, Any] | None:
+    """The recipe's score on the validation week: the newest training week, predicted by the
+    recipe fitted on the training weeks before it. None when no week precedes it."""
+    validation = max(weeks)
+    before = recipe_weeks(recipe, [w for w in weeks if w < validation])
+    if not before:
+        return None
+    rows = _cap(table[table["week"].isin(before)], max_rows)
+    y = _labels(rows, schema, shuffle_labels)
+    if len(set(y.tolist())) < 2:
+        return None
+    pipe, seconds, reused = fit_pipeline(schema, recipe, rows, y)
+    return {"week": validation, "train_weeks": before,
+            "metrics": _predict(pipe, table[table["week"] == validation], schema),
+            "fit_seconds": round(seconds, 3), "fit_reused": reused}
 
 
 def _existing(client: Any, fingerprint: str) -> dict[str, Any] | None:
@@ -182,120 +294,169 @@ def _existing(client: Any, fingerprint: str) -> dict[str, Any] | None:
     runs = client.search_runs([experiment_id(client)],
                               filter_string=f"tags.fingerprint = '{fingerprint}' and "
                                             "attributes.status = 'FINISHED'",
-                              max_results=5)
-    for run in runs:
-        versions = client.search_model_versions(
-            f"name = '{config.model_name()}' and run_id = '{run.info.run_id}'")
-        if versions:
-            v = max(versions, key=lambda mv: int(mv.version))
-            return {"run_id": run.info.run_id, "model_version": str(v.version),
-                    "metrics": {k: v for k, v in run.data.metrics.items()},
-                    "train_weeks": json.loads(run.data.tags.get("train_weeks", "[]")),
-                    "holdout_week": run.data.tags.get("holdout_week")}
-    return None
+                              order_by=["attributes.start_time ASC"], max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    tags, run_metrics = run.data.tags, run.data.metrics
+    holdout = {k: v for k, v in run_metrics.items() if k in _SCORE_KEYS}
+    validation = None
+    if tags.get("validation_week"):
+        validation = {"week": tags["validation_week"],
+                      "train_weeks": json.loads(tags.get("validation_train_weeks", "[]")),
+                      "metrics": {k[len("validation_"):]: v for k, v in run_metrics.items()
+                                  if k.startswith("validation_")
+                                  and k[len("validation_"):] in _SCORE_KEYS}}
+    return {"run_id": run.info.run_id, "metrics": holdout, "validation": validation,
+            "train_weeks": json.loads(tags.get("train_weeks", "[]")),
+            "holdout_week": tags.get("holdout_week"), "recipe": tags.get("recipe"),
+            "train_positive_rate": run_metrics.get("train_positive_rate"),
+            "train_rows": int(run_metrics.get("train_rows", 0))}
+
+
+_SCORE_KEYS = ("roc_auc", "pr_auc", "f1", "brier", "positive_rate", "rows")
+
+
+def _log_validation(client: Any, run_id: str, validation: dict[str, Any]) -> None:
+    client.set_tag(run_id, "validation_week", validation["week"])
+    client.set_tag(run_id, "validation_train_weeks", json.dumps(validation["train_weeks"]))
+    for key, value in validation["metrics"].items():
+        client.log_metric(run_id, f"validation_{key}", float(value))
 
 
 def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | None = None,
-                max_rows: int | None = None, shuffle_labels: bool = False) -> dict[str, Any]:
-    """Fit on past weeks, score the holdout week, log to MLflow and register a version.
+                max_rows: int | None = None, shuffle_labels: bool = False,
+                recipe: str | None = None, validate: bool = False,
+                register: bool = True) -> dict[str, Any]:
+    """Fit a recipe on past weeks, score the holdout week, log the run to MLflow and (unless
+    ``register`` is false) register the model as a version.
 
-    ``max_rows`` caps the training rows (random, seeded); ``shuffle_labels`` permutes the labels
-    (a deliberately useless model, for testing deploy and rollback).
+    ``train_weeks``/``holdout_week`` select the data (default: every week before the newest,
+    which is held out), the recipe (default: the weekly one, ``configs/recipes.yaml``) what it
+    keeps of it and how it fits. ``max_rows`` caps the training rows (random, seeded);
+    ``shuffle_labels`` permutes the labels (a deliberately useless model, for testing deploy and
+    rollback). ``validate`` also scores the recipe on the validation week (the newest training
+    week, predicted by the recipe fitted on the weeks before it): a retraining chooses its
+    candidate on that score, leaving the holdout week to the comparison with the champion.
+
+    Rerunning on the same data and recipe reuses the logged run (and its version) instead of
+    fitting and registering again. Result: ``run_id``, ``version`` (None while unregistered),
+    ``recipe``, ``metrics`` (holdout), ``validation``, ``train_weeks``, ``holdout_week``,
+    ``fingerprint``, ``reused``.
     """
-    import numpy as np
-
-    schema = load_schema()
-    table = load_table()
-    weeks, holdout = split_weeks(table, train_weeks, holdout_week)
-    train = table[table["week"].isin(weeks)]
-    test = table[table["week"] == holdout]
-    if max_rows and len(train) > max_rows:
-        train = train.sample(n=int(max_rows), random_state=0).sort_index()
-    params = dict(config.MODEL_PARAMS)
-    fp = _fingerprint(train, schema, params,
-                      {"holdout": holdout, "holdout_rows": len(test), "shuffle": shuffle_labels,
-                       "weeks": weeks})
-    y = train[schema.target_name].to_numpy()
-    if shuffle_labels:
-        y = np.random.default_rng(0).permutation(y)
-    if len(np.unique(y)) < 2:
-        raise TrainingError(f"training weeks {weeks[0]}..{weeks[-1]} contain a single class")
-
     from mlops import tracking
 
+    schema = load_schema()
+    spec = config.recipe(recipe)
+    table = load_table()
+    weeks, holdout = split_weeks(table, train_weeks, holdout_week)
+    kept = recipe_weeks(spec, weeks)
+    train = _cap(table[table["week"].isin(kept)], max_rows)
+    test = table[table["week"] == holdout]
+    fp = _fingerprint(train, schema, spec,
+                      {"holdout": holdout, "holdout_rows": len(test), "shuffle": shuffle_labels,
+                       "weeks": kept})
+    y = _labels(train, schema, shuffle_labels)
+    if len(set(y.tolist())) < 2:
+        raise TrainingError(f"training weeks {kept[0]}..{kept[-1]} contain a single class")
+
     client = tracking.setup()
-    with file_lock("train"):
-        found = _existing(client, fp)
-        if found:
-            return to_jsonable({**found, "reused": True, "fingerprint": fp})
-        result = _fit_and_log(client, schema, train, y, test, weeks, holdout, params, fp,
-                              max_rows, shuffle_labels)
-    metrics.gauge("model.validation_auc", result["metrics"]["roc_auc"])
-    return result
+    found = _existing(client, fp)
+    if found:
+        result = {**found, "recipe": spec.name, "reused": True, "fingerprint": fp}
+        if validate and not found["validation"]:
+            result["validation"] = validation_score(table, schema, spec, weeks, max_rows,
+                                                    shuffle_labels)
+            if result["validation"]:
+                _log_validation(client, found["run_id"], result["validation"])
+    else:
+        validation = (validation_score(table, schema, spec, weeks, max_rows, shuffle_labels)
+                      if validate else None)
+        result = _fit_and_log(schema, spec, train, y, test, kept, holdout, fp, max_rows,
+                              shuffle_labels, validation)
+        metrics.gauge("model.validation_auc", result["metrics"]["roc_auc"])
+    result = {**result, "version": None}
+    if register:
+        result = register_candidate(result)
+    return to_jsonable(result)
 
 
-def _fit_and_log(client: Any, schema: Schema, train: "pd.DataFrame", y: Any,
-                 test: "pd.DataFrame", weeks: list[str], holdout: str, params: dict[str, Any],
-                 fp: str, max_rows: int | None, shuffle_labels: bool) -> dict[str, Any]:
-    import time
+def register_candidate(trained: dict[str, Any]) -> dict[str, Any]:
+    """Register a training result's model as a version (once per fingerprint); the result with
+    its ``version``. Airflow runs this in a task of the ``model_registry`` pool."""
+    from mlops import registry
 
+    weeks = trained["train_weeks"]
+    tags = {"holdout_week": trained["holdout_week"], "train_first_week": weeks[0],
+            "train_last_week": weeks[-1], "recipe": trained["recipe"],
+            "holdout_roc_auc": f"{trained['metrics']['roc_auc']:.6f}"}
+    if trained.get("train_positive_rate") is not None:
+        tags["train_positive_rate"] = f"{trained['train_positive_rate']:.6f}"
+    if trained.get("validation"):
+        tags["validation_week"] = trained["validation"]["week"]
+        tags["validation_roc_auc"] = f"{trained['validation']['metrics']['roc_auc']:.6f}"
+    done = registry.register(trained["run_id"], trained["fingerprint"], tags)
+    return {**trained, "version": done["version"], "registered": done["registered"]}
+
+
+def _fit_and_log(schema: Schema, spec: "config.Recipe", train: "pd.DataFrame", y: Any,
+                 test: "pd.DataFrame", weeks: list[str], holdout: str, fp: str,
+                 max_rows: int | None, shuffle_labels: bool,
+                 validation: dict[str, Any] | None) -> dict[str, Any]:
     import mlflow
     import pandas as pd
     import sklearn
     from mlflow.models import infer_signature
 
+    pipe, fit_seconds, fit_reused = fit_pipeline(schema, spec, train, y)
+    scores = _predict(pipe, test, schema)
     x_train = model_input(train, schema)
-    x_test = model_input(test, schema)
-    pipe = build_pipeline(schema, params, x_train)
-    t0 = time.perf_counter()
-    with limited_threads():
-        pipe.fit(x_train, y)
-        fit_seconds = time.perf_counter() - t0
-        proba = pipe.predict_proba(x_test)[:, 1]
-    scores = score(test[schema.target_name], proba)
+    positive_rate = float(train[schema.target_name].mean())
     mlflow_metrics = {k: v for k, v in scores.items() if k not in ("rows",)}
     mlflow_metrics.update({"fit_seconds": fit_seconds, "train_rows": len(x_train),
-                           "holdout_rows": len(x_test)})
-
-    tags = {"fingerprint": fp, "holdout_week": holdout, "train_weeks": json.dumps(weeks),
-            "train_first_week": weeks[0], "train_last_week": weeks[-1],
-            "schema": Path(schema.path).name, "shuffle_labels": str(shuffle_labels).lower(),
-            "mlops_version": __version__}
-    with mlflow.start_run(run_name=f"train-{weeks[0]}-{weeks[-1]}-holdout-{holdout}") as run:
+                           "holdout_rows": len(test), "train_positive_rate": positive_rate})
+    tags = {"fingerprint": fp, "recipe": spec.name, "holdout_week": holdout,
+            "train_weeks": json.dumps(weeks), "train_first_week": weeks[0],
+            "train_last_week": weeks[-1], "schema": Path(schema.path).name,
+            "shuffle_labels": str(shuffle_labels).lower(), "mlops_version": __version__}
+    with mlflow.start_run(run_name=f"{spec.name}-{weeks[0]}-{weeks[-1]}-holdout-{holdout}") as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({**params, "model": "HistGradientBoostingClassifier",
+        mlflow.log_params({**spec.model_params, "model": "HistGradientBoostingClassifier",
+                           "recipe": spec.name, "window_weeks": spec.window_weeks,
+                           "half_life_weeks": spec.half_life_weeks,
                            "train_weeks": f"{weeks[0]}..{weeks[-1]} ({len(weeks)})",
                            "holdout_week": holdout, "max_rows": max_rows,
                            "features": ",".join(schema.features)})
         mlflow.log_metrics(mlflow_metrics)
+        if validation:
+            mlflow.set_tags({"validation_week": validation["week"],
+                             "validation_train_weeks": json.dumps(validation["train_weeks"])})
+            mlflow.log_metrics({f"validation_{k}": float(v)
+                                for k, v in validation["metrics"].items()})
         with tempfile.TemporaryDirectory() as tmp:
             ref = x_train.sample(n=min(config.reference_rows(), len(x_train)), random_state=0)
             ref_path = Path(tmp) / "reference.parquet"
             ref.to_parquet(ref_path, index=False)
             mlflow.log_artifact(str(ref_path), artifact_path="reference")
             mlflow.log_dict({"features": schema.features, "categorical": list(schema.categorical),
-                             "target": schema.target_name, "leaking_excluded": list(schema.leaking)},
-                            "features.json")
+                             "target": schema.target_name, "leaking_excluded": list(schema.leaking),
+                             "recipe": spec.spec()}, "features.json")
         _log_validation_reports([*weeks, holdout])
         example = x_train.head(5)
         signature = infer_signature(example, pipe.predict_proba(example)[:, 1])
-        info = mlflow.sklearn.log_model(
+        mlflow.sklearn.log_model(
             sk_model=pipe, name="model", signature=signature, input_example=example,
-            registered_model_name=config.model_name(), pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn="predict_proba",
             # skops format; these are the types our own pipeline needs to load back
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}",
                               f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"])
-        version = str(info.registered_model_version)
         run_id = run.info.run_id
-    for key in ("fingerprint", "holdout_week", "train_first_week", "train_last_week"):
-        client.set_model_version_tag(config.model_name(), version, key, tags[key])
-    client.set_model_version_tag(config.model_name(), version, "holdout_roc_auc",
-                                 f"{scores['roc_auc']:.6f}")
-    return to_jsonable({"run_id": run_id, "model_version": version, "metrics": scores,
-                        "train_weeks": weeks, "holdout_week": holdout, "reused": False,
-                        "fit_seconds": round(fit_seconds, 3), "train_rows": len(x_train),
-                        "fingerprint": fp})
+    return {"run_id": run_id, "recipe": spec.name, "metrics": scores, "validation": validation,
+            "train_weeks": weeks, "holdout_week": holdout, "reused": False,
+            "fit_seconds": round(fit_seconds, 3), "fit_reused": fit_reused,
+            "train_rows": len(x_train), "train_positive_rate": positive_rate,
+            "fingerprint": fp}
 
 
 def _log_validation_reports(weeks: list[str]) -> None:

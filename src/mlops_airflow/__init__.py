@@ -13,3 +13,15 @@ OWNER = "mlops"
 RETRAINING_DAG_ID = "model_retraining_dag"
 # ISO week ids in run conf ("2013-W07"), as the batch files are named.
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
+# One slot (airflow/pools.yaml): every task that registers a model version or moves a registry
+# alias runs in it, so such tasks never overlap, on any worker host.
+REGISTRY_POOL = "model_registry"
+
+
+def recipe_names() -> list[str]:
+    """Names of the training recipes (configs/recipes.yaml), read when a DAG file is parsed:
+    ``model_retraining_dag.retrain_model`` maps over them. Only the light ``mlops.config``
+    module is imported."""
+    from mlops.config import load_recipes
+
+    return list(load_recipes())

@@ -1,5 +1,5 @@
-"""``check_drift``: a TriggerDagRunOperator that first measures drift and triggers the retraining
-DAG only when drift is found.
+"""``check_drift``: a TriggerDagRunOperator that first measures the three drift signals (data,
+model, label; ``mlops.drift``) and triggers the retraining DAG only when one of them fires.
 
 Airflow 3 runs the trigger through the Execution API (the task raises DagRunTriggerException and
 the task runner asks the API server to create the run), so it works unchanged on Celery workers,
@@ -28,7 +28,9 @@ def retraining_run_id(source_run_id: str) -> str:
 
 
 class DriftTriggerOperator(TriggerDagRunOperator):
-    """Measure drift on the newest batch of this run; trigger ``trigger_dag_id`` only if drifted.
+    """Measure drift on the newest batch of this run; trigger ``trigger_dag_id`` only if a signal
+    fired (thresholds from the Variables ``mlops_drift_share``, ``mlops_auc_drop``,
+    ``mlops_label_shift``).
 
     :param evaluation: the upstream ``evaluate`` result (templated/XComArg); its ``batches`` list
         names the weeks of this run, the newest one is checked.
@@ -65,11 +67,8 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         with fail_fast():
             result = detect_drift(**kwargs)
         context["ti"].xcom_push(key=DRIFT_XCOM_KEY, value=result)
-        if not result.get("drift_detected"):
-            log.info(
-                "No drift on %s: share %.3f below threshold %s",
-                result.get("batch"), result.get("drift_share", 0.0), result.get("threshold"),
-            )
+        if not result["drift_detected"]:
+            log.info("No drift signal fired on %s: %s", result["week"], result["summary"])
             return result
         dag_run = context["dag_run"]
         self.conf = {
@@ -79,8 +78,8 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         }
         self.trigger_run_id = retraining_run_id(dag_run.run_id)
         log.warning(
-            "Drift on %s (share %.3f >= %s, columns %s): triggering %s run %s",
-            result.get("batch"), result.get("drift_share", 0.0), result.get("threshold"),
-            result.get("drifted_columns"), self.trigger_dag_id, self.trigger_run_id,
+            "Drift on %s (%s fired: %s): triggering %s run %s",
+            result["week"], ", ".join(result["fired"]), result["summary"],
+            self.trigger_dag_id, self.trigger_run_id,
         )
         return super().execute(context)

@@ -25,7 +25,9 @@ def _fail(message: str) -> None:
 def fail_fast() -> Iterator[None]:
     """Turn the mlops package's deliberate errors (bad batch, bad conf, nothing to roll back to)
     into an immediate task failure: they are deterministic, so retries would only repeat them.
-    Anything else (MLflow unreachable, worker trouble) keeps the normal retries."""
+    Anything else keeps the normal retries: an MLflow outage raises MlflowException (the mlops
+    package reads only RESOURCE_DOES_NOT_EXIST as "absent" and never wraps other MLflow errors
+    in an MlopsError), a worker or database problem its own exception."""
     from mlops.errors import MlopsError
 
     try:
@@ -83,67 +85,60 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
 
 
 def train_and_mark(table: dict[str, Any]) -> dict[str, Any]:
-    """Train on the accepted weeks (newest held out), then add this run's batches to the
-    watermark: from now on they count as processed."""
+    """Train the weekly recipe on the accepted weeks (newest held out), then add this run's
+    batches to the watermark: from now on they count as processed. The model is logged, not yet
+    registered: registering is the job of ``evaluate`` (pool ``model_registry``)."""
     configure_mlflow()
     from mlops.ingest import mark_processed
     from mlops.train import train_model
 
     with fail_fast():
-        result = train_model()
+        result = train_model(register=False)
         mark_processed(table["batches"])
     return {**result, "batches": table["batches"]}
 
 
 def evaluate_candidate(model: dict[str, Any]) -> dict[str, Any]:
-    """evaluate_model on the candidate's holdout week, margin from ``mlops_deploy_margin``."""
+    """Register the trained candidate (once per fingerprint) and evaluate it against the
+    champion on its holdout week; the promotion decision is in ``result["decision"]`` (margin
+    from ``mlops_deploy_margin``). Runs in the ``model_registry`` pool."""
     configure_mlflow()
-    from mlops.evaluate import evaluate_model
+    from mlops.promotion import evaluate_candidate as evaluate
+    from mlops.train import register_candidate
 
-    kwargs: dict[str, Any] = {"holdout_week": model.get("holdout_week"), **threshold_kwargs("deploy")}
     with fail_fast():
-        result = evaluate_model(str(model["model_version"]), **kwargs)
-    return {**result, "model_version": str(model["model_version"])}
+        version = model.get("version") or register_candidate(model)["version"]
+        return evaluate(version, holdout_week=model.get("holdout_week"),
+                        **threshold_kwargs("deploy"))
 
 
 def deploy_if_better(evaluation: dict[str, Any] | None) -> dict[str, Any]:
-    """Deploy the evaluated candidate when it beats the champion, else skip the task."""
+    """Deploy the evaluated candidate when its decision says so, else skip the task."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     if not evaluation:
         raise AirflowSkipException("no evaluation result: nothing to deploy")
-    if not evaluation.get("beats_champion"):
-        raise AirflowSkipException(
-            f"candidate v{evaluation.get('model_version')} does not beat champion "
-            f"v{evaluation.get('champion_version')}: keeping the champion"
-        )
+    decision = evaluation["decision"]
+    if not decision["deploy"]:
+        raise AirflowSkipException(f"keeping the champion: {decision['reason']}")
     return deploy_candidate(evaluation)
 
 
 def deploy_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Move ``champion`` to the evaluated candidate (idempotent in mlops.registry)."""
+    """Move ``champion`` to the evaluated candidate (idempotent; evaluated again first if the
+    champion changed since the decision). Any MLflow error propagates: the task is retried and
+    nothing is deployed meanwhile."""
     configure_mlflow()
-    from mlops.registry import deploy
+    from mlops.promotion import deploy
 
-    kwargs: dict[str, Any] = {"evaluation": evaluation, **threshold_kwargs("deploy")}
     with fail_fast():
-        return deploy(str(evaluation["model_version"]), **kwargs)
-
-
-def rollback_reason(evaluation: dict[str, Any]) -> str:
-    """One sentence saying why the candidate was rejected."""
-    cand = (evaluation.get("metrics") or {}).get("roc_auc")
-    champ = (evaluation.get("champion_metrics") or {}).get("roc_auc")
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
-    return (
-        f"candidate v{evaluation.get('model_version')} (roc_auc {fmt(cand)}) did not beat "
-        f"champion v{evaluation.get('champion_version')} (roc_auc {fmt(champ)}) by margin "
-        f"{evaluation.get('margin')}"
-    )
+        return deploy(str(evaluation["version"]), evaluation=evaluation,
+                      **threshold_kwargs("deploy"))
 
 
 def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Restore the backed-up champion and record on the candidate version why it lost.
+    """Restore the backed-up champion and record on the candidate version why it lost (the
+    decision's reason).
 
     When the champion never moved (the usual case: the candidate was not deployed) the alias
     stays where it is and only the candidate is tagged ``rejected_reason``.
@@ -151,11 +146,11 @@ def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
     configure_mlflow()
     from mlops.registry import rollback
 
-    reason = rollback_reason(evaluation)
+    reason = evaluation["decision"]["reason"]
     log.warning("Rolling back: %s", reason)
     with fail_fast():
-        result = rollback(reason, candidate=str(evaluation["model_version"]))
-    return {**result, "reason": reason, "candidate_version": str(evaluation["model_version"])}
+        result = rollback(reason, candidate=str(evaluation["version"]))
+    return {**result, "reason": reason, "candidate_version": str(evaluation["version"])}
 
 
 def backup_champion_once(context: Any) -> dict[str, Any] | None:
@@ -168,8 +163,24 @@ def backup_champion_once(context: Any) -> dict[str, Any] | None:
         return run_once(ti.dag_id, ti.run_id, "backup", backup_champion)
 
 
-def train_from_params(params: Any) -> dict[str, Any]:
-    """train_model with the data selection of the retraining run's conf."""
+def train_recipe(params: Any, recipe: str) -> dict[str, Any]:
+    """Train one recipe on the data selection of the retraining run's conf (``train_weeks``,
+    ``holdout_week``, ``max_rows``, ``shuffle_labels`` apply to every recipe) and score it on
+    its validation week. Skipped when the conf's ``recipes`` leaves it out. Logged, not
+    registered (``evaluate_new_model`` registers the chosen one)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    chosen = params.get("recipes")
+    if chosen:
+        from mlops.config import load_recipes
+
+        with fail_fast():
+            known = list(load_recipes())
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            _fail(f"conf recipes {unknown} are not in the recipes file (known: {known})")
+        if recipe not in chosen:
+            raise AirflowSkipException(f"recipe {recipe} not in this run's conf recipes {chosen}")
     configure_mlflow()
     from mlops.train import train_model
 
@@ -180,7 +191,36 @@ def train_from_params(params: Any) -> dict[str, Any]:
             holdout_week=params.get("holdout_week") or None,
             max_rows=int(max_rows) if max_rows else None,
             shuffle_labels=bool(params.get("shuffle_labels")),
+            recipe=recipe, validate=True, register=False,
         )
+
+
+def candidate_summary(trained: dict[str, Any]) -> dict[str, Any]:
+    """Recipe, run id and scores of one retraining candidate (for the XCom and the demo)."""
+    validation = trained.get("validation") or {}
+    return {"recipe": trained["recipe"], "run_id": trained["run_id"],
+            "validation_week": validation.get("week"),
+            "validation_roc_auc": (validation.get("metrics") or {}).get("roc_auc"),
+            "holdout_week": trained["holdout_week"],
+            "holdout_roc_auc": trained["metrics"]["roc_auc"],
+            "train_weeks": len(trained["train_weeks"]), "reused": trained.get("reused")}
+
+
+def evaluate_recipes(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Choose the recipe with the best validation score, register its candidate and evaluate it
+    against the champion on the holdout week (``result["decision"]``). Runs in the
+    ``model_registry`` pool."""
+    from mlops.promotion import select_best
+
+    trained = [c for c in candidates if c]
+    if not trained:
+        _fail("no recipe produced a candidate")
+    best = select_best(trained)
+    log.info("Recipes by validation ROC AUC: %s", ", ".join(
+        f"{c['recipe']} {c['validation_roc_auc']}" for c in map(candidate_summary, trained)))
+    evaluation = evaluate_candidate(best)
+    return {**evaluation, "recipe": best["recipe"],
+            "candidates": [candidate_summary(c) for c in trained]}
 
 
 def preprocess_accepted(validated: dict[str, Any]) -> dict[str, Any]:

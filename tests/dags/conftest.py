@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dag_harness
-from dag_harness import AIRFLOW_HOME, DAGS_DIR, ROOT, airflow_cli, ml_env, report
+from dag_harness import AIRFLOW_HOME, DAGS_DIR, REPO, ROOT, airflow_cli, ml_env, report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -33,7 +33,23 @@ def airflow_db() -> Path:
     start = time.monotonic()
     airflow_cli("db", "migrate", timeout=300)
     report(f"airflow db migrate (SQLite): {time.monotonic() - start:.1f} s")
+    # The pools of airflow/pools.yaml, as both stacks' bootstrap applies them. dag.test() runs
+    # tasks in-process without the scheduler's pool accounting, but the tasks name the pool.
+    bootstrap = _load_bootstrap()
+    bootstrap.sync_pools(bootstrap.load_pools())
     return AIRFLOW_HOME / "airflow.db"
+
+
+def _load_bootstrap():
+    """airflow/bootstrap.py, loaded by path (it is a script, not a package module)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("airflow_bootstrap", REPO / "airflow" / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -227,26 +227,31 @@ def clear_and_rerun(dag_run, task_ids: list[str]) -> dict[str, str | None]:
 
     dag = DagBag(dag_folder=str(DAGS_DIR)).dags[dag_run.dag_id]
 
-    def load(session, task_id: str) -> TaskInstance:
+    def load(session, task_id: str) -> list[TaskInstance]:
+        """Every task instance of ``task_id`` in the run (one per map index when mapped)."""
         return session.scalars(
             select(TaskInstance).where(
                 TaskInstance.dag_id == dag_run.dag_id,
                 TaskInstance.run_id == dag_run.run_id,
                 TaskInstance.task_id == task_id,
-            )
-        ).one()
+            ).order_by(TaskInstance.map_index)
+        ).all()
 
     with create_session() as session:
         clear_task_instances(
-            [load(session, t) for t in task_ids], session, dag_run_state=DagRunState.RUNNING
+            [ti for t in task_ids for ti in load(session, t)], session,
+            dag_run_state=DagRunState.RUNNING,
         )
     for task_id in task_ids:
         with create_session() as session:
-            ti = load(session, task_id)
-            ti.try_number += 1
-            ti.state = TaskInstanceState.SCHEDULED
-            session.commit()
-            _run_task(ti=ti, task=dag.task_dict[task_id])
+            count = len(load(session, task_id))
+        for index in range(count):
+            with create_session() as session:
+                ti = load(session, task_id)[index]
+                ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+                session.commit()
+                _run_task(ti=ti, task=dag.task_dict[task_id])
     return task_states(dag_run)
 
 
@@ -264,3 +269,39 @@ def retraining_runs() -> list[str]:
                 )
             ).all()
         )
+
+
+def mapped(dag_run, task_id: str) -> dict[int, tuple[str | None, object]]:
+    """``{map_index: (state, return value)}`` of a mapped task in a finished DAG run."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).all()
+        values = {
+            row.map_index: XComModel.deserialize_value(row)
+            for row in session.scalars(
+                select(XComModel).where(
+                    XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+                    XComModel.task_id == task_id, XComModel.key == "return_value",
+                )
+            ).all()
+        }
+        return {ti.map_index: (str(ti.state) if ti.state else None, values.get(ti.map_index))
+                for ti in tis}
+
+
+def model_versions(model_name: str) -> list[str]:
+    """Registered versions of a model, sorted numerically."""
+    from mlops import tracking
+
+    client = tracking.setup()
+    return sorted((mv.version for mv in client.search_model_versions(f"name = '{model_name}'")),
+                  key=int)

@@ -56,13 +56,18 @@ def test_first_run_registers_a_model_and_sets_champion(pipeline: Path, first_run
     }
     trained = xcom(first_run, "train")
     assert trained["holdout_week"] == WEEKS[-1] and trained["train_weeks"] == WEEKS[:-1]
+    assert trained["recipe"] == "weekly" and trained["version"] is None  # logged, not registered
     evaluation = xcom(first_run, "evaluate")
-    assert evaluation["beats_champion"] is True and evaluation["champion_version"] is None
+    assert evaluation["decision"]["deploy"] is True and evaluation["champion_version"] is None
+    assert evaluation["decision"]["reason"].startswith("no champion yet")
     drift = xcom(first_run, "check_drift", key="drift")
-    assert drift["batch"] == WEEKS[-1] and drift["drift_detected"] is False
+    assert drift["week"] == WEEKS[-1] and drift["drift_detected"] is False
+    assert drift["batch"].endswith(f"accepted/{WEEKS[-1]}.csv")
+    assert set(drift["signals"]) == {"data", "model", "label"} and drift["fired"] == []
     champion = get_champion()
-    assert champion is not None and champion["version"] == trained["model_version"]
-    assert xcom(first_run, "deploy")["champion_version"] == trained["model_version"]
+    assert champion is not None and champion["version"] == evaluation["version"]
+    assert champion["tags"]["recipe"] == "weekly"
+    assert xcom(first_run, "deploy")["champion_version"] == evaluation["version"]
     assert processed_weeks() == WEEKS
     assert sorted(p.stem for p in (pipeline / "accepted").glob("*.csv")) == WEEKS
     # XCom carries small values only: no DataFrame, a few KB at most
@@ -113,9 +118,10 @@ def test_drifted_batch_triggers_retraining_with_drift_in_conf(drift_run) -> None
     assert dag_run.state == "success", states
     assert states["check_drift"] == "success"
     drift = xcom(dag_run, "check_drift", key="drift")
-    assert drift["batch"] == DRIFT_WEEK
-    assert drift["drift_detected"] is True and drift["threshold"] == 0.3
-    assert drift["drift_share"] >= 0.3 and "origin" in drift["drifted_columns"]
+    assert drift["week"] == DRIFT_WEEK
+    data = drift["signals"]["data"]
+    assert drift["drift_detected"] is True and "data" in drift["fired"] and data["threshold"] == 0.3
+    assert data["share"] >= 0.3 and "origin" in data["drifted_columns"]
 
     triggered = triggered_run("model_retraining_dag", f"drift__{dag_run.run_id}")
     assert triggered is not None, "check_drift did not trigger model_retraining_dag"
@@ -149,7 +155,7 @@ def test_cleared_tasks_rerun_to_the_same_end_state(drift_run) -> None:
     assert states["check_new_data"] == "success" and states["train"] == "success"
     assert xcom(drift_run, "check_new_data") == batches  # memoised for the run
     retrained = xcom(drift_run, "train")
-    assert retrained["model_version"] == trained["model_version"] and retrained["reused"] is True
+    assert retrained["run_id"] == trained["run_id"] and retrained["reused"] is True
     # the retraining run of this pipeline run exists already: skipped instead of triggering again
     assert xcom(drift_run, "check_drift", key="drift")["drift_detected"] is True
     assert states["check_drift"] == "skipped"

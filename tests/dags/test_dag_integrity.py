@@ -37,8 +37,14 @@ EDGES = {
     },
 }
 HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
+# Tasks that register model versions or move registry aliases: the one-slot pool.
+REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy"),
+                  *(("model_retraining_dag", t) for t in ("backup_current_model", "evaluate_new_model",
+                                                          "deploy_new_model", "rollback_model"))}
 DEPRECATED = ("schedule_interval", "provide_context", "apply_defaults", "days_ago")
-HEAVY_MODULES = ("sklearn", "mlflow", "pandas", "evidently", "dvc", "mlops")
+HEAVY_MODULES = ("sklearn", "mlflow", "pandas", "evidently", "dvc")
+# The retraining DAG reads the recipe names from configs/recipes.yaml with mlops.config only.
+PARSE_TIME_MLOPS = {"mlops", "mlops.config", "mlops.errors"}
 
 
 def _tasks(edges: set[tuple[str, str]]) -> set[str]:
@@ -156,7 +162,7 @@ print(json.dumps({
     "files": {s.file.split("/")[-1]: s.duration.total_seconds() for s in bag.dagbag_stats},
     "dags": sorted(bag.dag_ids),
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "new_modules": sorted({m.split(".")[0] for m in set(sys.modules) - before}),
+    "new_modules": sorted(set(sys.modules) - before),
 }))
 """
 
@@ -170,7 +176,33 @@ def test_parse_time_and_no_heavy_imports(airflow_db) -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
     assert set(result["dags"]) == DAG_IDS
-    heavy = sorted(set(result["new_modules"]) & set(HEAVY_MODULES))
+    heavy = sorted({m.split(".")[0] for m in result["new_modules"]} & set(HEAVY_MODULES))
     assert heavy == [], f"parsing the DAG files imported {heavy}"
+    ml = sorted(m for m in result["new_modules"] if m.split(".")[0] == "mlops")
+    assert set(ml) <= PARSE_TIME_MLOPS, f"parsing the DAG files imported {ml}"
     per_file = ", ".join(f"{f} {s * 1000:.0f} ms" for f, s in sorted(result["files"].items()))
     report(f"DAG parse time, all three files: {result['total_s'] * 1000:.0f} ms ({per_file})")
+
+
+def test_registry_tasks_share_the_one_slot_pool(dagbag) -> None:
+    """Every task that registers a version or moves an alias runs in the pool model_registry,
+    declared with one slot in airflow/pools.yaml (applied by both stacks' bootstrap)."""
+    import yaml
+
+    pools = yaml.safe_load((AIRFLOW_ENV_FILE.parent / "pools.yaml").read_text())["pools"]
+    assert pools["model_registry"]["slots"] == 1
+    for dag_id in DAG_IDS:
+        for task in dagbag.dags[dag_id].tasks:
+            want = "model_registry" if (dag_id, task.task_id) in REGISTRY_TASKS else "default_pool"
+            assert task.pool == want, f"{dag_id}.{task.task_id} is in pool {task.pool!r}"
+
+
+def test_retrain_model_is_mapped_over_the_recipes(dagbag) -> None:
+    from mlops.config import load_recipes
+
+    task = dagbag.dags["model_retraining_dag"].task_dict["retrain_model"]
+    assert type(task).__name__.endswith("MappedOperator")
+    assert task._get_specified_expand_input().value == {"recipe": list(load_recipes())}
+    assert task.queue == "heavy"
+    evaluate = dagbag.dags["model_retraining_dag"].task_dict["evaluate_new_model"]
+    assert evaluate.trigger_rule == "none_failed_min_one_success"  # skipped recipes are fine

@@ -75,11 +75,11 @@ def build(root: Path, weeks: tuple[str, ...] = WEEKS, landing_only: tuple[str, .
         mark_processed([week])
     run_preprocess()
     if champion_rows:
-        from mlops.registry import deploy
+        from mlops.promotion import deploy
         from mlops.train import train_model
 
         trained = train_model(max_rows=champion_rows)
-        deploy(trained["model_version"])
+        deploy(trained["version"])
     return data
 
 

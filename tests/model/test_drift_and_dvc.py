@@ -11,17 +11,19 @@ from pathlib import Path
 import pandas as pd
 
 
-def test_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) -> None:
+def test_data_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) -> None:
     from mlops.drift import detect_drift
 
     normal = detect_drift(week="2013-W04")
-    assert set(normal) >= {"batch", "drift_share", "drifted_columns", "drift_detected",
-                           "threshold", "report_html"}
-    assert normal["batch"] == "2013-W04" and normal["reference"].startswith("champion v")
-    assert normal["drift_detected"] is False and normal["drift_share"] < normal["threshold"]
+    assert set(normal) >= {"week", "batch", "drift_detected", "fired", "signals", "summary",
+                           "report_html", "report_json"}
+    assert normal["week"] == "2013-W04" and normal["batch"].endswith("landing/2013-W04.csv")
+    assert normal["reference"].startswith("champion v")
+    data = normal["signals"]["data"]
+    assert data["fired"] is False and data["share"] < data["threshold"]
     assert Path(normal["report_html"]).stat().st_size > 10_000
     assert json.loads((model_dir / "reports" / "2013-W04" / "drift.json").read_text())[
-        "drift_share"] == normal["drift_share"]
+        "signals"]["data"]["share"] == data["share"]
 
     df = pd.read_csv(model_dir / "landing" / "2013-W04.csv", dtype=str)
     df["carrier"] = "WN"
@@ -31,9 +33,11 @@ def test_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) -> No
     df["sched_dep_time"], df["hour"], df["minute"] = "2200", "22", "0"
     (model_dir / "landing" / "2013-W05.csv").write_text(df.to_csv(index=False))
     shifted = detect_drift(week="2013-W05", drift_share=0.5)
-    assert shifted["drift_detected"] is True
-    assert {"carrier", "origin", "dest", "distance", "hour"} <= set(shifted["drifted_columns"])
-    assert shifted["threshold"] == 0.5 and shifted["drift_share"] >= 0.5
+    data = shifted["signals"]["data"]
+    assert shifted["drift_detected"] is True and "data" in shifted["fired"]
+    assert {"carrier", "origin", "dest", "distance", "hour"} <= set(data["drifted_columns"])
+    assert data["threshold"] == 0.5 and data["share"] >= 0.5
+    (model_dir / "landing" / "2013-W05.csv").unlink()
 
 
 def test_metrics_host_that_does_not_resolve_never_fails_a_step(model_dir: Path,

@@ -27,11 +27,22 @@ def test_drift_triggered_retraining_succeeds(dags_ready, runs) -> None:
     retrain = runs["retrain"]
     assert retrain is not None, "check_drift did not trigger model_retraining_dag"
     drift = retrain["conf"]["drift"]
-    assert drift["drift_detected"] is True and drift["batch"] == runs["drift_week"], drift
-    assert drift["drift_share"] >= float(runs["drift_share"]) and drift["drifted_columns"], drift
+    assert drift["drift_detected"] is True and drift["week"] == runs["drift_week"], drift
+    assert drift["fired"] and set(drift["fired"]) <= {"data", "model", "label"}, drift
+    for name in drift["fired"]:
+        assert drift["signals"][name]["fired"] is True, drift
+    if "data" in drift["fired"]:
+        assert drift["signals"]["data"]["share"] >= float(runs["drift_share"]), drift
     states = _states(dags_ready, retrain)
     assert retrain["state"] == "success", states
-    assert states["retrain_model"] == "success" and states["evaluate_new_model"] == "success", states
+    # retrain_model is mapped: one task instance per recipe, all on the heavy queue.
+    fan = [t for t in dags_ready.task_instances(retrain["dag_id"], retrain["dag_run_id"])
+           if t["task_id"] == "retrain_model"]
+    from mlops.config import load_recipes
+
+    assert sorted(t["map_index"] for t in fan) == list(range(len(load_recipes())))
+    assert all(t["state"] == "success" and t["queue"] == "heavy" for t in fan), fan
+    assert states["evaluate_new_model"] == "success", states
     # compare_models branches: exactly one of deploy / rollback runs.
     assert {states["deploy_new_model"], states["rollback_model"]} == {"success", "skipped"}, states
 

@@ -47,12 +47,12 @@ def test_schema_resolves_from_any_cwd_and_env_overrides(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
                          capture_output=True, check=True).stdout.split()
     assert Path(out[0]) == REPO / "configs" / "flights.yaml"
-    assert float(out[1]) == 0.5
-    env.update(MLOPS_SCHEMA=str(tmp_path / "other.yaml"), MLOPS_DRIFT_SHARE="0.3",
+    assert float(out[1]) == config.THRESHOLDS["drift_share"].default
+    env.update(MLOPS_SCHEMA=str(tmp_path / "other.yaml"), MLOPS_DRIFT_SHARE="0.45",
                MLOPS_DEPLOY_MARGIN="0.01")
     out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, text=True,
                          capture_output=True, check=True).stdout.split()
-    assert out == [str(tmp_path / "other.yaml"), "0.3", "0.01"]
+    assert out == [str(tmp_path / "other.yaml"), "0.45", "0.01"]
 
 
 def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> None:
