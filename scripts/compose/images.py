@@ -66,7 +66,7 @@ def _airflow_version() -> str:
 # "DATA_DIR": "/pushgateway"}).
 STANDINS: dict[str, Standin] = {s.name: s for s in (
     Standin("airflow-python", "AIRFLOW_BASE_IMAGE", "airflow-python",
-            {"AIRFLOW_VERSION": _airflow_version()}),
+            {"AIRFLOW_VERSION": _airflow_version(), "PIP_VERSION": "26.3"}),
     Standin("postgres", "POSTGRES_IMAGE", "postgres"),
     Standin("redis", "REDIS_IMAGE", "redis"),
     Standin("prometheus", "PROMETHEUS_IMAGE", "debian-binary",

@@ -48,11 +48,12 @@ ONE_SHOT = {"airflow-init"}
 
 
 class Phases:
-    """Wall time of each phase of the compose test, printed as it ends and in the summary."""
+    """Wall time of each phase of the compose test, printed as it ends and in the summary.
+    Details (image builds, some of them in parallel with a phase) are listed, not added up."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
-        self.done: list[tuple[str, float]] = []
+        self.done: list[tuple[str, float, bool]] = []  # (name, seconds, is_detail)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -64,18 +65,21 @@ class Phases:
             yield
             ok = True
         finally:
-            self.add(name if ok else f"{name} (FAILED)", time.monotonic() - started)
+            self._record(name if ok else f"{name} (FAILED)", time.monotonic() - started, False)
 
-    def add(self, name: str, seconds: float) -> None:
-        """Record a phase timed elsewhere."""
-        self.done.append((name, seconds))
+    def detail(self, name: str, seconds: float) -> None:
+        """Record a step timed elsewhere (part of, or parallel to, a phase)."""
+        self._record(name, seconds, True)
+
+    def _record(self, name: str, seconds: float, is_detail: bool) -> None:
+        self.done.append((name, seconds, is_detail))
         self.say(f"compose test: {name}: {seconds:.1f} s")
 
     def table(self) -> str:
-        """All phases and their total."""
-        width = max([len(n) for n, _ in self.done] + [5])
-        lines = [f"  {n:<{width}}  {s:7.1f} s" for n, s in self.done]
-        lines.append(f"  {'total':<{width}}  {sum(s for _, s in self.done):7.1f} s")
+        """Every phase (details indented) and the total of the phases."""
+        width = max([len(n) + 4 for n, _, _ in self.done] + [5])
+        lines = [f"  {('  - ' + n) if d else n:<{width}}  {s:7.1f} s" for n, s, d in self.done]
+        lines.append(f"  {'total':<{width}}  {sum(s for _, s, d in self.done if not d):7.1f} s")
         return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ def compose_stack(phases: Phases) -> ComposeStack:
     try:
         os.environ["DOCKER_HOST"] = engine.host  # images.py talks to the same engine
         with phases.phase("base image of airflow/Dockerfile"):
-            chosen = images_mod.resolve(["airflow-python"], root / "build-logs", report=phases.add)
+            chosen = images_mod.resolve(["airflow-python"], root / "build-logs", report=phases.detail)
         # The other stand-ins build while compose builds the project image (both mostly wait on
         # the network and the disk).
         others: dict[str, str] = {}
@@ -71,7 +71,7 @@ def compose_stack(phases: Phases) -> ComposeStack:
         def build_others() -> None:
             try:
                 others.update(images_mod.resolve(["postgres", "redis", "prometheus"], root / "build-logs",
-                                                 report=phases.add))
+                                                 report=phases.detail))
             except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
                 failure.append(exc)
 
