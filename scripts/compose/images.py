@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ STANDIN_DIR = Path(__file__).resolve().parent / "standins"
 ROOTFS_IMAGE = "mlops-flights-standin/bookworm:local"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 PULL_TIMEOUT_S = 120
+# Several resolve() calls may run at once (threads): the root file system is built only once.
+_ROOTFS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -214,11 +217,12 @@ def resolve(names: list[str], log_dir: Path, mode: str | None = None,
             continue
         if mode == "upstream":
             raise ImageError(f"{upstream} is neither in the engine nor pullable (MLOPS_COMPOSE_IMAGES=upstream)")
-        if not has_image(ROOTFS_IMAGE):
-            started = time.monotonic()
-            build_rootfs(log_dir / "rootfs.log")
-            if report:
-                report("stand-in root file system (mmdebstrap + import)", time.monotonic() - started)
+        with _ROOTFS_LOCK:
+            if not has_image(ROOTFS_IMAGE):
+                started = time.monotonic()
+                build_rootfs(log_dir / "rootfs.log")
+                if report:
+                    report("stand-in root file system (mmdebstrap + import)", time.monotonic() - started)
         started = time.monotonic()
         build_standin(standin, log_dir / f"standin-{name}.log")
         if report:

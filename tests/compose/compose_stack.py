@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -33,15 +34,38 @@ OVERRIDE_FILE = Path(__file__).resolve().with_name("docker-compose.test.yml")
 PROJECT = "mlops-compose-test"
 # The project image as the test builds it (never the production name: it may sit on a stand-in).
 TEST_IMAGE = "mlops-flights-airflow:compose-test"
-# Published ports of the test project (the 31000-31999 range; MLOPS_COMPOSE_PORT_BASE moves it).
+# Published ports of the test project: preferred ports in a 1000-port range (31000-31999;
+# MLOPS_COMPOSE_PORT_BASE moves it), off the native test stacks' ports (2xxxx + a multiple of 1000
+# ending in 080, 555, 000, 090, ...); a port already in use moves to the next free one in range.
 PORT_BASE = int(os.environ.get("MLOPS_COMPOSE_PORT_BASE", "31000"))
-TEST_PORTS = {
-    "AIRFLOW_API_PORT": PORT_BASE + 80,
-    "FLOWER_PORT": PORT_BASE + 555,
-    "MLFLOW_PORT": PORT_BASE + 500,
-    "PROMETHEUS_PORT": PORT_BASE + 90,
-    "GRAFANA_PORT": PORT_BASE + 300,
+PREFERRED_PORTS = {
+    "AIRFLOW_API_PORT": PORT_BASE + 181,
+    "FLOWER_PORT": PORT_BASE + 656,
+    "MLFLOW_PORT": PORT_BASE + 601,
+    "PROMETHEUS_PORT": PORT_BASE + 191,
+    "GRAFANA_PORT": PORT_BASE + 301,
 }
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports() -> dict[str, int]:
+    """The preferred ports, each moved to the next free port of the range when taken."""
+    chosen: dict[str, int] = {}
+    for name, port in PREFERRED_PORTS.items():
+        while port in chosen.values() or not _port_free(port):
+            port = PORT_BASE + (port - PORT_BASE + 1) % 1000
+            if port == PREFERRED_PORTS[name]:
+                raise AssertionError(f"no free port in {PORT_BASE}-{PORT_BASE + 999} for {name}")
+        chosen[name] = port
+    return chosen
 # Services the test runs (Grafana cannot run here: the override leaves it out).
 LEFT_OUT = {"grafana": "no Grafana build exists for Debian, PyPI or npm"}
 ONE_SHOT = {"airflow-init"}
@@ -112,7 +136,7 @@ class ComposeStack:
 
     def write_env(self, images: dict[str, str]) -> None:
         """Create the env file from .env.example with generated secrets, test ports and images."""
-        overrides = {k: str(v) for k, v in TEST_PORTS.items()}
+        overrides = {k: str(v) for k, v in pick_ports().items()}
         overrides.update(images)
         overrides.update({"AIRFLOW_IMAGE": TEST_IMAGE, "BIND_ADDRESS": "127.0.0.1"})
         self.env = envfile.ensure(self.env_file, REPO / ".env.example", overrides=overrides)

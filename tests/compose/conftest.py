@@ -41,9 +41,15 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest h
 def phases(request: pytest.FixtureRequest) -> Phases:
     """The session's phase timer (prints live through the terminal reporter)."""
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
 
     def say(line: str) -> None:
-        if reporter is not None:
+        if reporter is None:
+            return
+        if capture is None:
+            reporter.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():  # live, also while output is captured
             reporter.write_line(line)
 
     timer = Phases(say)
@@ -59,12 +65,11 @@ def compose_stack(phases: Phases) -> ComposeStack:
         engine = engine_mod.ensure()
     phases.say(f"compose test: engine {engine.host} ({'started by this run' if engine.started else 'already running, left running'})")
     stack = ComposeStack(root, engine, phases.say)
+    thread: threading.Thread | None = None
     try:
         os.environ["DOCKER_HOST"] = engine.host  # images.py talks to the same engine
-        with phases.phase("base image of airflow/Dockerfile"):
-            chosen = images_mod.resolve(["airflow-python"], root / "build-logs", report=phases.detail)
-        # The other stand-ins build while compose builds the project image (both mostly wait on
-        # the network and the disk).
+        # The stand-ins the project image does not need build beside its base and the project
+        # image itself (the builds mostly wait on the network and the disk; one root file system).
         others: dict[str, str] = {}
         failure: list[BaseException] = []
 
@@ -77,6 +82,8 @@ def compose_stack(phases: Phases) -> ComposeStack:
 
         thread = threading.Thread(target=build_others, name="stand-ins")
         thread.start()
+        with phases.phase("base image of airflow/Dockerfile"):
+            chosen = images_mod.resolve(["airflow-python"], root / "build-logs", report=phases.detail)
         stack.write_env(chosen)
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")  # a crashed run's leftovers
         with phases.phase("project image (compose build, airflow/Dockerfile)"):
@@ -91,10 +98,14 @@ def compose_stack(phases: Phases) -> ComposeStack:
             stack.wait_healthy()
         yield stack
     finally:
+        if thread is not None:
+            thread.join()  # never stop the engine under a running build
         try:
-            with phases.phase("down --volumes"):
+            with phases.phase("kill, down --volumes"):
                 if stack.env:
-                    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False,
+                    # Nothing to keep: kill, then remove containers, networks and volumes.
+                    stack.compose("kill", check=False, log="down.log")
+                    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False,
                                   log="down.log")
                     left = stack.leftovers()
         finally:
