@@ -42,8 +42,8 @@ test: install
 # The production path for real: a Docker engine (an existing one, or the project's own dockerd),
 # stand-in base images when no registry answers, the project image, `up`, the checks, `down -v`.
 # Prints each phase's duration. See tests/compose/conftest.py and docs/production.md.
+# (docker.io and mmdebstrap are installed when needed, inside the timed phases.)
 test-compose: install
-	@bash scripts/system-deps.sh compose
 	$(PY) -m pytest tests/compose -o timeout=1800
 
 # A filled .env for `docker compose -f docker-compose.celery.yml up` (no .venv, no native stack):

@@ -61,7 +61,7 @@ def phases(request: pytest.FixtureRequest) -> Phases:
 def compose_stack(phases: Phases) -> ComposeStack:
     """The running compose project; torn down with its volumes after the last test."""
     root = Path(tempfile.mkdtemp(prefix="mlops-compose-test-", dir="/tmp"))
-    with phases.phase("engine"):
+    with phases.phase("engine (installs docker.io when missing)"):
         engine = engine_mod.ensure()
     phases.say(f"compose test: engine {engine.host} ({'started by this run' if engine.started else 'already running, left running'})")
     stack = ComposeStack(root, engine, phases.say)
