@@ -2,7 +2,16 @@
 
 `ComposeStack` wraps one compose project (own name, own env file, published ports 31xxx on
 127.0.0.1) and the HTTP APIs of its containers; `Phases` times each phase and prints it.
-New checks use the handle's helpers (`api`, `flower`, `prometheus_query`, `exec`, ...).
+
+Adding to it:
+- a check: a test taking the `compose_stack` fixture (or `pipeline_run` for after the pipeline)
+  in a `test_compose_<n>_<what>.py`, using the helpers (`api`, `flower`, `mlflow`,
+  `prometheus_query`, `exec`, `containers`, `hostnames`, `wait_for`); file order is run order and
+  the restart test stays last;
+- a service published on the host: its port variable in PREFERRED_PORTS, a `url()` helper;
+- a service whose upstream image cannot be pulled here: a row in scripts/compose/images.py's
+  STANDINS (built beside the others automatically); one that cannot run here at all: a profile in
+  docker-compose.test.yml and an entry in LEFT_OUT.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import pytest
 from .compose_stack import LEFT_OUT, PROJECT, ComposeStack, Phases, engine_mod, images_mod
 
 REPLAY_UNTIL = "2013-W03"
+# The stand-in airflow/Dockerfile builds on; every other row of images.STANDINS builds beside it.
+BASE_STANDIN = "airflow-python"
 PRODUCT_DAGS = ("data_validation_dag", "ml_pipeline_dag", "model_retraining_dag")
 _PHASES: list[Phases] = []
 
@@ -75,15 +77,15 @@ def compose_stack(phases: Phases) -> ComposeStack:
 
         def build_others() -> None:
             try:
-                others.update(images_mod.resolve(["postgres", "redis", "prometheus"], root / "build-logs",
-                                                 report=phases.detail))
+                others.update(images_mod.resolve([n for n in images_mod.STANDINS if n != BASE_STANDIN],
+                                                 root / "build-logs", report=phases.detail))
             except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
                 failure.append(exc)
 
         thread = threading.Thread(target=build_others, name="stand-ins")
         thread.start()
         with phases.phase("base image of airflow/Dockerfile"):
-            chosen = images_mod.resolve(["airflow-python"], root / "build-logs", report=phases.detail)
+            chosen = images_mod.resolve([BASE_STANDIN], root / "build-logs", report=phases.detail)
         stack.write_env(chosen)
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")  # a crashed run's leftovers
         with phases.phase("project image (compose build, airflow/Dockerfile)"):
