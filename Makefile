@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lock test demo demo-local up down status logs bench help
+.PHONY: install system-deps lock test test-compose env demo demo-local up down status logs bench help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make install   system packages + .venv from requirements.lock"
 	@echo "make demo      bring the stack up and run the ML pipeline end to end"
 	@echo "make test      the whole test suite (unit, data, model, DAGs, running stack)"
+	@echo "make test-compose   docker-compose.celery.yml built, brought up and driven on a Docker engine"
+	@echo "make env       write .env with generated secrets (for compose users; needs only python3)"
 	@echo "make up|down|status|logs   the native stack"
 	@echo "make bench     benchmark scripts (print JSON)"
 
@@ -36,6 +38,18 @@ lock: $(STAMP)
 
 test: install
 	$(PY) -m pytest
+
+# The production path for real: a Docker engine (an existing one, or the project's own dockerd),
+# stand-in base images when no registry answers, the project image, `up`, the checks, `down -v`.
+# Prints each phase's duration. See tests/compose/conftest.py and docs/production.md.
+# (docker.io and mmdebstrap are installed when needed, inside the timed phases.)
+test-compose: install
+	$(PY) -m pytest tests/compose -o timeout=1800
+
+# A filled .env for `docker compose -f docker-compose.celery.yml up` (no .venv, no native stack):
+# generated secrets, existing values never changed, variables new in .env.example appended.
+env:
+	@$(PY_BOOT) -m stack.envfile
 
 # The native stack (stack/, supervisord). Settings and generated secrets: .env (from .env.example).
 up: install

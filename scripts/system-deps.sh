@@ -3,8 +3,12 @@
 #   postgresql      private metadata / result-backend / MLflow database (native stack, tests)
 #   redis-server    private Celery broker
 #   prometheus      scrapes Flower, MLflow, statsd-exporter; ships promtool for rule tests
-#   docker-compose  only to parse and validate docker-compose.celery.yml (no engine needed)
+#   docker-compose  parses and validates docker-compose.celery.yml; drives the compose test
 #   python3-venv    to create .venv on a stock Debian Python
+# `scripts/system-deps.sh compose` also installs what the compose test needs (`make test-compose`):
+#   docker.io       Debian's Docker engine (dockerd, containerd, runc), started privately by
+#                   scripts/compose/engine.py only when no engine answers already
+#   mmdebstrap      builds the bookworm root file system of the stand-in base images
 set -euo pipefail
 
 missing=()
@@ -14,6 +18,15 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+for group in "$@"; do
+  case "$group" in
+    compose)
+      command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+      command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+      ;;
+    *) echo "system-deps: unknown group '$group' (known: compose)" >&2; exit 2 ;;
+  esac
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -26,7 +39,9 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# Debian's packages would start their own services on 5432/6379/9090 where systemd runs; the
-# project never uses those instances (it starts private ones on its own ports).
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# dpkg may be busy (another install on this machine): wait for its lock instead of failing.
+APT_OPTS=(-o DPkg::Lock::Timeout=600)
+$SUDO apt-get "${APT_OPTS[@]}" update -qq
+# Debian's packages would start their own services on 5432/6379/9090 (and dockerd) where systemd
+# runs; the project never uses those instances (it starts private ones on its own ports/socket).
+$SUDO apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,13 +1,22 @@
-"""The `.env` file: parse it strictly, create it from `.env.example` with fresh secrets."""
+"""The `.env` file: parse it strictly, create it from `.env.example` with fresh secrets.
+
+Standard library only, so that a compose user needs neither the native stack nor .venv:
+
+    python3 -m stack.envfile            # (make env) writes .env, or fills what it lacks
+    python3 -m stack.envfile --env-file other.env
+"""
 
 from __future__ import annotations
 
+import argparse
+import base64
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
-from cryptography.fernet import Fernet
+REPO = Path(__file__).resolve().parents[1]
 
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 # Empty values of these variables are generated; anything else must have a value.
@@ -26,7 +35,8 @@ def is_secret(name: str) -> bool:
 def generate_secret(name: str) -> str:
     """A fresh value for the secret variable `name` (a Fernet key for the Fernet variable)."""
     if name.endswith("_FERNET_KEY"):
-        return Fernet.generate_key().decode()
+        # What cryptography's Fernet.generate_key() returns: 32 random bytes, URL-safe base64.
+        return base64.urlsafe_b64encode(os.urandom(32)).decode()
     # URL-safe alphabet: safe inside database URLs, supervisord config and shell words.
     if name.endswith(("_JWT_SECRET", "_API_SECRET_KEY")):
         # Airflow signs with them using HS512: under 64 bytes, PyJWT warns on every token.
@@ -107,3 +117,33 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: create or complete an env file from the example; print what it did, never a secret."""
+    parser = argparse.ArgumentParser(description="Write .env from .env.example with generated secrets; "
+                                                 "existing values are never changed.")
+    parser.add_argument("--env-file", type=Path, default=REPO / ".env")
+    parser.add_argument("--example", type=Path, default=REPO / ".env.example")
+    args = parser.parse_args(argv)
+    existed = args.env_file.exists()
+    before = parse(args.env_file) if existed else {}
+    try:
+        after = ensure(args.env_file, args.example)
+    except EnvFileError as exc:
+        print(f"envfile: error: {exc}", file=sys.stderr)
+        return 1
+    added = sorted(set(after) - set(before))
+    filled = sorted(k for k in before if not before[k] and after.get(k))
+    if not existed:
+        generated = sorted(k for k, v in after.items() if is_secret(k) and v)
+        print(f"envfile: wrote {args.env_file} ({len(after)} variables, {len(generated)} generated secrets)")
+    elif added or filled:
+        print(f"envfile: {args.env_file}: added {added or 'nothing'}, generated {filled or 'nothing'}")
+    else:
+        print(f"envfile: {args.env_file} is complete; nothing changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

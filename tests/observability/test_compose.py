@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
-    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/bootstrap.py", "chown -R 50000:0")]
+    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/bootstrap.py", "chown 50000:0")]
     assert steps == sorted(steps)
     assert str(init["user"]) == "0:0"
     env = _env(init)
@@ -232,8 +233,9 @@ def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: 
 
 def test_dockerfile_matches_the_lock() -> None:
     dockerfile = (REPO / "airflow" / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    (base,) = re.findall(r"^ARG AIRFLOW_BASE_IMAGE=(\S+)$", dockerfile, re.M)
     assert base == "apache/airflow:3.3.2-python3.11"
+    assert re.findall(r"^FROM\s+(\S+)", dockerfile, re.M) == ["${AIRFLOW_BASE_IMAGE}"]
     version = base.split(":")[1].split("-")[0]
     assert f"apache-airflow=={version}\n" in (REPO / "requirements.lock").read_text()
     assert "-r /tmp/requirements.lock" in dockerfile and "COPY --chown=airflow:0 . /opt/mlops" in dockerfile
@@ -241,7 +243,113 @@ def test_dockerfile_matches_the_lock() -> None:
     assert "pip install --no-cache-dir --no-deps -e /opt/mlops" in dockerfile
     assert (REPO / "dvc.yaml").is_file() and (REPO / "configs").is_dir() and (REPO / "dags").is_dir()
     ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {".env", ".venv", "data", ".stack", ".git"} <= ignored
+    assert {".env", ".venv", "data", ".stack", ".git", "tests"} <= ignored
+
+
+def test_base_image_is_a_build_argument_defaulting_to_the_official_image(rendered: tuple[dict, dict]) -> None:
+    """Compose passes ${AIRFLOW_BASE_IMAGE} with the Dockerfile's own default: one upstream base."""
+    dockerfile_default = re.search(r"^ARG AIRFLOW_BASE_IMAGE=(\S+)$",
+                                   (REPO / "airflow" / "Dockerfile").read_text(), re.M).group(1)
+    for name in AIRFLOW_COMPONENTS | {"mlflow"}:
+        build = rendered[0]["services"][name]["build"]
+        assert build["args"] == {"AIRFLOW_BASE_IMAGE": dockerfile_default}, name
+        assert build["dockerfile"] == "airflow/Dockerfile"
+
+
+UPSTREAM = {
+    "postgres": "postgres:16-bookworm", "redis": "redis:7.2-bookworm",
+    "statsd-exporter": "prom/statsd-exporter:v0.30.0", "prometheus": "prom/prometheus:v2.55.1",
+    "grafana": "grafana/grafana:11.6.0",
+}
+
+
+def test_images_are_variables_defaulting_to_upstream(docker_compose: str, rendered: tuple[dict, dict],
+                                                     tmp_path: Path) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name, service in raw.items():
+        assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[^}]+\}", service["image"]), (name, service["image"])
+    services = rendered[0]["services"]
+    assert {n: services[n]["image"] for n in UPSTREAM} == UPSTREAM
+    env_file = tmp_path / ".env"
+    write_env(env_file)
+    with env_file.open("a") as out:
+        out.write("POSTGRES_IMAGE=local/pg:1\nAIRFLOW_IMAGE=local/af:1\nAIRFLOW_BASE_IMAGE=local/base:1\n")
+    out = compose_config(docker_compose, env_file)
+    assert out.returncode == 0, out.stderr
+    swapped = yaml.safe_load(out.stdout)["services"]
+    assert swapped["postgres"]["image"] == "local/pg:1"
+    assert {swapped[n]["image"] for n in AIRFLOW_COMPONENTS | {"mlflow"}} == {"local/af:1"}
+    assert swapped["airflow-apiserver"]["build"]["args"]["AIRFLOW_BASE_IMAGE"] == "local/base:1"
+
+
+def _published(services: dict) -> dict[str, list[str]]:
+    out = {}
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            out.setdefault(name, []).append(port if isinstance(port, str) else
+                                            f"{port.get('host_ip', '')}:{port['published']}:{port['target']}")
+    return out
+
+
+def test_published_ports_bind_to_localhost_unless_bind_address_says(docker_compose: str, rendered: tuple[dict, dict],
+                                                                    tmp_path: Path) -> None:
+    published = _published(rendered[0]["services"])
+    assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "grafana"}
+    assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports), published
+    env_file = tmp_path / ".env"
+    write_env(env_file)
+    with env_file.open("a") as out:
+        out.write("BIND_ADDRESS=10.1.2.3\n")
+    out = compose_config(docker_compose, env_file)
+    assert out.returncode == 0, out.stderr
+    moved = _published(yaml.safe_load(out.stdout)["services"])
+    assert all(p.startswith("10.1.2.3:") for ports in moved.values() for p in ports), moved
+
+
+def test_test_override_changes_only_what_cannot_run_here(docker_compose: str, tmp_path: Path) -> None:
+    """tests/compose/docker-compose.test.yml: the statsd-exporter test double and no Grafana; no
+    port, environment, command or dependency of the product changes."""
+    override = yaml.safe_load((REPO / "tests" / "compose" / "docker-compose.test.yml").read_text())
+    assert set(override) == {"services"}
+    services = override["services"]
+    assert set(services) == {"statsd-exporter", "grafana"}
+    assert services["grafana"] == {"profiles": ["not-available-on-this-machine"]}
+    assert set(services["statsd-exporter"]) <= {"image", "entrypoint", "volumes", "healthcheck"}
+    assert "statsd_double.py" in " ".join(services["statsd-exporter"]["entrypoint"])
+    env_file = tmp_path / ".env"
+    write_env(env_file)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    out = subprocess.run([docker_compose, "--project-directory", str(REPO), "--env-file", str(env_file),
+                          "-f", str(COMPOSE), "-f", str(REPO / "tests" / "compose" / "docker-compose.test.yml"),
+                          "config"], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    double = yaml.safe_load(out.stdout)["services"]["statsd-exporter"]
+    # The exporter's own flags and mapping mount stay: the double takes the same command line.
+    assert "--statsd.mapping-config=/etc/statsd/mapping.yml" in double["command"]
+
+
+def _compose_clis() -> list[list[str]]:
+    """Every compose implementation on this machine: Debian's docker-compose 1.29 (required) and
+    the `docker compose` v2 plugin when the docker CLI has it."""
+    clis = [["docker-compose"]]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+        clis.append([docker, "compose"])
+    return clis
+
+
+def test_every_installed_compose_cli_accepts_the_file(docker_compose: str, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    write_env(env_file)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    clis = _compose_clis()
+    assert shutil.which(clis[0][0]) == docker_compose
+    for cli in clis:
+        for files in ([COMPOSE], [COMPOSE, REPO / "tests" / "compose" / "docker-compose.test.yml"]):
+            args = [a for f in files for a in ("-f", str(f))]
+            out = subprocess.run([*cli, "--project-directory", str(REPO), "--env-file", str(env_file), *args,
+                                  "config", "--quiet"], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+            assert out.returncode == 0, (cli, files, out.stderr)
 
 
 @pytest.mark.parametrize("service", ["airflow-init", "mlflow"])
