@@ -36,7 +36,7 @@ def fail_fast() -> Iterator[None]:
 
 def claim_new_batches(context: Any) -> list[str]:
     """Paths of the landing batches not yet processed, memoised for this DAG run."""
-    from mlops.ingest import new_batches
+    from mlops.batches import new_batches
 
     ti = context["ti"]
     batches = run_once(ti.dag_id, ti.run_id, "new_batches", lambda: sorted(new_batches()))
@@ -53,8 +53,8 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
     Fails without retries when no batch passed (nothing to train on). Rejected batches are added
     to the watermark at once (they are handled); accepted ones after training.
     """
+    from mlops.batches import mark_processed
     from mlops.errors import BatchValidationError
-    from mlops.ingest import mark_processed
     from mlops.validate import accept_batch, validate_batch
 
     thresholds = threshold_kwargs("validate")
@@ -86,7 +86,7 @@ def train_and_mark(table: dict[str, Any]) -> dict[str, Any]:
     """Train on the accepted weeks (newest held out), then add this run's batches to the
     watermark: from now on they count as processed."""
     configure_mlflow()
-    from mlops.ingest import mark_processed
+    from mlops.batches import mark_processed
     from mlops.train import train_model
 
     with fail_fast():

@@ -58,7 +58,9 @@ def test_schema_resolves_from_any_cwd_and_env_overrides(tmp_path: Path) -> None:
 def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert config.landing_dir() == tmp_path / "d" / "landing"
+    from mlops import batches
+
+    assert batches.landing_dir() == tmp_path / "d" / "landing"
     assert config.processed_table() == tmp_path / "d" / "processed" / "training.parquet"
     assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
