@@ -431,7 +431,9 @@ def _load_schema_cached(path: str, mtime: float) -> Schema:
 
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        # The C loader when built (about 10x faster: every `mlops` command reads the schema).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
     except (OSError, yaml.YAMLError) as exc:
         raise SchemaError(f"{p}: cannot read schema: {exc}") from exc
     if not isinstance(raw, dict):

@@ -34,3 +34,45 @@ def corpus(world: ModuleType, corpus_world, monkeypatch: pytest.MonkeyPatch):
     data, weeks = corpus_world
     world.use_data_dir(data, monkeypatch)
     return data, weeks
+
+
+@pytest.fixture(scope="session")
+def source_weeks():
+    """The whole data set (raw rows) and the week label of every row, read once."""
+    from mlops.config import load_schema
+    from mlops.data import load_source, week_labels
+
+    schema = load_schema()
+    frame = load_source(schema)
+    return frame, week_labels(frame, schema)
+
+
+@pytest.fixture()
+def fresh_data(world: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data folder of its own, set as MLOPS_DATA_DIR, no threshold from the shell."""
+    from mlops.config import THRESHOLDS
+
+    for spec in THRESHOLDS.values():
+        monkeypatch.delenv(spec.env, raising=False)
+    data = tmp_path / "data"
+    world.use_data_dir(data, monkeypatch)
+    return data
+
+
+@pytest.fixture()
+def schema_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Write configs/flights.yaml with some top-level sections replaced and use it
+    (MLOPS_SCHEMA) for one test."""
+    import yaml
+
+    from mlops.config import REPO_ROOT
+
+    def make(**sections) -> Path:
+        raw = yaml.safe_load((REPO_ROOT / "configs" / "flights.yaml").read_text())
+        raw.update(sections)
+        path = tmp_path / "schema.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        monkeypatch.setenv("MLOPS_SCHEMA", str(path))
+        return path
+
+    return make

@@ -107,3 +107,37 @@ def test_tolerances_are_keyword_arguments(data_dir: Path, tmp_path: Path) -> Non
         validate_batch(path, checks=["schema", "quality"], max_unknown_category_share=0.001)
     with pytest.raises(TypeError):
         validate_batch(path, max_unknown_share=0.1)
+
+
+def test_extra_columns_are_reported_when_the_schema_tolerates_them(
+        fresh_data: Path, schema_with, source_weeks, capsys) -> None:
+    """header.extra_columns: warn (another data set's choice): the batch passes, and the CLI
+    output and the report name the extra column; --html adds Evidently's drift report."""
+    from mlops.cli import main
+    from mlops.validate import accept_batch, validate_batch
+
+    schema_with(header={"extra_columns": "warn"})
+    frame, labels = source_weeks
+    landing = fresh_data / "landing"
+    landing.mkdir(parents=True)
+    frame[labels == "2013-W02"].to_csv(landing / "2013-W02.csv", index=False)
+    validate_batch(landing / "2013-W02.csv")
+    accept_batch(landing / "2013-W02.csv")
+    week = frame[labels == "2013-W03"].copy()
+    week["remarks"] = "checked"
+    path = landing / "2013-W03.csv"
+    week.to_csv(path, index=False)
+    capsys.readouterr()
+
+    assert main(["validate", str(path), "--html"]) == 0
+
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["status"] == "passed" and out["extra_columns"] == ["remarks"]
+    assert captured.err.startswith(f"mlops: warning: {path}: schema.extra_columns:")
+    assert "remarks" in captured.err
+    report = json.loads(Path(out["report_json"]).read_text())
+    assert report["checks"]["schema.extra_columns"]["status"] == "warning"
+    assert any("remarks" in w for w in report["warnings"])
+    page = Path(out["report_html"]).read_text()
+    assert "Drifted Columns" in page and "remarks" in page  # Evidently's view + our table
