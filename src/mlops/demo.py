@@ -23,10 +23,10 @@ def _say(msg: str) -> None:
 
 
 def _round(until: str, from_week: str | None) -> dict[str, Any]:
+    from mlops.batches import mark_processed, new_batches
     from mlops.data import replay
     from mlops.drift import detect_drift
     from mlops.evaluate import evaluate_model
-    from mlops.batches import mark_processed, new_batches
     from mlops.preprocess import run_preprocess
     from mlops.registry import deploy
     from mlops.train import train_model

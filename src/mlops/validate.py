@@ -112,11 +112,14 @@ def validate_batch(path: str | Path, checks: list[str] | None = None, html: bool
             targets.append(batches.quarantine_report(moved))
         elif accepted_exists:
             targets.append(batches.rejection_report(week))
-        if not accepted_exists:
-            targets.append(batches.week_report(week))  # the accepted week keeps its report
+        # The accepted week keeps its report; a name that is no week gets none.
+        if not accepted_exists and "temporal.batch_name" not in found.checks:
+            targets.append(batches.week_report(week))
     else:
         if batches.in_quarantine(path):
             targets.append(batches.quarantine_report(path))
+        targets.append(batches.week_report(week))
+    if not targets:
         targets.append(batches.week_report(week))
     run["report_json"], run["report_html"] = (str(p) for p in targets[0])
     run["seconds"] = round(time.perf_counter() - t0, 3)

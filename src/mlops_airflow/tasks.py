@@ -66,7 +66,7 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
         except BatchValidationError as err:
             log.error("Batch rejected: %s", err)
             rejected.append(
-                {"batch": err.path, "check": err.check, "columns": err.columns,
+                {"batch": err.path, "check": err.check, "columns": err.columns, "line": err.line,
                  "quarantined_to": err.quarantined_to, "error": str(err)}
             )
             continue

@@ -60,6 +60,8 @@ def error_of(checks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 def merge(previous: dict[str, Any] | None, run: dict[str, Any], groups: set[str]) -> dict[str, Any]:
     """The report after ``run`` (which ran ``groups``), given the report before it."""
     history = list((previous or {}).get("history") or [])
+    if previous and "history" not in previous:  # a report written before histories were kept
+        history.append(run_summary(previous))
     history.append(run_summary(run))
     kept: dict[str, dict[str, Any]] = {}
     if previous and run.get("sha256") and previous.get("sha256") == run["sha256"]:
