@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops import batches, config
 from mlops.config import Schema
-from mlops.util import week_of
-from mlops.validation.calendar import days_in_range, week_bounds
+from mlops.validation.calendar import week_bounds
 from mlops.validation.findings import Findings, Stop
 from mlops.validation.sniff import ParsedBatch
 
@@ -507,7 +506,3 @@ def summary_snapshot(cur: "pd.DataFrame", schema: Schema, cols: list[str]) -> An
         warnings.simplefilter("ignore", RuntimeWarning)
         return Report([DataSummaryPreset(columns=cols)]).run(
             Dataset.from_pandas(data, data_definition=definition), None)
-
-
-def accepted_weeks() -> list[str]:
-    return [week_of(p) for p in batches.accepted_batches()]
