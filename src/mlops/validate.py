@@ -128,7 +128,7 @@ def validate_batch(path: str | Path, checks: list[str] | None = None, html: bool
     with file_lock(f"report-{week}"):
         for js, page in dict.fromkeys(targets):
             merged = report.merge(report.read(js), run, groups)
-            report.write(js, page, merged, snapshot)
+            report.write(js, page, merged, snapshot, groups)
             run.setdefault("report_status", merged["status"])
     if found.failed:
         metrics.incr("validation.failed_batches")

@@ -127,9 +127,11 @@ def _sidecar(page: Path, sha: str | None) -> Path:
     return page.with_name(f".{page.stem}.evidently-{(sha or 'none')[:16]}.html")
 
 
-def write(json_path: Path, html_path: Path, report: dict[str, Any], snapshot: Any) -> None:
+def write(json_path: Path, html_path: Path, report: dict[str, Any], snapshot: Any,
+          groups: set[str]) -> None:
     """Write the report and its page. The Evidently part is kept in a hidden sidecar named by
-    content hash, so that groups validated separately end up on one page."""
+    content hash, so that groups validated separately (``groups``: those of this run) end up on
+    one page; a distribution check run without Evidently drops the older Evidently part."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, report)
     sidecar = _sidecar(html_path, report.get("sha256"))
@@ -137,6 +139,8 @@ def write(json_path: Path, html_path: Path, report: dict[str, Any], snapshot: An
         tmp = html_path.with_name(f".{html_path.name}.tmp")
         snapshot.save_html(str(tmp))
         os.replace(tmp, sidecar)
+    elif "distribution" in groups:
+        sidecar.unlink(missing_ok=True)
     for old in html_path.parent.glob(f".{html_path.stem}.evidently-*.html"):
         if old != sidecar:
             old.unlink(missing_ok=True)
