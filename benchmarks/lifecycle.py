@@ -74,7 +74,7 @@ def arrive(week: str) -> bool:
     """Replay, validate and accept one batch; False when it was rejected (quarantined)."""
     from mlops.data import replay
     from mlops.errors import BatchValidationError
-    from mlops.ingest import mark_processed
+    from mlops.batches import mark_processed
     from mlops.validate import accept_batch, validate_batch
 
     replay(from_week=week, until_week=week)

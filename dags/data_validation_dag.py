@@ -9,11 +9,16 @@ the weeks listed in the run conf `{"weeks": ["2013-W07"]}` for a manual re-check
 `@daily` as a `CronTriggerTimetable` with a one-day interval, so each run covers the day before it.
 No batch in the interval: every task is skipped and the run succeeds.
 
-* **validate_schema**: readable CSV, required columns and dtypes of `configs/flights.yaml`.
+* **validate_schema**: readable CSV (format, NUL bytes, encoding, structure), the header (no
+  duplicate names, no undeclared column), required columns and dtypes of `configs/flights.yaml`,
+  and the temporal integrity (every row in the ISO week the file name states and in the data
+  set's dates, real calendar dates that agree with the time column).
 * **check_data_quality**: null shares, value ranges, unknown categories.
-* **check_distributions**: Evidently drift of the batch against the recently accepted batches
-  (a massive shift means a broken feed).
-* **detect_anomalies**: duplicate rows and extreme outliers.
+* **check_distributions**: row count and delayed rate against the recently accepted batches,
+  then Evidently drift against them (a massive shift means a broken feed); writes Evidently's
+  report into `validation.html`.
+* **detect_anomalies**: duplicate rows, the row key (each flight once, also across accepted
+  batches) and extreme outliers.
 
 Every limit is a keyword argument of `mlops.validate.validate_batch`, overridable by the Airflow
 Variable `mlops_<limit>` (e.g. `mlops_max_null_share`, `mlops_max_drift_share`).

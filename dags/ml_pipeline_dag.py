@@ -10,7 +10,7 @@ run ids, model versions, metrics).
   weekly schedule already is the poll, batches arrive as whole files, and a sensor would hold a
   run open (and a triggerer slot) for a week. No new batch returns an empty list, so every
   downstream task is **skipped** and the run ends successfully. New batches come from the
-  watermark in `$MLOPS_DATA_DIR/state/` (`mlops.ingest.new_batches`); the first attempt's answer is
+  watermark in `$MLOPS_DATA_DIR/state/` (`mlops.batches.new_batches`); the first attempt's answer is
   memoised per run so a cleared task sees the same batches.
 * **validate_data** validates each new batch (quality limits from Variables `mlops_<limit>`);
   failing batches go to quarantine and are reported, passing ones are copied to `accepted/`. The

@@ -26,13 +26,13 @@ def _replay(a: argparse.Namespace) -> Any:
 
 
 def _new(a: argparse.Namespace) -> Any:
-    from mlops.ingest import new_batches
+    from mlops.batches import new_batches
 
     return {"batches": new_batches()}
 
 
 def _mark(a: argparse.Namespace) -> Any:
-    from mlops.ingest import mark_processed
+    from mlops.batches import mark_processed
 
     return mark_processed(a.weeks)
 
@@ -58,7 +58,10 @@ def _validate(a: argparse.Namespace) -> Any:
     from mlops.validate import accept_batch, validate_batch
 
     checks = [c.strip() for c in a.checks.split(",")] if a.checks else None
-    result = validate_batch(a.path, checks=checks, **_thresholds(a, "validate"))
+    result = validate_batch(a.path, checks=checks, html=True if a.html else None,
+                            **_thresholds(a, "validate"))
+    for warning in result.get("warnings") or []:
+        print(f"mlops: warning: {result['path']}: {warning}", file=sys.stderr)
     if a.accept:
         result["accepted_to"] = accept_batch(a.path)
     return result
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", help="batch CSV path or ISO week in landing/")
     sp.add_argument("--checks", help="comma list of schema,quality,distribution,anomalies")
     sp.add_argument("--accept", action="store_true", help="copy into accepted/ when it passes")
+    sp.add_argument("--html", action="store_true",
+                    help="write Evidently's drift report into validation.html (by default only "
+                         "when the distribution check fails)")
     _add_thresholds(sp, "validate")
     sp = add("accept", _accept, "copy a validated batch into accepted/")
     sp.add_argument("path")
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except BatchValidationError as exc:
         _print({"status": "failed", "file": exc.path, "check": exc.check,
-                "columns": exc.columns, "detail": exc.detail,
+                "columns": exc.columns, "line": exc.line, "detail": exc.detail,
                 "quarantined_to": exc.quarantined_to, "report": exc.report})
         print(f"mlops: error: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,19 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     # Weekly batches drift a little by season: only a massive shift is treated as a broken feed.
     Threshold("max_drift_share", 0.8, "validate",
               "share of drifted columns (batch vs recently accepted batches) that rejects a batch"),
+    # Compared with the batches the distribution check uses as its reference (the accepted
+    # weeks just before this one). Genuine 2013 weeks stay within a factor 2.6 of the odds and
+    # 0.93-1.07 of the daily volume; a feed restricted to one airport (a third of the flights)
+    # is a drifted but genuine batch, hence the wide volume floor.
+    Threshold("max_target_odds_ratio", 4.0, "validate",
+              "largest factor by which the batch's odds of a positive label may differ from "
+              "those of the recently accepted batches, either way"),
+    Threshold("min_row_count_ratio", 0.25, "validate",
+              "smallest ratio of the batch's rows per day (of its period, within the data set's "
+              "date range) to that of the recently accepted batches"),
+    Threshold("max_row_count_ratio", 2.0, "validate",
+              "largest ratio of the batch's rows per day to that of the recently accepted "
+              "batches"),
     # The drift defaults are chosen with benchmarks/lifecycle.py (see the README): retraining
     # fires on some weeks of 2013, not on most, and never on a resample of the reference.
     Threshold("drift_share", 0.3, "drift",
@@ -134,7 +148,13 @@ def decision_threshold() -> float:
     return _env_number("MLOPS_DECISION_THRESHOLD", 0.5)
 
 
+#: The check groups of ``mlops validate --checks`` (one data_validation_dag task each). The file,
+#: header, schema and temporal checks always run: every other check needs them.
 VALIDATION_CHECKS = ("schema", "quality", "distribution", "anomalies")
+
+#: Accepted batches (the newest before the validated one) that make up the validation reference
+#: and the history of the label and volume checks.
+REFERENCE_WEEKS = 4
 
 # Model hyper-parameters (logged to MLflow; part of the training fingerprint).
 # Chosen on 2013-W01..W26 -> W27 (benchmarks/ml_core.py): ROC AUC 0.755; no early stopping, so
@@ -254,24 +274,10 @@ def sub_dir(name: str, create: bool = True) -> Path:
     return path
 
 
-def landing_dir() -> Path:
-    return sub_dir("landing")
-
-
-def accepted_dir() -> Path:
-    return sub_dir("accepted")
-
-
-def quarantine_dir() -> Path:
-    return sub_dir("quarantine")
-
-
+# The batch folders (landing, accepted, quarantine) and the batch state are owned by
+# mlops.batches; reports and the training table are shared by several steps.
 def reports_dir() -> Path:
     return sub_dir("reports")
-
-
-def state_dir() -> Path:
-    return sub_dir("state")
 
 
 def processed_table() -> Path:
@@ -380,6 +386,19 @@ class Schema:
     drift_exclude: tuple[str, ...]
     duplicate_subset: tuple[str, ...] | None
     source: dict[str, Any] = field(default_factory=dict)
+    #: First and last local date of the data set (either may be None: open).
+    date_range: tuple[date | None, date | None] = (None, None)
+    #: Calendar columns, by the part of the local time they must equal (year, month, day, hour).
+    time_parts: dict[str, str] = field(default_factory=dict)
+    #: Columns identifying one row: unique within a batch and across accepted batches.
+    row_key: tuple[str, ...] = ()
+    #: What a column the schema does not declare does to a batch: "reject" or "warn".
+    extra_columns: str = "reject"
+
+    @property
+    def calendar_columns(self) -> tuple[str, ...]:
+        """Columns that state a position in time: never outlier-checked against a reference."""
+        return tuple(self.time_parts.values())
 
     @property
     def features(self) -> list[str]:
@@ -398,6 +417,21 @@ class Schema:
 
 _DTYPES = {"int", "float", "string", "datetime"}
 _DERIVED_PARTS = {"dayofweek", "dayofyear", "hour", "month", "weekofyear"}
+_TIME_PARTS = ("year", "month", "day", "hour")
+_EXTRA_POLICIES = ("reject", "warn")
+
+
+def _parse_date(path: Path, value: Any) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise SchemaError(f"{path}: time range: {value!r} is not an ISO date like 2013-01-01") from None
 
 
 def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
@@ -442,6 +476,10 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         duplicate_subset=(tuple((raw.get("duplicates") or {}).get("subset"))
                           if (raw.get("duplicates") or {}).get("subset") else None),
         source=dict(raw.get("source") or {}),
+        date_range=_time_range(path, time.get("range")),
+        time_parts={str(k): str(v) for k, v in (time.get("parts") or {}).items()},
+        row_key=tuple(str(c) for c in raw.get("row_key") or ()),
+        extra_columns=str((raw.get("header") or {}).get("extra_columns", "reject")),
     )
     bad = [c for c in schema.features if c in schema.leaking or c == schema.target_column]
     if bad:
@@ -454,11 +492,36 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         if spec.get("from") not in columns or spec.get("part") not in _DERIVED_PARTS:
             raise SchemaError(f"{path}: derived feature {name}: needs 'from' (a column) and "
                               f"'part' in {sorted(_DERIVED_PARTS)}")
+    bad_parts = sorted(set(schema.time_parts) - set(_TIME_PARTS))
+    if bad_parts:
+        raise SchemaError(f"{path}: time parts {bad_parts} unknown; known: {list(_TIME_PARTS)}")
+    not_int = [c for c in schema.time_parts.values() if columns.get(c) is None
+               or columns[c].dtype != "int"]
+    if not_int:
+        raise SchemaError(f"{path}: time parts must be declared int columns: {not_int}")
+    if columns[schema.time_column].dtype != "datetime":
+        raise SchemaError(f"{path}: time column {schema.time_column} must have dtype datetime")
+    undeclared = [c for c in schema.row_key if c not in columns]
+    if undeclared:
+        raise SchemaError(f"{path}: row_key columns not declared under columns: {undeclared}")
+    if schema.extra_columns not in _EXTRA_POLICIES:
+        raise SchemaError(f"{path}: header extra_columns must be one of {list(_EXTRA_POLICIES)}")
     if schema.target_operator not in (">", ">=", "<", "<=", "=="):
         raise SchemaError(f"{path}: target operator {schema.target_operator!r} unsupported")
     if schema.target_missing not in ("drop", "negative", "positive"):
         raise SchemaError(f"{path}: target missing must be drop, negative or positive")
     return schema
+
+
+def _time_range(path: Path, raw: Any) -> tuple[date | None, date | None]:
+    if raw is None:
+        return (None, None)
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        raise SchemaError(f"{path}: time range must be [first, last] local dates")
+    first, last = _parse_date(path, raw[0]), _parse_date(path, raw[1])
+    if first and last and first > last:
+        raise SchemaError(f"{path}: time range starts after it ends: {first} > {last}")
+    return (first, last)
 
 
 @lru_cache(maxsize=8)
@@ -467,7 +530,9 @@ def _load_schema_cached(path: str, mtime: float) -> Schema:
 
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        # The C loader when built (about 10x faster: every `mlops` command reads the schema).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
     except (OSError, yaml.YAMLError) as exc:
         raise SchemaError(f"{p}: cannot read schema: {exc}") from exc
     if not isinstance(raw, dict):

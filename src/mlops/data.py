@@ -18,10 +18,9 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import config
 from mlops.config import Schema, load_schema
 from mlops.errors import SchemaError
-from mlops.util import WEEK_RE, atomic_write_bytes, to_jsonable
+from mlops.util import WEEK_RE, atomic_write_bytes, to_jsonable, week_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,12 +95,13 @@ def replay(until_week: str | None = None, landing_dir: str | None = None,
     for w in (until_week, from_week):
         if w is not None and not WEEK_RE.match(w):
             raise ValueError(f"week {w!r} is not an ISO week like 2013-W07")
-    target = Path(landing_dir).resolve() if landing_dir else config.landing_dir()
+    from mlops import batches
+
+    target = Path(landing_dir).resolve() if landing_dir else batches.landing_dir()
     target.mkdir(parents=True, exist_ok=True)
     df, weeks = _source_with_weeks(schema)
     written, skipped = [], []
-    existing = {p.name.split(".")[0] for d in (target, config.accepted_dir(),
-                                               config.quarantine_dir()) for p in d.glob("*.csv")}
+    existing = batches.known_weeks() | {week_of(p) for p in target.glob("*.csv")}
     for week in sorted(weeks.unique()):
         if (until_week and week > until_week) or (from_week and week < from_week):
             continue

@@ -23,9 +23,9 @@ def _say(msg: str) -> None:
 
 
 def _round(until: str, from_week: str | None) -> dict[str, Any]:
+    from mlops.batches import mark_processed, new_batches
     from mlops.data import replay
     from mlops.drift import detect_drift
-    from mlops.ingest import mark_processed, new_batches
     from mlops.preprocess import run_preprocess
     from mlops.promotion import deploy, evaluate_candidate
     from mlops.train import train_model

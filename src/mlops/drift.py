@@ -88,14 +88,16 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
 def batch_of(week: str | None) -> tuple[str, Path]:
     """``(week id, batch path)``: the newest accepted batch, or the batch of ``week``
     (accepted first, else landing)."""
-    accepted = sorted(config.accepted_dir().glob("*.csv"))
+    from mlops import batches
+
+    accepted = batches.accepted_batches()
     if week is None:
         if not accepted:
-            raise DriftError(f"no accepted batch in {config.accepted_dir()} to check for drift")
+            raise DriftError(f"no accepted batch in {batches.accepted_dir()} to check for drift")
         return accepted[-1].name.split(".")[0], accepted[-1]
-    for cand in (config.accepted_dir() / f"{week}.csv", config.landing_dir() / f"{week}.csv"):
-        if cand.exists():
-            return week, cand
+    found = batches.find(week)
+    if found is not None:
+        return week, found
     raise DriftError(f"batch {week} not found in accepted/ or landing/ under {config.data_dir()}")
 
 

@@ -20,16 +20,18 @@ class BatchValidationError(MlopsError):
 
     def __init__(self, path: str, check: str, columns: list[str] | None = None,
                  detail: str = "", quarantined_to: str | None = None,
-                 report: str | None = None) -> None:
+                 report: str | None = None, line: int | None = None) -> None:
         self.path = str(path)
         self.check = check
         self.columns = list(columns or [])
         self.detail = detail
         self.quarantined_to = quarantined_to
         self.report = report
+        self.line = line
+        at = f" at line {line}" if line is not None else ""
         cols = f" columns={','.join(self.columns)}" if self.columns else ""
         where = f"; quarantined to {quarantined_to}" if quarantined_to else ""
-        super().__init__(f"{self.path}: check '{check}' failed{cols}: {detail}{where}")
+        super().__init__(f"{self.path}: check '{check}' failed{at}{cols}: {detail}{where}")
 
 
 class BatchNotValidatedError(MlopsError):

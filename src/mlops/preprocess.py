@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops import config
+from mlops import batches, config
 from mlops.config import load_schema
 from mlops.errors import PreprocessError
 from mlops.util import atomic_write_bytes, file_lock, to_jsonable, week_of
@@ -27,7 +27,7 @@ def build_training_table(accepted: str | Path | None = None, out: str | Path | N
     from mlops.data import build_table, read_batch
 
     schema = load_schema(schema_file) if schema_file else load_schema()
-    src = Path(accepted) if accepted else config.accepted_dir()
+    src = Path(accepted) if accepted else batches.accepted_dir()
     dest = Path(out) if out else config.processed_table()
     files = sorted(src.glob("*.csv"))
     if not files:
@@ -63,8 +63,8 @@ def run_preprocess() -> dict[str, Any]:
     import pandas as pd
 
     root = config.data_dir()
-    accepted = config.accepted_dir()
-    if not any(accepted.glob("*.csv")):
+    accepted = batches.accepted_dir()
+    if not batches.accepted_batches():
         raise PreprocessError(f"{accepted}: no accepted batch; validate and accept batches first")
     with file_lock("preprocess"):
         if not (root / ".dvc").is_dir():

@@ -38,7 +38,7 @@ def fail_fast() -> Iterator[None]:
 
 def claim_new_batches(context: Any) -> list[str]:
     """Paths of the landing batches not yet processed, memoised for this DAG run."""
-    from mlops.ingest import new_batches
+    from mlops.batches import new_batches
 
     ti = context["ti"]
     batches = run_once(ti.dag_id, ti.run_id, "new_batches", lambda: sorted(new_batches()))
@@ -55,8 +55,8 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
     Fails without retries when no batch passed (nothing to train on). Rejected batches are added
     to the watermark at once (they are handled); accepted ones after training.
     """
+    from mlops.batches import mark_processed
     from mlops.errors import BatchValidationError
-    from mlops.ingest import mark_processed
     from mlops.validate import accept_batch, validate_batch
 
     thresholds = threshold_kwargs("validate")
@@ -68,7 +68,7 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
         except BatchValidationError as err:
             log.error("Batch rejected: %s", err)
             rejected.append(
-                {"batch": err.path, "check": err.check, "columns": err.columns,
+                {"batch": err.path, "check": err.check, "columns": err.columns, "line": err.line,
                  "quarantined_to": err.quarantined_to, "error": str(err)}
             )
             continue
@@ -89,7 +89,7 @@ def train_and_mark(table: dict[str, Any]) -> dict[str, Any]:
     batches to the watermark: from now on they count as processed. The model is logged, not yet
     registered: registering is the job of ``evaluate`` (pool ``model_registry``)."""
     configure_mlflow()
-    from mlops.ingest import mark_processed
+    from mlops.batches import mark_processed
     from mlops.train import train_model
 
     with fail_fast():

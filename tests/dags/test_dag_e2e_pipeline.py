@@ -47,7 +47,7 @@ def first_run(pipeline):
 
 
 def test_first_run_registers_a_model_and_sets_champion(pipeline: Path, first_run) -> None:
-    from mlops.ingest import processed_weeks
+    from mlops.batches import processed_weeks
     from mlops.registry import get_champion
 
     assert first_run.state == "success"
@@ -111,7 +111,7 @@ def drift_run(pipeline: Path, first_run):
 
 def test_drifted_batch_triggers_retraining_with_drift_in_conf(drift_run) -> None:
 
-    from mlops.ingest import processed_weeks
+    from mlops.batches import processed_weeks
 
     dag_run = drift_run
     states = task_states(dag_run)
@@ -135,7 +135,7 @@ def test_cleared_tasks_rerun_to_the_same_end_state(drift_run) -> None:
     """Clearing and rerunning tasks that act on shared state changes nothing: the same batches,
     no second model version, no second retraining run, no alias move, the same watermark."""
     from mlops import tracking
-    from mlops.ingest import processed_weeks
+    from mlops.batches import processed_weeks
     from mlops.registry import get_champion
 
     client = tracking.setup()

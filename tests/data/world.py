@@ -61,7 +61,7 @@ def build(root: Path, weeks: tuple[str, ...] = WEEKS, landing_only: tuple[str, .
           champion_rows: int | None = CHAMPION_ROWS) -> Path:
     """Replay, accept ``weeks`` (fast checks only), preprocess, train and deploy a champion."""
     from mlops.data import replay
-    from mlops.ingest import mark_processed
+    from mlops.batches import mark_processed
     from mlops.preprocess import run_preprocess
     from mlops.validate import accept_batch, validate_batch
 
@@ -108,3 +108,34 @@ def copy_batch(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
     return dest
+
+
+CORPUS_ACCEPTED = tuple(f"2013-W{n:02d}" for n in range(1, 9))
+CORPUS_GENUINE = {"W05": "2013-W05", "W08": "2013-W08", "W09": "2013-W09", "W10": "2013-W10"}
+
+
+def corpus(root: Path) -> tuple[Path, dict]:
+    """The corpus world: 2013-W01..W08 validated (every check) and accepted, the training table
+    built, landing empty; returns the data folder and the genuine weeks of corpus.py as text."""
+    import pandas as pd
+
+    from mlops.batches import mark_processed
+    from mlops.data import replay
+    from mlops.preprocess import run_preprocess
+    from mlops.validate import accept_batch, validate_batch
+
+    data = root / "data"
+    use_data_dir(data)
+    replay(until_week="2013-W10", from_week="2013-W01")
+    for week in CORPUS_ACCEPTED:
+        validate_batch(week)
+        accept_batch(week)
+        mark_processed([week])
+    run_preprocess()
+    weeks = {k: pd.read_csv(data / "accepted" / f"{w}.csv", dtype=str)
+             if (data / "accepted" / f"{w}.csv").exists()
+             else pd.read_csv(data / "landing" / f"{w}.csv", dtype=str)
+             for k, w in CORPUS_GENUINE.items()}
+    for path in (data / "landing").glob("*.csv"):
+        path.unlink()
+    return data, weeks

@@ -62,7 +62,7 @@ def test_replay_writes_the_requested_weeks_once(tmp_path: Path, monkeypatch) -> 
 
 
 def test_watermark(tmp_path: Path, monkeypatch) -> None:
-    from mlops.ingest import mark_processed, new_batches
+    from mlops.batches import mark_processed, new_batches
 
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
     landing = tmp_path / "landing"

@@ -58,7 +58,9 @@ def test_schema_resolves_from_any_cwd_and_env_overrides(tmp_path: Path) -> None:
 def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert config.landing_dir() == tmp_path / "d" / "landing"
+    from mlops import batches
+
+    assert batches.landing_dir() == tmp_path / "d" / "landing"
     assert config.processed_table() == tmp_path / "d" / "processed" / "training.parquet"
     assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
@@ -97,3 +99,10 @@ def test_one_name_per_threshold_in_every_interface(monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "lots")
     with pytest.raises(ValueError, match="MLOPS_DRIFT_SHARE='lots' is not a number"):
         config.threshold("drift_share")
+
+
+def test_env_example_lists_every_threshold_with_its_default() -> None:
+    """.env.example documents each MLOPS_<NAME> override with the default it overrides."""
+    text = (REPO / ".env.example").read_text()
+    for t in config.THRESHOLDS.values():
+        assert f"# {t.env}={t.default:g}\n" in text, t.env

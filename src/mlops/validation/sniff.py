@@ -1,0 +1,247 @@
+"""Reading a batch file: readable bytes, a CSV (not another format, no NUL byte, UTF-8), a header
+without duplicate names, rows with the header's field count, then the pandas frame.
+
+Every failure names the line (and the column where one can be told) so that a user can open the
+file at the right place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlops.config import Schema
+from mlops.validation.findings import Findings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_MAGIC = [(b"PAR1", "Parquet"), (b"PK\x03\x04", "ZIP/XLSX"), (b"\x1f\x8b", "gzip"),
+          (b"\x89PNG", "PNG"), (b"%PDF", "PDF"), (b"SQLite format", "SQLite"),
+          (b"\xd0\xcf\x11\xe0", "XLS/OLE"), (b"ARROW1", "Arrow/Feather"), (b"BZh", "bzip2"),
+          (b"\xfd7zXZ", "xz")]
+#: Longest field accepted, in characters (the csv module's default limit; no value of a tabular
+#: batch comes near it).
+MAX_FIELD = 131072
+_BOM = "\ufeff"
+
+
+@dataclass
+class ParsedBatch:
+    """A batch that parsed: its frame, header and where each data row starts in the file."""
+
+    frame: "pd.DataFrame"
+    header: list[str]
+    lines: list[int]
+
+    def line_of(self, position: int) -> int:
+        """The 1-based line of the file where the data row at ``position`` (0-based) starts."""
+        return self.lines[position]
+
+
+def read_bytes(found: Findings, path: Path) -> bytes:
+    """The file's bytes; a missing path, a folder or an unreadable file stops the run."""
+    if not path.exists():
+        raise found.stop("readable", f"no such file: {path}")
+    if not path.is_file():
+        raise found.stop("readable", f"not a regular file: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise found.stop("readable", f"cannot read: {exc.strerror or exc}") from exc
+    found.ok("readable", bytes=len(data))
+    return data
+
+
+def _field_index(prefix: str) -> int:
+    """0-based index of the CSV field in which a line's text ``prefix`` ends."""
+    index, quoted = 0, False
+    for ch in prefix:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            index += 1
+    return index
+
+
+def _column(header: list[str], index: int) -> str:
+    return header[index] if index < len(header) else f"(field {index + 1}, beyond the header)"
+
+
+def _locate(data: bytes, offset: int, header: list[str]) -> tuple[int, str]:
+    """Line (1-based) and column of a byte offset."""
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    prefix = data[start:offset].decode("utf-8", errors="replace")
+    return line, _column(header, _field_index(prefix))
+
+
+def _first_line_header(data: bytes) -> list[str]:
+    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip(_BOM)
+    try:
+        return next(csv.reader([first.rstrip("\r")]))
+    except (csv.Error, StopIteration):
+        return []
+
+
+@contextlib.contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    old = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _unclosed_quote(line: str) -> int | None:
+    """Index of the field in which a quote opens and the line ends, if any."""
+    index, quoted, opened = 0, False, None
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+            opened = index if quoted else None
+        elif ch == "," and not quoted:
+            index += 1
+    return opened if quoted else None
+
+
+def _oversized_field(text: str, line: int, header: list[str]) -> str | None:
+    """The column of the over-long field that starts on ``line``: one longer than MAX_FIELD on
+    that line, or one whose opening quote is never closed there."""
+    rows = text.split("\n", line)
+    if len(rows) < line:
+        return None
+    row = rows[line - 1].rstrip("\r")
+    with _field_limit(sys.maxsize):
+        try:
+            fields = next(csv.reader([row]))
+        except (csv.Error, StopIteration):
+            fields = []
+    for i, value in enumerate(fields):
+        if len(value) > MAX_FIELD:
+            return _column(header, i)
+    opened = _unclosed_quote(row)
+    return None if opened is None else _column(header, opened)
+
+
+def _sniff_bytes(found: Findings, data: bytes) -> str:
+    """The text of a file that looks like CSV; stops on anything else."""
+    if not data.strip():
+        raise found.stop("empty_file", "the file is empty (0 bytes or only whitespace)")
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            raise found.stop("format", f"not a CSV file: looks like {kind}")
+    header = _first_line_header(data)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line, column = _locate(data, nul, header)
+        total = data.count(b"\x00")
+        raise found.stop("format.nul_byte", f"binary content: {total} NUL byte(s), the first at "
+                         f"line {line} in column {column}", [column] if header else [], line)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _locate(data, exc.start, header)
+        raise found.stop("format", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} "
+                         f"in column {column}", [column] if header else [], line) from exc
+    text = text.removeprefix(_BOM)
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        raise found.stop("format", "not a CSV file: looks like JSON")
+    if head == "<":
+        raise found.stop("format", "not a CSV file: looks like XML/HTML")
+    return text
+
+
+def _check_structure(found: Findings, text: str) -> tuple[list[str], list[int]]:
+    """Header and row starts of well-formed CSV text; stops on the first structural problem."""
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] = []
+    starts: list[int] = []
+    short: list[tuple[int, int]] = []  # (line, field count) of rows with too few fields
+    long: list[tuple[int, int]] = []
+    repeated: list[int] = []
+    consumed = 0
+    try:
+        with _field_limit(MAX_FIELD):
+            header = next(reader)
+            consumed = reader.line_num
+            n = len(header)
+            for row in reader:
+                start, consumed = consumed + 1, reader.line_num
+                if not row:
+                    continue
+                starts.append(start)
+                if len(row) < n:
+                    short.append((start, len(row)))
+                elif len(row) > n:
+                    long.append((start, len(row)))
+                elif row == header:
+                    repeated.append(start)
+    except csv.Error as exc:
+        line = consumed + 1
+        if "field larger than field limit" in str(exc):
+            column = _oversized_field(text, line, header)
+            raise found.stop("corrupt", f"a field longer than {MAX_FIELD} characters at line {line}"
+                             + (f" in column {column}" if column else "")
+                             + " (a value too long, or a quote that is never closed)",
+                             [column] if column else [], line) from exc
+        raise found.stop("corrupt", f"unparseable CSV at line {line}: {exc}", [], line) from exc
+    except StopIteration:
+        raise found.stop("empty_file", "the file has no header line") from None
+    n = len(header)
+    if n < 2:
+        raise found.stop("format", f"not a CSV file with the schema's columns: the header has {n} "
+                         "field(s) (is the delimiter a comma?)", [], 1)
+    if not starts:
+        raise found.stop("header_only", "the file has a header but no data rows")
+    counted = {name: header.count(name) for name in header}
+    dups = [name for name, k in counted.items() if k > 1]
+    if dups:
+        where = "; ".join(f"{name!r} at positions "
+                          + ", ".join(str(i + 1) for i, h in enumerate(header) if h == name)
+                          for name in dups)
+        raise found.stop("header.duplicate_columns", f"duplicate column name(s) in the header: "
+                         f"{where}", dups, 1)
+    if short and short[-1][0] == starts[-1] and not text.endswith(("\n", "\r")):
+        line, fields = short[-1]
+        raise found.stop("truncated", f"truncated file: the last row (line {line}) has {fields} of "
+                         f"{n} fields and no line end", header[fields:], line,
+                         lines=[s[0] for s in short[:20]])
+    if short or long:
+        bad = sorted(short + long)
+        line, fields = bad[0]
+        missing = header[fields:] if fields < n else []
+        raise found.stop("corrupt", f"corrupt rows: {len(bad)} row(s) with a field count other than "
+                         f"{n}, the first at line {line} ({fields} fields)", missing, line,
+                         lines=[b[0] for b in bad[:20]])
+    if repeated:
+        raise found.stop("corrupt", f"the header is repeated at line {repeated[0]} ({len(repeated)} "
+                         "time(s)): files concatenated with their headers?", [], repeated[0],
+                         lines=repeated[:20])
+    return header, starts
+
+
+def parse(found: Findings, data: bytes, schema: Schema) -> ParsedBatch:
+    """Check that the bytes are a well-formed CSV batch and parse them with pandas."""
+    import pandas as pd
+
+    from mlops.data import read_batch
+
+    text = _sniff_bytes(found, data)
+    header, starts = _check_structure(found, text)
+    try:
+        frame = read_batch(io.StringIO(text), schema)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise found.stop("corrupt", f"pandas cannot parse the CSV: {exc}") from exc
+    if len(frame) != len(starts):
+        raise found.stop("corrupt", f"pandas read {len(frame)} rows where the CSV has "
+                         f"{len(starts)}: blank or malformed lines?")
+    found.ok("format", rows=len(frame), column_count=len(header))
+    return ParsedBatch(frame=frame, header=header, lines=starts)
