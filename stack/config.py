@@ -89,8 +89,18 @@ class StackConfig:
 
     @property
     def supervisord_conf(self) -> Path:
-        """The rendered supervisord config (holds secrets: mode 600)."""
+        """The rendered supervisord config (mode 600)."""
         return self.home / "supervisord.conf"
+
+    @property
+    def env_dir(self) -> Path:
+        """One rendered environment file per program (stack/launch.py reads it)."""
+        return self.run_dir / "env"
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker (this stack's Redis)."""
+        return f"redis://127.0.0.1:{self.ports['REDIS_PORT']}/0"
 
     def db_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
         """SQLAlchemy URL of `database` on the private Postgres."""
@@ -147,7 +157,7 @@ class StackConfig:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(self.dag_bundles()),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url(self.env["POSTGRES_DB"]),
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.db_url(self.env["POSTGRES_DB"]),
                 "AIRFLOW__CORE__FERNET_KEY": self.env["AIRFLOW_FERNET_KEY"],
                 "AIRFLOW__API_AUTH__JWT_SECRET": self.env["AIRFLOW_JWT_SECRET"],

@@ -1,0 +1,30 @@
+"""What every stack module shares: the error type, the progress log and logged subprocess calls."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from stack.config import REPO
+
+
+class StackError(Exception):
+    """A stack operation failed; the message says what and where to look."""
+
+
+def log(msg: str) -> None:
+    """One progress line on stdout, flushed at once (make shows it live)."""
+    print(f"[stack] {msg}", flush=True)
+
+
+def run_logged(cmd: list[str], logfile: Path, env: dict[str, str] | None = None, what: str = "") -> None:
+    """Run `cmd`, appending its output to `logfile`; on failure raise with the log's tail."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("a") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        tail = "\n".join(logfile.read_text().splitlines()[-25:])
+        raise StackError(f"{what or cmd[0]} failed (exit {proc.returncode}); see {logfile}:\n{tail}")
