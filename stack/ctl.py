@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stack import access, envfile, health, postgres, render
-from stack.components import airflow_component_env, by_name, check_all, components, mlflow_metrics_available
-from stack.config import REPO, VENV_BIN, StackConfig, load, postgres_bin
+from stack import access, envfile, health, keys, mlflow_auth, postgres, render
+from stack.components import by_name, check_all, components, folders, mlflow_metrics_available, program_env, reach
+from stack.config import CONTROL_USER, REPO, VENV_BIN, StackConfig, load, postgres_bin
 from stack.procs import stack_process_list, stack_processes, terminate, wait_gone
 from stack.run import StackError, log, run_logged
 
@@ -38,7 +38,7 @@ def is_running(cfg: StackConfig) -> int | None:
 
 def component_env(cfg: StackConfig, name: str = "scheduler") -> dict[str, str]:
     """The exact environment the stack gives component `name` (for CLI calls made like it)."""
-    return by_name(cfg)[name].env()
+    return program_env(cfg, by_name(cfg)[name])
 
 
 def check_ports(cfg: StackConfig) -> None:
@@ -90,23 +90,34 @@ def _preflight(cfg: StackConfig) -> Path:
     return pg_bin
 
 
-def _prepare_folders(cfg: StackConfig) -> None:
-    """The stack's state folders, reachable for every user a program runs as."""
-    for sub in ("logs", "logs/airflow", "run", "redis", "prometheus/data", "mlflow/artifacts", "airflow"):
-        (cfg.home / sub).mkdir(parents=True, exist_ok=True)
-    cfg.home.chmod(0o755)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(cfg.run_dir / "mlflow-metrics", ignore_errors=True)  # multiprocess metric files of a previous run
-    users = sorted({c.user for c in components(cfg) if c.present} - {"root"})
-    granted = access.grant_traversal(users, [*access.code_paths(), cfg.home, cfg.data_dir])
-    if granted:
-        log(f"granted {', '.join(users)} traversal of: {granted}")
+def _prepare(cfg: StackConfig) -> None:
+    """Accounts, folders and their owners, traversal of the code, the JWT key pair."""
+    line = access.ensure_accounts(cfg.logs / "system-users.log")
+    if line:
+        log(line)
+    for line in access.prepare_folders(folders(cfg)):
+        log(line)
+    shutil.rmtree(cfg.home / "mlflow" / "metrics", ignore_errors=True)  # multiprocess metric files of a previous run
+    for user, paths in reach(cfg).items():
+        granted = access.grant_traversal([user], [*access.code_paths(), *paths])
+        if granted:
+            log(f"granted {user} traversal (ACL, nothing else) of {granted}")
+    if keys.ensure_key_pair(cfg.jwt_private_key, cfg.jwks_file, CONTROL_USER):
+        log(f"generated the JWT signing key {cfg.jwt_private_key} (EdDSA; api-server and scheduler only)")
 
 
 def _supervisord_env(cfg: StackConfig) -> dict[str, str]:
     """supervisord's own environment: no secret (each program gets its own from stack/launch.py)."""
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
     return {**keep, "MLOPS_STACK_HOME": str(cfg.home)}
+
+
+def _wait_mlflow(cfg: StackConfig, started: float) -> None:
+    deadline = started + UP_TIMEOUT_S
+    while not health.check_http(f"{cfg.mlflow_url}/health")[0]:
+        if time.monotonic() > deadline:
+            raise StackError(f"MLflow did not answer within {UP_TIMEOUT_S:.0f} s; see {cfg.logs / 'mlflow.log'}")
+        time.sleep(0.3)
 
 
 def _wait_api_server(cfg: StackConfig, started: float) -> None:
@@ -118,16 +129,22 @@ def _wait_api_server(cfg: StackConfig, started: float) -> None:
         time.sleep(0.5)
 
 
+def _log_added(cfg: StackConfig) -> None:
+    log(f"added to {cfg.env_file} from .env.example (secrets generated): {', '.join(cfg.added_vars)}")
+
+
 def cmd_up(cfg: StackConfig) -> float:
     """Start the whole stack and wait until every component is healthy; return seconds taken."""
     started = time.monotonic()
+    if cfg.added_vars:
+        _log_added(cfg)
     if is_running(cfg):
         log(f"already running (supervisord pid {is_running(cfg)}); checking health")
         wait_healthy(cfg, started)
         print_status(cfg)
         return time.monotonic() - started
     pg_bin = _preflight(cfg)
-    _prepare_folders(cfg)
+    _prepare(cfg)
     postgres.init_cluster(cfg, pg_bin)
     for line in render.write_all(cfg):
         log(line)
@@ -135,16 +152,21 @@ def cmd_up(cfg: StackConfig) -> float:
     run_logged([str(VENV_BIN / "supervisord"), "-c", str(cfg.supervisord_conf)], cfg.logs / "supervisord-start.log",
                env=_supervisord_env(cfg), what="supervisord")
     postgres.wait_ready(cfg)
-    for name in postgres.ensure_databases(cfg, [cfg.env["POSTGRES_DB"], cfg.env["MLFLOW_DB"]]):
+    for name in postgres.ensure_databases(cfg, [cfg.env["POSTGRES_DB"], cfg.env["MLFLOW_DB"], cfg.env["MLFLOW_AUTH_DB"]]):
         log(f"created database {name}")
     start_phase(cfg, "mlflow")
     log(f"postgres, redis, prometheus, mlflow started ({time.monotonic() - started:.1f} s); migrating the Airflow database")
-    env = airflow_component_env(cfg)
+    # The CLI calls run as the control-plane user with the scheduler's environment.
+    env = component_env(cfg, "scheduler")
     run_logged([str(VENV_BIN / "airflow"), "db", "migrate"], cfg.logs / "airflow-db-migrate.log", env=env,
-               what="airflow db migrate")
+               what="airflow db migrate", user=CONTROL_USER)
     run_logged([str(VENV_BIN / "python"), str(REPO / "airflow" / "bootstrap.py")], cfg.logs / "bootstrap.log",
-               env={**env, **cfg.rbac_env()}, what="airflow/bootstrap.py")
-    log(f"database migrated, users and roles synced ({time.monotonic() - started:.1f} s); starting Airflow")
+               env={**env, **cfg.bootstrap_env()}, what="airflow/bootstrap.py", user=CONTROL_USER)
+    _wait_mlflow(cfg, started)
+    for line in mlflow_auth.ensure_accounts(cfg.mlflow_url, cfg.env, str(cfg.env_file)):
+        log(line)
+    log(f"database migrated, Airflow users, roles, pools and connection synced, MLflow logins set "
+        f"({time.monotonic() - started:.1f} s); starting Airflow")
     start_phase(cfg, "airflow")
     _wait_api_server(cfg, started)
     start_phase(cfg, "scheduler")
@@ -183,7 +205,8 @@ def print_status(cfg: StackConfig) -> bool:
     for h in rows:
         mark = "n/a" if h.state == "ABSENT" else ("healthy" if h.healthy else "UNHEALTHY")
         print(f"{h.name:<16} {h.port:<18} {h.state:<9} {mark:<9} {h.detail}")
-    metrics = ("on" if mlflow_metrics_available() else
+    metrics = (f"on, for Prometheus without login at http://127.0.0.1:{cfg.ports['MLFLOW_METRICS_PORT']}/metrics"
+               if mlflow_metrics_available() else
                "off: prometheus-flask-exporter not installed (mlflow --expose-prometheus would crash)")
     print(f"MLflow /metrics: {metrics}")
     print(f"statsd: every Airflow component sends to udp 127.0.0.1:{cfg.ports['STATSD_PORT']}")
@@ -272,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load(args.env_file.resolve() if args.env_file else None, bench_bundle=args.bench_bundle)
+        if cfg.added_vars and args.cmd != "up":
+            _log_added(cfg)
         return COMMANDS[args.cmd].run(cfg, args)
     except (StackError, envfile.EnvFileError) as exc:
         print(f"stack: error: {exc}", file=sys.stderr)

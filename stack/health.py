@@ -97,11 +97,11 @@ def check_postgres(cfg: StackConfig) -> tuple[bool, str]:
 
 
 def check_redis(cfg: StackConfig) -> tuple[bool, str]:
-    """PING."""
+    """PING, with the password."""
     import redis
 
     try:
-        ok = redis.Redis(host="127.0.0.1", port=cfg.ports["REDIS_PORT"], socket_timeout=2).ping()
+        ok = redis.Redis.from_url(cfg.broker_url, socket_timeout=2).ping()
     except redis.RedisError as exc:
         return False, str(exc)
     return bool(ok), "PONG"

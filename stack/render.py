@@ -1,6 +1,7 @@
 """Render every file the stack's programs read: supervisord's configuration (from the Jinja2
 template stack/templates/supervisord.conf.j2 and the component table), one environment file per
-program, and Prometheus' configuration."""
+program, Redis' and MLflow's configurations (templates too) and Prometheus' configuration.
+Every file that holds a secret is mode 600 and owned by the one user whose program reads it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from stack.components import OBS_PROMETHEUS, Component, components, mlflow_metrics_available
-from stack.config import VENV_BIN, StackConfig, optional_binary
+from stack.components import OBS_PROMETHEUS, Component, components, mlflow_metrics_available, program_env
+from stack.config import CONTROL_USER, VENV_BIN, StackConfig, optional_binary
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -45,6 +46,9 @@ def _jinja() -> jinja2.Environment:
                              keep_trailing_newline=True, autoescape=False)
     env.filters["sv"] = _supervisor_value
     env.filters["shell"] = lambda argv: " ".join(shlex.quote(a) for a in argv)
+    # configparser (MLflow's auth config) expands %(name)s; Redis reads double-quoted strings.
+    env.filters["ini"] = lambda value: str(value).replace("%", "%%")
+    env.filters["redis_str"] = lambda value: '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
     return env
 
 
@@ -71,7 +75,8 @@ def write_env_files(cfg: StackConfig, table: list[Component]) -> None:
     cfg.env_dir.mkdir(parents=True, exist_ok=True)
     for comp in table:
         if comp.present:
-            write_private(env_file(cfg, comp), json.dumps(comp.env(), indent=1, sort_keys=True) + "\n", comp.user)
+            write_private(env_file(cfg, comp), json.dumps(program_env(cfg, comp), indent=1, sort_keys=True) + "\n",
+                          comp.user)
 
 
 def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
@@ -86,7 +91,8 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
                                  optional_binary("statsd_exporter", "statsd-exporter") is not None),
         "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
-        "mlflow:5000": (f"127.0.0.1:{p['MLFLOW_PORT']}", mlflow_metrics_available()),
+        # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
+        "mlflow:5000": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
         "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
         "prometheus:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
     }
@@ -141,11 +147,17 @@ def write_prometheus(cfg: StackConfig) -> str:
     """Render and validate prometheus.yml (promtool); return where it came from."""
     doc, origin = render_prometheus(cfg)
     prom_file = cfg.home / "prometheus" / "prometheus.yml"
-    write_private(prom_file, "# rendered by stack/render.py from " + origin + "\n" + yaml.safe_dump(doc, sort_keys=False))
+    write_private(prom_file, "# rendered by stack/render.py from " + origin + "\n" + yaml.safe_dump(doc, sort_keys=False),
+                  CONTROL_USER)
     check = subprocess.run(["promtool", "check", "config", str(prom_file)], capture_output=True, text=True)
     if check.returncode != 0:
         raise StackError(f"{prom_file} (from {origin}) is invalid:\n{check.stdout}{check.stderr}")
     return origin
+
+
+def render_template(name: str, **values: object) -> str:
+    """One template of stack/templates."""
+    return _jinja().get_template(name).render(**values)
 
 
 def write_all(cfg: StackConfig) -> list[str]:
@@ -153,6 +165,9 @@ def write_all(cfg: StackConfig) -> list[str]:
     table = components(cfg)
     write_env_files(cfg, table)
     write_private(cfg.supervisord_conf, render_supervisord(cfg, table))
+    write_private(cfg.redis_conf, render_template("redis.conf.j2", cfg=cfg), CONTROL_USER)
+    write_private(cfg.mlflow_auth_config, render_template(
+        "mlflow_basic_auth.ini.j2", cfg=cfg, database_uri=cfg.db_url(cfg.env["MLFLOW_AUTH_DB"])), CONTROL_USER)
     origin = write_prometheus(cfg)
     return [f"prometheus config from {origin}"]
 
