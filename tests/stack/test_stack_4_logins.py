@@ -14,6 +14,8 @@ import psycopg2
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from cryptography.fernet import Fernet
 
 from stack import health
@@ -112,10 +114,12 @@ def test_dag_tasks_log_in_with_the_encrypted_connection(stack, runs) -> None:
 
 def test_redis_refuses_without_its_password(stack) -> None:
     port = stack.cfg.ports["REDIS_PORT"]
+    once = Retry(NoBackoff(), 0)  # redis-py retries connection errors (this one included) by default
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
+        redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, retry=once).ping()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=port, password=stack.cfg.env["REDIS_PASSWORD"] + "x", socket_timeout=5).ping()
+        redis.Redis(host="127.0.0.1", port=port, password=stack.cfg.env["REDIS_PASSWORD"] + "x", socket_timeout=5,
+                    retry=once).ping()
     client = redis.Redis.from_url(stack.cfg.broker_url, socket_timeout=5)
     assert client.ping() is True
     assert client.config_get("appendonly") in ({"appendonly": "yes"}, {b"appendonly": b"yes"})
