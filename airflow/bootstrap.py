@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Apply the Airflow state that both stacks declare: the roles and users of airflow/rbac.yaml
-(FAB auth manager) and the pools of airflow/pools.yaml.
+(FAB auth manager), the pools of airflow/pools.yaml and the Connection `mlflow_default` (the
+MLflow server and the pipeline's service account, from MLFLOW_TRACKING_URI, MLFLOW_PIPELINE_USER
+and MLFLOW_PIPELINE_PASSWORD; its password is stored Fernet-encrypted).
 
 Idempotent: run it at every start, after `airflow db migrate` (native `make up`, compose
 `airflow-init`). Needs only the Airflow environment (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...) and
@@ -9,8 +11,10 @@ from any current directory.
 
 Each declared role ends up with exactly its declared permissions; each declared user exists, is
 active, has exactly its declared role and the password from the environment; each declared pool
-exists with its declared slots and description. Users, roles and pools not in the files are left
-alone. Exit status 0 on success, 1 with a message naming the problem.
+exists with its declared slots and description; `mlflow_default` points at the server with the
+account's login. Users, roles, pools and connections not named here are left alone. Without
+MLFLOW_PIPELINE_USER the connection is not managed (one line says so). Exit status 0 on success,
+1 with a message naming the problem.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 RBAC_FILE = Path(__file__).resolve().with_name("rbac.yaml")
 POOLS_FILE = Path(__file__).resolve().with_name("pools.yaml")
+MLFLOW_CONN_ID = "mlflow_default"
 
 
 class RbacError(Exception):
@@ -192,12 +198,65 @@ def sync(roles: list[RoleSpec], users: list[UserSpec]) -> list[str]:
     return changes
 
 
+@dataclass
+class ConnectionSpec:
+    """An Airflow Connection to an HTTP service with a login."""
+
+    conn_id: str
+    conn_type: str
+    host: str
+    port: int | None
+    login: str
+    password: str
+
+
+def load_mlflow_connection(environ: dict[str, str] | None = None) -> ConnectionSpec | None:
+    """`mlflow_default` from the environment; None when MLFLOW_PIPELINE_USER is not set."""
+    environ = dict(os.environ) if environ is None else environ
+    user = environ.get("MLFLOW_PIPELINE_USER")
+    if not user:
+        return None
+    uri, password = environ.get("MLFLOW_TRACKING_URI", ""), environ.get("MLFLOW_PIPELINE_PASSWORD", "")
+    if not password:
+        raise RbacError("environment variable MLFLOW_PIPELINE_PASSWORD is not set (see .env / .env.example)")
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        raise RbacError(f"MLFLOW_TRACKING_URI={uri!r} must be http(s)://host[:port] for the {MLFLOW_CONN_ID} connection")
+    return ConnectionSpec(MLFLOW_CONN_ID, parts.scheme, parts.hostname, parts.port, user, password)
+
+
+def sync_connection(spec: ConnectionSpec) -> list[str]:
+    """Create or update the connection; return a line when it changed (never the password)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        have = session.query(Connection).filter(Connection.conn_id == spec.conn_id).one_or_none()
+        wanted = {"conn_type": spec.conn_type, "host": spec.host, "port": spec.port, "login": spec.login,
+                  "schema": spec.conn_type}
+        if have is None:
+            session.add(Connection(conn_id=spec.conn_id, password=spec.password, **wanted))
+            return [f"connection {spec.conn_id}: created ({spec.conn_type}://{spec.host}:{spec.port}, login {spec.login})"]
+        differs = [k for k, v in wanted.items() if getattr(have, k) != v] + (["password"] if have.password != spec.password else [])
+        if not differs:
+            return []
+        for key, value in wanted.items():
+            setattr(have, key, value)
+        have.password = spec.password
+        return [f"connection {spec.conn_id}: updated {', '.join(differs)}"]
+
+
 def main() -> int:
-    """Load rbac.yaml and pools.yaml, apply them, print what changed."""
+    """Load rbac.yaml, pools.yaml and the MLflow connection, apply them, print what changed."""
     try:
         roles, users = load_spec()
         pools = load_pools()
+        mlflow_conn = load_mlflow_connection()
         changes = sync(roles, users) + sync_pools(pools)
+        if mlflow_conn is None:
+            print(f"bootstrap: {MLFLOW_CONN_ID} not managed (MLFLOW_PIPELINE_USER is not set)")
+        else:
+            changes += sync_connection(mlflow_conn)
     except RbacError as exc:
         print(f"bootstrap: error: {exc}", file=sys.stderr)
         return 1

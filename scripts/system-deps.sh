@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs, only those that are missing.
+# Installs the Debian packages the project needs, only those that are missing, and creates the
+# native stack's system users (scripts/system-users.sh).
 #   postgresql      private metadata / result-backend / MLflow database (native stack, tests)
 #   redis-server    private Celery broker
 #   prometheus      scrapes Flower, MLflow, statsd-exporter; ships promtool for rule tests
 #   docker-compose  parses and validates docker-compose.celery.yml; drives the compose test
 #   python3-venv    to create .venv on a stock Debian Python
+#   acl             setfacl: `make up` grants the stack users traversal of a private checkout path
 # `scripts/system-deps.sh compose` also installs what the compose test needs (`make test-compose`):
 #   docker.io       Debian's Docker engine (dockerd, containerd, runc), started privately by
 #                   scripts/compose/engine.py only when no engine answers already
@@ -16,6 +18,7 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 for group in "$@"; do
@@ -27,6 +30,9 @@ for group in "$@"; do
     *) echo "system-deps: unknown group '$group' (known: compose)" >&2; exit 2 ;;
   esac
 done
+
+# The native stack's unprivileged users (no package needed).
+bash "$(dirname "$0")/system-users.sh"
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -1,4 +1,6 @@
-"""Settings of one native stack, derived from its `.env` file, and the environment of each part."""
+"""Settings of one native stack, derived from its `.env` file: paths, ports, URLs, the Airflow
+settings its programs share and the secrets (which program gets which is declared in
+stack/components.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,17 @@ VENV_BIN = REPO / ".venv" / "bin"
 AIRFLOW_ENV_FILE = REPO / "airflow" / "airflow.env"
 EXAMPLE_ENV = REPO / ".env.example"
 
+# The system users the programs run as (created by scripts/system-users.sh): the control plane,
+# the Celery workers (and so every task), and the group of both for the folders they share.
+CONTROL_USER = "mlops"
+WORKER_USER = "mlops-worker"
+SHARED_GROUP = "mlops-shared"
+
 PORT_VARS = (
     "AIRFLOW_API_PORT",
     "FLOWER_PORT",
     "MLFLOW_PORT",
+    "MLFLOW_METRICS_PORT",
     "PROMETHEUS_PORT",
     "GRAFANA_PORT",
     "STATSD_EXPORTER_PORT",
@@ -36,6 +45,15 @@ REQUIRED_VARS = (
     "POSTGRES_PASSWORD",
     "POSTGRES_DB",
     "MLFLOW_DB",
+    "MLFLOW_AUTH_DB",
+    "REDIS_PASSWORD",
+    "MLFLOW_ADMIN_USER",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_PIPELINE_USER",
+    "MLFLOW_PIPELINE_PASSWORD",
+    "MLFLOW_VIEWER_USER",
+    "MLFLOW_VIEWER_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_API_SECRET_KEY",
@@ -47,12 +65,11 @@ REQUIRED_VARS = (
 
 @dataclass(frozen=True)
 class Worker:
-    """One Celery worker: its name, queue, concurrency and log-server port (None: no log server)."""
+    """One Celery worker: its name, queue and concurrency."""
 
     name: str
     queue: str
     concurrency: int
-    log_port: int | None
 
 
 @dataclass
@@ -66,6 +83,7 @@ class StackConfig:
     ports: dict[str, int]
     bench_bundle: bool = False
     workers: list[Worker] = field(default_factory=list)
+    added_vars: list[str] = field(default_factory=list)
 
     @property
     def logs(self) -> Path:
@@ -84,13 +102,63 @@ class StackConfig:
 
     @property
     def airflow_home(self) -> Path:
-        """AIRFLOW_HOME of every Airflow component."""
+        """AIRFLOW_HOME (and HOME) of the control plane's Airflow programs; holds the JWT key pair."""
         return self.home / "airflow"
 
     @property
+    def worker_home(self) -> Path:
+        """AIRFLOW_HOME (and HOME) of the Celery workers: none of the control plane's files."""
+        return self.home / "airflow-worker"
+
+    @property
+    def task_logs(self) -> Path:
+        """Task and trigger logs: written by the workers and the triggerer, served by the log server."""
+        return self.logs / "airflow"
+
+    @property
+    def jwt_private_key(self) -> Path:
+        """The key Airflow signs JWTs with (mode 600, control-plane user)."""
+        return self.airflow_home / "keys" / "jwt-signing.pem"
+
+    @property
+    def jwks_file(self) -> Path:
+        """The public key set verifiers trust (`[api_auth] trusted_jwks_url`)."""
+        return self.airflow_home / "keys" / "jwks.json"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        """MLflow's basic-auth configuration (user-store URL, admin login; mode 600)."""
+        return self.home / "mlflow" / "basic_auth.ini"
+
+    @property
+    def redis_conf(self) -> Path:
+        """Redis' configuration (holds `requirepass`; mode 600)."""
+        return self.home / "redis" / "redis.conf"
+
+    @property
     def supervisord_conf(self) -> Path:
-        """The rendered supervisord config (holds secrets: mode 600)."""
+        """The rendered supervisord config (mode 600)."""
         return self.home / "supervisord.conf"
+
+    @property
+    def env_dir(self) -> Path:
+        """One rendered environment file per program (stack/launch.py reads it)."""
+        return self.run_dir / "env"
+
+    def redis_url(self, db: int) -> str:
+        """URL of database `db` of this stack's Redis, with its password."""
+        return f"redis://:{quote(self.env['REDIS_PASSWORD'], safe='')}@127.0.0.1:{self.ports['REDIS_PORT']}/{db}"
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: Redis database 0."""
+        return self.redis_url(0)
+
+    @property
+    def result_backend_url(self) -> str:
+        """The Celery result backend: Redis database 1 (not the metadata database, so the workers
+        need no database password)."""
+        return self.redis_url(1)
 
     def db_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
         """SQLAlchemy URL of `database` on the private Postgres."""
@@ -137,48 +205,49 @@ class StackConfig:
             )
         return bundles
 
-    def airflow_env(self) -> dict[str, str]:
-        """Environment shared by every Airflow component (airflow.env plus this stack's values)."""
+    def airflow_settings(self, airflow_home: Path) -> dict[str, str]:
+        """The Airflow settings every Airflow program shares (airflow.env plus this stack's values,
+        then the env file's own AIRFLOW__* lines): no secret."""
         env = envfile.parse(AIRFLOW_ENV_FILE)
         p = self.ports
         env.update(
             {
-                "AIRFLOW_HOME": str(self.airflow_home),
+                "AIRFLOW_HOME": str(airflow_home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(self.dag_bundles()),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url(self.env["POSTGRES_DB"]),
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.db_url(self.env["POSTGRES_DB"]),
-                "AIRFLOW__CORE__FERNET_KEY": self.env["AIRFLOW_FERNET_KEY"],
-                "AIRFLOW__API_AUTH__JWT_SECRET": self.env["AIRFLOW_JWT_SECRET"],
-                "AIRFLOW__API__SECRET_KEY": self.env["AIRFLOW_API_SECRET_KEY"],
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(p["AIRFLOW_API_PORT"]),
                 "AIRFLOW__API__BASE_URL": self.api_url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__CELERY__FLOWER_HOST": "127.0.0.1",
                 "AIRFLOW__CELERY__FLOWER_PORT": str(p["FLOWER_PORT"]),
-                "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{self.env['FLOWER_USER']}:{self.env['FLOWER_PASSWORD']}",
                 "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
                 "AIRFLOW__METRICS__STATSD_PORT": str(p["STATSD_PORT"]),
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "airflow"),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(p["AIRFLOW_LOG_SERVER_PORT"] + 3),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs),
+                # Task and job hostnames are the address the log server listens on (stack/hostname.py).
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stack.hostname.bind_address",
+                "MLOPS_STACK_BIND_ADDRESS": "127.0.0.1",
+                # One log server per host serves the workers' and the triggerer's logs: the
+                # api-server asks both ports on the same host name.
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(p["AIRFLOW_LOG_SERVER_PORT"]),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(p["AIRFLOW_LOG_SERVER_PORT"]),
                 "MLOPS_DATA_DIR": str(self.data_dir),
                 "MLOPS_MODEL_NAME": self.env["MLOPS_MODEL_NAME"],
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "PYTHONPATH": str(REPO / "src"),
-                # Marks every process of this stack so `down` can prove nothing is left behind.
-                "MLOPS_STACK_HOME": str(self.home),
             }
         )
         # Per-stack Airflow settings from the env file win (e.g. the test stack's schedule switch).
         env.update({k: v for k, v in self.env.items() if k.startswith("AIRFLOW__")})
         return env
 
-    def rbac_env(self) -> dict[str, str]:
-        """User names and passwords read by airflow/bootstrap.py."""
-        return {k: v for k, v in self.env.items() if k.startswith("AIRFLOW_") and k.endswith(("_USER", "_PASSWORD"))}
+    def bootstrap_env(self) -> dict[str, str]:
+        """What airflow/bootstrap.py reads besides the Airflow settings: the logins of rbac.yaml and
+        the MLflow pipeline account it stores in the Connection `mlflow_default`."""
+        logins = {k: v for k, v in self.env.items() if k.startswith("AIRFLOW_") and k.endswith(("_USER", "_PASSWORD"))}
+        return {**logins, "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "MLFLOW_PIPELINE_USER": self.env["MLFLOW_PIPELINE_USER"],
+                "MLFLOW_PIPELINE_PASSWORD": self.env["MLFLOW_PIPELINE_PASSWORD"]}
 
 
 def postgres_bin() -> Path | None:
@@ -204,7 +273,9 @@ def env_file_path() -> Path:
 def load(env_file: Path | None = None, bench_bundle: bool = False) -> StackConfig:
     """Create or read the env file and validate it; raise EnvFileError naming file and variable."""
     env_file = env_file or env_file_path()
+    before = set(envfile.parse(env_file)) if env_file.is_file() else None
     env = envfile.ensure(env_file, EXAMPLE_ENV)
+    added = sorted(set(env) - before) if before is not None else []
     for name in REQUIRED_VARS:
         if not env.get(name):
             raise envfile.EnvFileError(f"{env_file}: {name} is empty")
@@ -221,11 +292,7 @@ def load(env_file: Path | None = None, bench_bundle: bool = False) -> StackConfi
     home = (base / env["STACK_HOME"]).resolve()
     data_dir = (base / env["MLOPS_DATA_DIR"]).resolve()
     # On one host every worker writes to the same log folder, records the same hostname in the
-    # task instance, and the api-server asks one port per hostname: one log server serves the
-    # running tasks of all workers; a log server per worker would only cost memory (about 95 MiB).
-    workers = [
-        Worker("light1", "light", 2, ports["AIRFLOW_LOG_SERVER_PORT"]),
-        Worker("light2", "light", 2, None),
-        Worker("heavy1", "heavy", 1, None),
-    ]
-    return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers)
+    # task instance, and the api-server asks one port per hostname: one log server (its own
+    # program, see stack/components.py) serves the running tasks of all workers.
+    workers = [Worker("light1", "light", 2), Worker("light2", "light", 2), Worker("heavy1", "heavy", 1)]
+    return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers, added)

@@ -85,14 +85,15 @@ def task_table(cfg: StackConfig, api: Airflow, run: dict) -> None:
 def champion(cfg: StackConfig) -> None:
     """Print the champion model version and its metrics from the MLflow registry."""
     name = cfg.env["MLOPS_MODEL_NAME"]
+    viewer = (cfg.env["MLFLOW_VIEWER_USER"], cfg.env["MLFLOW_VIEWER_PASSWORD"])  # MLflow needs a login
     resp = requests.get(f"{cfg.mlflow_url}/api/2.0/mlflow/registered-models/alias",
-                        params={"name": name, "alias": "champion"}, timeout=30)
+                        params={"name": name, "alias": "champion"}, auth=viewer, timeout=30)
     if resp.status_code != 200:
         print(f"\nchampion: none yet for model {name} (HTTP {resp.status_code})")
         return
     version = resp.json()["model_version"]
     run = requests.get(f"{cfg.mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": version["run_id"]},
-                       timeout=30).json()["run"]
+                       auth=viewer, timeout=30).json()["run"]
     metrics = {m["key"]: round(m["value"], 4) for m in run["data"].get("metrics", [])}
     print(f"\nchampion: {name} version {version['version']} (aliases {version.get('aliases', [])}, "
           f"run {version['run_id']})")
@@ -164,7 +165,8 @@ def logins(cfg: StackConfig) -> None:
     for role, key in (("op", "OP"), ("ML engineer", "ML"), ("viewer", "VIEWER")):
         print(f"              {role:<12} {e[f'AIRFLOW_{key}_USER']} / {e[f'AIRFLOW_{key}_PASSWORD']}")
     print(f"  Flower      {cfg.flower_url}   {e['FLOWER_USER']} / {e['FLOWER_PASSWORD']}")
-    print(f"  MLflow      {cfg.mlflow_url}   (no login)")
+    print(f"  MLflow      {cfg.mlflow_url}   admin {e['MLFLOW_ADMIN_USER']} / {e['MLFLOW_ADMIN_PASSWORD']}, "
+          f"read-only {e['MLFLOW_VIEWER_USER']} / {e['MLFLOW_VIEWER_PASSWORD']}")
     print(f"  Prometheus  {cfg.prometheus_url}   (no login)")
     print(f"  (all from {cfg.env_file})")
 

@@ -1,17 +1,20 @@
-"""Health checks of every component of a running native stack (used by `make status` and `up`)."""
+"""Health probes of a running native stack (the checks themselves; stack/components.py says which
+component uses which) and the supervisord XML-RPC client."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import xmlrpc.client
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import requests
 from supervisor.xmlrpc import SupervisorTransport
 
-from stack.config import StackConfig, optional_binary
+from stack.config import StackConfig
 
 ABSENT_NOTE = "absent (binary not on PATH): runs in the compose stack (docker-compose.celery.yml)"
 
@@ -25,6 +28,26 @@ class Health:
     state: str
     healthy: bool
     detail: str = ""
+
+
+class Probes:
+    """Results that several components' checks share (the api-server's health document, one Celery
+    ping for every worker), computed once per round even when checks run in parallel threads."""
+
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._results: dict[str, object] = {}
+
+    def shared(self, key: str, probe: Callable[[StackConfig], object]) -> object:
+        """`probe(cfg)`, run at most once per round under `key`."""
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._results:
+                self._results[key] = probe(self.cfg)
+        return self._results[key]
 
 
 def supervisor(cfg: StackConfig) -> xmlrpc.client.ServerProxy:
@@ -51,7 +74,7 @@ def _get(url: str, **kwargs) -> requests.Response | None:
 
 
 def check_postgres(cfg: StackConfig) -> tuple[bool, str]:
-    """`SELECT 1` on the Airflow database."""
+    """`SELECT version()` as the stack's database owner."""
     import psycopg2
 
     try:
@@ -74,11 +97,11 @@ def check_postgres(cfg: StackConfig) -> tuple[bool, str]:
 
 
 def check_redis(cfg: StackConfig) -> tuple[bool, str]:
-    """PING."""
+    """PING, with the password."""
     import redis
 
     try:
-        ok = redis.Redis(host="127.0.0.1", port=cfg.ports["REDIS_PORT"], socket_timeout=2).ping()
+        ok = redis.Redis.from_url(cfg.broker_url, socket_timeout=2).ping()
     except redis.RedisError as exc:
         return False, str(exc)
     return bool(ok), "PONG"
@@ -100,73 +123,18 @@ def airflow_health(cfg: StackConfig) -> dict | None:
     return resp.json()
 
 
-def celery_ping(cfg: StackConfig, timeout: float = 1.5) -> dict[str, bool]:
-    """Worker name (light1, ...) -> answered a Celery ping."""
+def celery_ping(cfg: StackConfig, timeout: float = 1.5) -> set[str]:
+    """Names (light1, ...) of the workers that answered a Celery ping."""
     from celery import Celery
 
-    app = Celery(broker=f"redis://127.0.0.1:{cfg.ports['REDIS_PORT']}/0")
+    app = Celery(broker=cfg.broker_url)
     try:
         replies = app.control.ping(timeout=timeout)
     except Exception:  # broker down: every worker counts as unhealthy
         replies = []
     finally:
         app.close()
-    answered = {name.split("@", 1)[0] for reply in replies for name in reply}
-    return {w.name: w.name in answered for w in cfg.workers}
-
-
-def check_all(cfg: StackConfig) -> list[Health]:
-    """Supervisor state and health of every component, in start order."""
-    states = supervisor_states(cfg) or {}
-    p = cfg.ports
-    flower_auth = (cfg.env["FLOWER_USER"], cfg.env["FLOWER_PASSWORD"])
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {
-            "postgres": pool.submit(check_postgres, cfg),
-            "redis": pool.submit(check_redis, cfg),
-            "prometheus": pool.submit(check_http, f"{cfg.prometheus_url}/-/ready"),
-            "mlflow": pool.submit(check_http, f"{cfg.mlflow_url}/health"),
-            "flower": pool.submit(check_http, f"{cfg.flower_url}/api/workers", flower_auth),
-            "airflow": pool.submit(airflow_health, cfg),
-            "workers": pool.submit(celery_ping, cfg),
-        }
-        results = {name: f.result() for name, f in futures.items()}
-
-    def state(program: str) -> str:
-        info = states.get(program)
-        return info["statename"] if info else "-"
-
-    out: list[Health] = []
-    for name, port_var in (("postgres", "POSTGRES_PORT"), ("redis", "REDIS_PORT"),
-                           ("prometheus", "PROMETHEUS_PORT"), ("mlflow", "MLFLOW_PORT")):
-        ok, detail = results[name]
-        out.append(Health(name, str(p[port_var]), state(name), ok, detail))
-    af = results["airflow"]
-    out.append(Health("api-server", str(p["AIRFLOW_API_PORT"]), state("api-server"), af is not None,
-                      "monitor/health 200" if af else "no answer"))
-    for program, key in (("scheduler", "scheduler"), ("dag-processor", "dag_processor"), ("triggerer", "triggerer")):
-        status = (af or {}).get(key, {}).get("status") if af else None
-        port = str(p["AIRFLOW_LOG_SERVER_PORT"] + 3) if program == "triggerer" else "-"
-        out.append(Health(program, port, state(program), status == "healthy", f"heartbeat {status or 'unknown'}"))
-    for worker in cfg.workers:
-        ok = results["workers"].get(worker.name, False)
-        port = "-" if worker.log_port is None else str(worker.log_port)
-        out.append(Health(f"worker-{worker.name}", port, state(f"worker-{worker.name}"), ok,
-                          f"queue {worker.queue} x{worker.concurrency}, celery ping {'ok' if ok else 'no reply'}"))
-    ok, detail = results["flower"]
-    out.append(Health("flower", str(p["FLOWER_PORT"]), state("flower"), ok, detail + " (basic auth)"))
-    if optional_binary("statsd_exporter", "statsd-exporter"):
-        ok, detail = check_http(f"http://127.0.0.1:{p['STATSD_EXPORTER_PORT']}/metrics")
-        out.append(Health("statsd-exporter", f"{p['STATSD_EXPORTER_PORT']} (udp {p['STATSD_PORT']})",
-                          state("statsd-exporter"), ok, detail))
-    else:
-        out.append(Health("statsd-exporter", "-", "ABSENT", True, ABSENT_NOTE))
-    if optional_binary("grafana", "grafana-server"):
-        ok, detail = check_http(f"http://127.0.0.1:{p['GRAFANA_PORT']}/api/health")
-        out.append(Health("grafana", str(p["GRAFANA_PORT"]), state("grafana"), ok, detail))
-    else:
-        out.append(Health("grafana", "-", "ABSENT", True, ABSENT_NOTE))
-    return out
+    return {name.split("@", 1)[0] for reply in replies for name in reply}
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -183,8 +151,6 @@ def pid_alive(pidfile: Path) -> int | None:
     except (OSError, ValueError):
         return None
     try:
-        import os
-
         os.kill(pid, 0)
     except ProcessLookupError:
         return None

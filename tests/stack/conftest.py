@@ -2,10 +2,13 @@
 
 It captures StatsD on its UDP port (no exporter here), replays a few weeks of data, brings the
 stack up with `python -m stack.ctl up` and tears it down at the end, checking no process is left.
+Its root folder stays mode 700 (as mkdtemp makes it): `up` must grant the stack's users traversal.
+The env file adds the test-only DAG bundle tests/stack/dags (stack_security_probe).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -33,6 +36,7 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
     "AIRFLOW_API_PORT": 28080,
     "FLOWER_PORT": 25555,
     "MLFLOW_PORT": 25000,
+    "MLFLOW_METRICS_PORT": 25001,
     "PROMETHEUS_PORT": 29090,
     "GRAFANA_PORT": 23000,
     "STATSD_EXPORTER_PORT": 29102,
@@ -48,6 +52,8 @@ DRIFT_WEEK = "2013-W27"
 # the summer week against winter data, not between two winter weeks.
 DRIFT_SHARE = "0.2"
 PRODUCT_DAGS = ("data_validation_dag", "ml_pipeline_dag", "model_retraining_dag")
+PROBE_DAGS = REPO / "tests" / "stack" / "dags"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 class StatsdCapture:
@@ -124,11 +130,17 @@ class StackHandle:
             headers["Authorization"] = f"Bearer {self.token(role)}"
         return requests.request(method, f"{self.cfg.api_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
 
-    def component_env(self) -> dict[str, str]:
-        """The environment the stack gives its Airflow components (for CLI checks)."""
+    def component_env(self, name: str = "scheduler") -> dict[str, str]:
+        """The environment the stack gives one of its components (default: the scheduler's, for
+        CLI checks that need the metadata database)."""
         from stack.ctl import component_env
 
-        return component_env(self.cfg)
+        return component_env(self.cfg, name)
+
+    def mlflow_login(self, account: str) -> tuple[str, str]:
+        """(user, password) of the MLflow account admin / pipeline / viewer."""
+        key = account.upper()
+        return self.cfg.env[f"MLFLOW_{key}_USER"], self.cfg.env[f"MLFLOW_{key}_PASSWORD"]
 
     def trigger(self, dag_id: str, conf: dict | None = None, role: str = "admin") -> str:
         """Trigger `dag_id` through the REST API; return the run id."""
@@ -167,14 +179,16 @@ def _logs_tail(cfg: stack_config.StackConfig, lines: int = 15) -> str:
 def stack() -> StackHandle:
     """Bring up the test stack once for tests/stack; stop it and check nothing is left at the end."""
     root = Path(tempfile.mkdtemp(prefix="mlops-stack-test-", dir="/tmp"))
-    root.chmod(0o755)  # the postgres user must reach its data folder
     env_file = root / "stack.env"
+    bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
+               {"name": "stack-probe", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(PROBE_DAGS)}}]
     envfile.ensure(env_file, stack_config.EXAMPLE_ENV, overrides={
         **TEST_PORTS,
         "STACK_HOME": str(root / "stack"),
         "MLOPS_DATA_DIR": str(root / "data"),
         # Only the runs the tests trigger: no scheduled run competing for the replayed batches.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
     })
     cfg = stack_config.load(env_file)
     statsd = StatsdCapture(cfg.ports["STATSD_PORT"])

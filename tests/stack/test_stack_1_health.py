@@ -31,8 +31,8 @@ def test_status_lists_every_component_healthy(stack) -> None:
     for name, port in (("postgres", ports["POSTGRES_PORT"]), ("redis", ports["REDIS_PORT"]),
                        ("prometheus", ports["PROMETHEUS_PORT"]), ("mlflow", ports["MLFLOW_PORT"]),
                        ("api-server", ports["AIRFLOW_API_PORT"]), ("flower", ports["FLOWER_PORT"]),
-                       ("worker-light1", ports["AIRFLOW_LOG_SERVER_PORT"]), ("worker-light2", "-"),
-                       ("worker-heavy1", "-"), ("triggerer", ports["AIRFLOW_LOG_SERVER_PORT"] + 3)):
+                       ("log-server", ports["AIRFLOW_LOG_SERVER_PORT"]), ("worker-light1", "-"),
+                       ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "-")):
         assert lines[name].split()[1] == str(port), lines[name]
         assert "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
     for name in ("scheduler", "dag-processor", "triggerer"):
@@ -45,7 +45,7 @@ def test_status_lists_every_component_healthy(stack) -> None:
 def test_workers_have_their_own_names_and_queues(stack) -> None:
     from celery import Celery
 
-    app = Celery(broker=f"redis://127.0.0.1:{stack.cfg.ports['REDIS_PORT']}/0")
+    app = Celery(broker=stack.cfg.broker_url)
     try:
         queues = app.control.inspect(timeout=5).active_queues() or {}
     finally:
@@ -78,7 +78,8 @@ def test_env_file_has_generated_private_secrets(stack) -> None:
     secrets = {k: v for k, v in env.items() if envfile.is_secret(k)}
     assert {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "FLOWER_PASSWORD",
             "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
-            "AIRFLOW_VIEWER_PASSWORD", "POSTGRES_PASSWORD"} <= set(secrets)
+            "AIRFLOW_VIEWER_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
+            "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= set(secrets)
     assert all(len(v) >= 20 for v in secrets.values()), "a secret is empty or short"
     # HS512 signing keys: 64 bytes or more, or PyJWT warns on every token in every component.
     assert len(env["AIRFLOW_JWT_SECRET"]) >= 64 and len(env["AIRFLOW_API_SECRET_KEY"]) >= 64

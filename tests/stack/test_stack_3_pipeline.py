@@ -88,8 +88,9 @@ def test_routing_heavy_tasks_on_heavy_worker_only(dags_ready, runs) -> None:
 
 
 def test_one_log_server_serves_every_workers_task_logs(dags_ready, runs) -> None:
-    """On one host only light1 runs a log server (the api-server asks one port per hostname); it
-    serves the heavy worker's task logs from the shared folder, to signed requests only."""
+    """On one host one log server (its own program, not a worker: it holds the key that signs UI
+    sessions) serves every worker's task logs from the shared folder, to signed requests only,
+    on 127.0.0.1 (Airflow's own log server binds every interface)."""
     import jwt
 
     stack = dags_ready

@@ -56,6 +56,7 @@ def test_flower_metrics_have_worker_and_task_series(stack, runs) -> None:
 
 
 def test_prometheus_targets_up(stack) -> None:
+    """Every target answers (MLflow's metrics through the stack's exporter, no login)."""
     expected = {"prometheus", "flower"} | ({"mlflow"} if mlflow_metrics_available() else set())
     deadline = time.monotonic() + 45  # one scrape interval (15 s) plus slack
     while True:
@@ -68,9 +69,17 @@ def test_prometheus_targets_up(stack) -> None:
 
 
 def test_mlflow_metrics_endpoint(stack) -> None:
-    resp = requests.get(f"{stack.cfg.mlflow_url}/metrics", timeout=30)
+    """MLflow's own /metrics: 401 anonymous, 403 for a non-admin login (MLflow's auth is fail-closed
+    for routes without a permission check), 200 for the admin; the stack's exporter serves the same
+    series on 127.0.0.1 without a login, for Prometheus."""
+    url = f"{stack.cfg.mlflow_url}/metrics"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, auth=stack.mlflow_login("viewer"), timeout=30).status_code == 403
+    resp = requests.get(url, auth=stack.mlflow_login("admin"), timeout=30)
+    exporter = requests.get(f"http://127.0.0.1:{stack.cfg.ports['MLFLOW_METRICS_PORT']}/metrics", timeout=30)
     if mlflow_metrics_available():
         assert resp.status_code == 200 and "mlflow_http_request_total" in resp.text
+        assert exporter.status_code == 200 and "mlflow_http_request_total" in exporter.text
     else:
         # Without prometheus-flask-exporter the server runs without --expose-prometheus.
         assert "mlflow_http_request_total" not in resp.text

@@ -11,12 +11,13 @@ from stack.ctl import stack_processes
 
 def _registry(stack) -> dict:
     name = stack.cfg.env["MLOPS_MODEL_NAME"]
+    viewer = stack.mlflow_login("viewer")
     resp = requests.get(f"{stack.cfg.mlflow_url}/api/2.0/mlflow/model-versions/search",
-                        params={"filter": f"name='{name}'"}, timeout=30)
+                        params={"filter": f"name='{name}'"}, auth=viewer, timeout=30)
     assert resp.status_code == 200, resp.text
     versions = {v["version"]: v.get("aliases", []) for v in resp.json().get("model_versions", [])}
     champion = requests.get(f"{stack.cfg.mlflow_url}/api/2.0/mlflow/registered-models/alias",
-                            params={"name": name, "alias": "champion"}, timeout=30)
+                            params={"name": name, "alias": "champion"}, auth=viewer, timeout=30)
     return {"versions": versions, "champion": champion.json().get("model_version", {}).get("version")}
 
 

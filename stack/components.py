@@ -1,0 +1,431 @@
+"""The components of the native stack, declared once.
+
+Each `Component` says what one supervisord program is: its command, the user it runs as, its whole
+environment, the TCP/UDP ports it listens on, its health check and when `up` starts it. Rendering
+(stack/render.py), `make status`, the health checks and `up` (stack/ctl.py) all read this table:
+adding a component is one entry in `components()`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from stack import health, keys
+from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary, postgres_bin
+
+# When `up` starts a component: `base` with supervisord, `mlflow` once its database exists,
+# `airflow` after the metadata database is migrated, `scheduler` once the api-server answers.
+PHASES = ("base", "mlflow", "airflow", "scheduler")
+OBS_PROMETHEUS = REPO / "observability" / "prometheus"
+STATSD_MAPPING = REPO / "observability" / "statsd" / "mapping.yml"
+GRAFANA_PROVISIONING = REPO / "observability" / "grafana" / "provisioning"
+# What every program may keep from the operator's environment; everything else is declared here.
+INHERITED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+HealthCheck = Callable[[StackConfig, health.Probes], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port a component binds (always on 127.0.0.1); `var` names it in the env file."""
+
+    var: str
+    port: int
+    proto: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One supervisord program of the stack.
+
+    An Airflow program (`airflow_home` set) gets the shared Airflow settings plus exactly the
+    secrets named in `grants` (see `secret_settings`); any other program gets `extra_env`.
+    """
+
+    name: str
+    phase: str
+    command: list[str]
+    health: HealthCheck
+    user: str
+    home: Path
+    airflow_home: Path | None = None
+    grants: frozenset[str] = frozenset()
+    extra_env: Callable[[], dict[str, str]] = dict
+    listeners: tuple[Listener, ...] = ()
+    group: str | None = None
+    priority: int = 40
+    umask: str = "027"
+    stopsignal: str = "TERM"
+    stopwait: int = 20
+    stopasgroup: bool = True
+    present: bool = True
+
+    @property
+    def program(self) -> str:
+        """The name supervisord's XML-RPC API uses (`group:name` inside a group)."""
+        return f"{self.group}:{self.name}" if self.group else self.name
+
+    @property
+    def port_column(self) -> str:
+        """The PORT column of `make status`."""
+        tcp = [str(lst.port) for lst in self.listeners if lst.proto == "tcp"]
+        udp = [str(lst.port) for lst in self.listeners if lst.proto == "udp"]
+        text = ",".join(tcp) or "-"
+        return f"{text} (udp {','.join(udp)})" if udp else text
+
+
+def mlflow_metrics_available() -> bool:
+    """MLflow's --expose-prometheus needs prometheus_flask_exporter, which mlflow does not depend on."""
+    return importlib.util.find_spec("prometheus_flask_exporter") is not None
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A state folder of the stack: its owner and mode; `shared` folders belong to SHARED_GROUP
+    (setgid) with a default ACL that keeps what anyone creates in them group-writable."""
+
+    path: Path
+    owner: str
+    mode: int
+    shared: bool = False
+
+
+def secret_settings(cfg: StackConfig) -> dict[str, dict[str, str]]:
+    """The secret Airflow settings by grant name: an Airflow program holds only those of its grants."""
+    return {
+        "metadata-db": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.db_url(cfg.env["POSTGRES_DB"])},
+        "fernet-key": {"AIRFLOW__CORE__FERNET_KEY": cfg.env["AIRFLOW_FERNET_KEY"]},
+        # Signs UI/REST tokens, workload tokens (scheduler) and execution tokens (api-server).
+        "jwt-signing-key": {"AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH": str(cfg.jwt_private_key),
+                            "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
+        # The public half, for the components that verify tokens.
+        "jwt-public-key": {"AIRFLOW__API_AUTH__TRUSTED_JWKS_URL": str(cfg.jwks_file),
+                           "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
+        # Signs the UI's session cookies and the api-server's requests to the log server.
+        "api-secret-key": {"AIRFLOW__API__SECRET_KEY": cfg.env["AIRFLOW_API_SECRET_KEY"]},
+        # Both hold the Redis password.
+        "celery-broker": {"AIRFLOW__CELERY__BROKER_URL": cfg.broker_url,
+                          "AIRFLOW__CELERY__RESULT_BACKEND": cfg.result_backend_url},
+        "flower-login": {"AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{cfg.env['FLOWER_USER']}:{cfg.env['FLOWER_PASSWORD']}"},
+    }
+
+
+# The metadata-database URL of the Airflow programs that must not use the database.
+NO_DATABASE_URL = "postgresql+psycopg2://no-database-access@127.0.0.1:{port}/no-database-access"
+
+# Airflow settings that are secret however they arrive (also from AIRFLOW__* lines of the env file):
+# a program without the matching grant never gets them.
+SECRET_AIRFLOW_KEYS = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH", "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH",
+}
+
+
+def _process_env(cfg: StackConfig, comp: Component) -> dict[str, str]:
+    """What every program gets: a fixed PATH, its user and HOME, and the stack marker."""
+    inherited = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    path = f"{VENV_BIN}:{SYSTEM_PATH}" if comp.airflow_home else SYSTEM_PATH
+    return {**inherited, "PATH": path, "HOME": str(comp.home), "USER": comp.user, "LOGNAME": comp.user,
+            # Marks every process of this stack so `down` can prove nothing is left behind.
+            "MLOPS_STACK_HOME": str(cfg.home)}
+
+
+def program_env(cfg: StackConfig, comp: Component) -> dict[str, str]:
+    """The whole environment of `comp` (stack/launch.py replaces the inherited one with it)."""
+    env = _process_env(cfg, comp)
+    if comp.airflow_home is not None:
+        settings = cfg.airflow_settings(comp.airflow_home)
+        env.update({k: v for k, v in settings.items() if k not in SECRET_AIRFLOW_KEYS})
+        granted = secret_settings(cfg)
+        for grant in sorted(comp.grants):
+            env.update(granted[grant])
+        if "metadata-db" not in comp.grants:
+            # Without a URL Airflow falls back to a SQLite file in AIRFLOW_HOME, which e.g. the CLI's
+            # action logger silently creates at start; this one has no password, so any use fails
+            # loudly ("no password supplied").
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = NO_DATABASE_URL.format(port=cfg.ports["POSTGRES_PORT"])
+        # A secret line of the env file reaches only the programs granted that secret.
+        env.update({k: v for k, v in settings.items() if k in SECRET_AIRFLOW_KEYS and k in env})
+    env.update(comp.extra_env())
+    return env
+
+
+def folders(cfg: StackConfig) -> list[Folder]:
+    """Every state folder of the stack with its owner (PostgreSQL's is made by initdb)."""
+    return [
+        Folder(cfg.home, "root", 0o755),
+        Folder(cfg.run_dir, "root", 0o755),
+        Folder(cfg.env_dir, "root", 0o711),
+        # Listing is not needed to reach the task logs inside; component logs are root's (mode 640).
+        Folder(cfg.logs, "root", 0o751),
+        Folder(cfg.task_logs, CONTROL_USER, 0o2770, shared=True),
+        Folder(cfg.data_dir, WORKER_USER, 0o2770, shared=True),
+        Folder(cfg.home / "redis", CONTROL_USER, 0o700),
+        Folder(cfg.home / "prometheus", CONTROL_USER, 0o700),
+        Folder(cfg.home / "prometheus" / "data", CONTROL_USER, 0o700),
+        Folder(cfg.home / "mlflow", CONTROL_USER, 0o700),
+        Folder(cfg.home / "mlflow" / "artifacts", CONTROL_USER, 0o700),
+        Folder(cfg.airflow_home, CONTROL_USER, 0o700),
+        Folder(cfg.worker_home, WORKER_USER, 0o700),
+        *([Folder(cfg.home / "grafana", CONTROL_USER, 0o700)] if optional_binary("grafana", "grafana-server") else []),
+    ]
+
+
+# ------------------------------------------------------------------------------ health checks
+
+
+def _http(path: str, url_attr: str, auth: Callable[[StackConfig], tuple[str, str]] | None = None) -> HealthCheck:
+    def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+        return health.check_http(getattr(cfg, url_attr) + path, auth(cfg) if auth else None)
+
+    return check
+
+
+def _mlflow_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    ok, detail = health.check_http(f"{cfg.mlflow_url}/health")
+    if not ok:
+        return ok, detail
+    viewer = (cfg.env["MLFLOW_VIEWER_USER"], cfg.env["MLFLOW_VIEWER_PASSWORD"])
+    login_ok, login = health.check_http(f"{cfg.mlflow_url}/api/2.0/mlflow/users/current", viewer)
+    return login_ok, f"{detail}, login as {viewer[0]}: {login}"
+
+
+def _api_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    doc = probes.shared("airflow", health.airflow_health)
+    return doc is not None, "monitor/health 200" if doc else "no answer"
+
+
+def _heartbeat(key: str) -> HealthCheck:
+    def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+        doc = probes.shared("airflow", health.airflow_health) or {}
+        status = doc.get(key, {}).get("status")
+        return status == "healthy", f"heartbeat {status or 'unknown'}"
+
+    return check
+
+
+def _worker_health(worker: Worker) -> HealthCheck:
+    def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+        ok = worker.name in probes.shared("celery", health.celery_ping)
+        return ok, f"queue {worker.queue} x{worker.concurrency}, celery ping {'ok' if ok else 'no reply'}"
+
+    return check
+
+
+def _flower_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    ok, detail = health.check_http(f"{cfg.flower_url}/api/workers", (cfg.env["FLOWER_USER"], cfg.env["FLOWER_PASSWORD"]))
+    return ok, detail + " (basic auth)"
+
+
+def _log_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    ok, detail = health.check_http(f"http://127.0.0.1:{cfg.ports['AIRFLOW_LOG_SERVER_PORT']}/log/unsigned-probe")
+    return detail == "HTTP 403", f"{detail} to an unsigned request (serves signed ones only)"
+
+
+def _port_health(var: str, path: str) -> HealthCheck:
+    def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+        return health.check_http(f"http://127.0.0.1:{cfg.ports[var]}{path}")
+
+    return check
+
+
+# ------------------------------------------------------------------------------ the table
+
+# Which secrets each Airflow program holds (secret_settings). Workers: only the broker.
+CONTROL_GRANTS = {
+    "api-server": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "jwt-public-key", "api-secret-key"}),
+    "scheduler": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "celery-broker"}),
+    "dag-processor": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
+    "triggerer": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
+    "log-server": frozenset({"api-secret-key"}),
+    "flower": frozenset({"celery-broker", "flower-login"}),
+}
+WORKER_GRANTS = frozenset({"celery-broker"})
+
+
+def _airflow(cfg: StackConfig, name: str, command: list[str], phase: str = "airflow", stopwait: int = 20,
+             listeners: tuple[Listener, ...] = (), health_check: HealthCheck | None = None,
+             priority: int = 40) -> Component:
+    """A control-plane Airflow program."""
+    return Component(name=name, phase=phase, command=command, health=health_check or _heartbeat(name.replace("-", "_")),
+                     user=CONTROL_USER, home=cfg.airflow_home, airflow_home=cfg.airflow_home,
+                     grants=CONTROL_GRANTS[name], group="airflow", listeners=listeners, stopwait=stopwait,
+                     priority=priority)
+
+
+def _worker(cfg: StackConfig, worker: Worker) -> Component:
+    """A Celery worker: its own user and AIRFLOW_HOME, the broker and nothing else secret. It
+    serves no logs (the log-server program does: it needs the key that signs UI sessions)."""
+    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{worker.name}@%h",
+               "--queues", worker.queue, "--concurrency", str(worker.concurrency), "--without-gossip",
+               "--without-mingle", "--skip-serve-logs"]
+    # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.
+    extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache")}
+    return Component(name=f"worker-{worker.name}", phase="airflow", command=command, health=_worker_health(worker),
+                     user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
+                     extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
+
+
+def components(cfg: StackConfig) -> list[Component]:
+    """Every component of this stack in start order (optional ones marked `present=False` when
+    their binary is missing)."""
+    p = cfg.ports
+    e = cfg.env
+    pg_bin = postgres_bin() or Path("/usr/lib/postgresql/missing/bin")
+    airflow = str(VENV_BIN / "airflow")
+    mlflow_home = cfg.home / "mlflow"
+    mlflow_cmd = [str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+                  "--port", str(p["MLFLOW_PORT"]), "--workers", "1",
+                  "--artifacts-destination", str(mlflow_home / "artifacts")]
+    if mlflow_metrics_available():
+        mlflow_cmd += ["--expose-prometheus", str(mlflow_home / "metrics")]
+    mlflow_db = cfg.db_url(e["MLFLOW_DB"])
+    statsd_bin = optional_binary("statsd_exporter", "statsd-exporter")
+    grafana_bin = optional_binary("grafana", "grafana-server")
+    log_port = p["AIRFLOW_LOG_SERVER_PORT"]
+    table = [
+        Component(
+            name="postgres", phase="base", user="postgres", home=cfg.pgdata, priority=10, stopsignal="INT",
+            stopasgroup=False, umask="077",
+            # TCP on 127.0.0.1 only, no Unix socket; fast shutdown on stop (SIGINT).
+            command=[str(pg_bin / "postgres"), "-D", str(cfg.pgdata), "-p", str(p["POSTGRES_PORT"]),
+                     "-h", "127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+            health=lambda c, _: health.check_postgres(c),
+            listeners=(Listener("POSTGRES_PORT", p["POSTGRES_PORT"]),),
+        ),
+        Component(
+            # Its password (requirepass), port and loopback bind are in the rendered redis.conf.
+            name="redis", phase="base", user=CONTROL_USER, home=cfg.home / "redis", priority=10, stopasgroup=False,
+            command=[_which("redis-server"), str(cfg.redis_conf)],
+            health=lambda c, _: health.check_redis(c),
+            listeners=(Listener("REDIS_PORT", p["REDIS_PORT"]),),
+        ),
+        Component(
+            # No --web.enable-lifecycle: /-/reload and /-/quit answer 403; reload with SIGHUP.
+            name="prometheus", phase="base", user=CONTROL_USER, home=cfg.home / "prometheus", priority=20,
+            stopasgroup=False,
+            command=[_which("prometheus"), f"--config.file={cfg.home / 'prometheus' / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}", "--storage.tsdb.retention.time=7d",
+                     f"--web.listen-address=127.0.0.1:{p['PROMETHEUS_PORT']}"],
+            health=_http("/-/ready", "prometheus_url"),
+            listeners=(Listener("PROMETHEUS_PORT", p["PROMETHEUS_PORT"]),),
+        ),
+        Component(
+            name="statsd-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
+            present=statsd_bin is not None,
+            command=[statsd_bin or "statsd_exporter", f"--statsd.listen-udp=127.0.0.1:{p['STATSD_PORT']}",
+                     f"--statsd.listen-tcp=127.0.0.1:{p['STATSD_PORT']}",
+                     f"--web.listen-address=127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
+                     f"--statsd.mapping-config={STATSD_MAPPING}"],
+            health=_port_health("STATSD_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("STATSD_EXPORTER_PORT", p["STATSD_EXPORTER_PORT"]),
+                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp")),
+        ),
+        Component(
+            # Logins: MLflow's basic-auth app (stack/mlflow_auth.py). The backend URL and the Flask
+            # secret key come from the environment, the user store and admin from the rendered
+            # basic_auth.ini: none is on the command line. Job execution (GenAI jobs) would fork
+            # about ten huey consumers of 160 MB each: not needed here.
+            name="mlflow", phase="mlflow", user=CONTROL_USER, home=mlflow_home, priority=30, command=mlflow_cmd,
+            extra_env=lambda: {"MLFLOW_BACKEND_STORE_URI": mlflow_db, "MLFLOW_TRACKING_URI": mlflow_db,
+                               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                               "MLFLOW_AUTH_CONFIG_PATH": str(cfg.mlflow_auth_config),
+                               "MLFLOW_FLASK_SERVER_SECRET_KEY": e["MLFLOW_FLASK_SERVER_SECRET_KEY"]},
+            health=_mlflow_health,
+            listeners=(Listener("MLFLOW_PORT", p["MLFLOW_PORT"]),),
+        ),
+        Component(
+            # MLflow's own /metrics answers admins only: this serves the same metric files without
+            # a login, so Prometheus holds no MLflow password.
+            name="mlflow-metrics", phase="mlflow", user=CONTROL_USER, home=mlflow_home, priority=30,
+            present=mlflow_metrics_available(),
+            command=[str(VENV_BIN / "python"), "-m", "stack.mlflow_metrics", str(mlflow_home / "metrics"), "127.0.0.1",
+                     str(p["MLFLOW_METRICS_PORT"])],
+            extra_env=lambda: {"PYTHONPATH": str(REPO)},
+            health=_port_health("MLFLOW_METRICS_PORT", "/metrics"),
+            listeners=(Listener("MLFLOW_METRICS_PORT", p["MLFLOW_METRICS_PORT"]),),
+        ),
+        # uvicorn waits for idle keep-alive connections on SIGTERM: do not let `down` wait 20 s.
+        _airflow(cfg, "api-server", [airflow, "api-server"], stopwait=5, health_check=_api_server_health,
+                 listeners=(Listener("AIRFLOW_API_PORT", p["AIRFLOW_API_PORT"]),)),
+        # Workers run every task through the api-server's Execution API: a task queued before it
+        # answers fails its first try, so the scheduler starts last.
+        _airflow(cfg, "scheduler", [str(VENV_BIN / "python"), "-m", "mlops_airflow.scheduler"], phase="scheduler"),
+        _airflow(cfg, "dag-processor", [airflow, "dag-processor"]),
+        # Its logs are served by the log server (same folder, same port).
+        _airflow(cfg, "triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
+        # Airflow's log server (what `airflow celery worker` would fork) run by uvicorn directly so
+        # that it binds 127.0.0.1 (Airflow's own binds every interface). It verifies the
+        # api-server's signed log requests with [api] secret_key, which also signs the UI's session
+        # cookies: so it runs here, as the control-plane user, and no worker holds that key.
+        _airflow(cfg, "log-server", [str(VENV_BIN / "uvicorn"), "--factory",
+                                     "airflow.utils.serve_logs.log_server:get_app", "--host", "127.0.0.1",
+                                     "--port", str(log_port), "--no-access-log"],
+                 health_check=_log_server_health, listeners=(Listener("AIRFLOW_LOG_SERVER_PORT", log_port),)),
+        *(_worker(cfg, w) for w in cfg.workers),
+        _airflow(cfg, "flower", [airflow, "celery", "flower"], priority=50, health_check=_flower_health,
+                 listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"]),)),
+        Component(
+            name="grafana", phase="base", user=CONTROL_USER, home=cfg.home / "grafana", priority=60,
+            present=grafana_bin is not None,
+            command=[grafana_bin or "grafana", *(["server"] if Path(grafana_bin or "").name == "grafana" else []),
+                     "--homepath", "/usr/share/grafana"],
+            extra_env=lambda: {"GF_SERVER_HTTP_ADDR": "127.0.0.1", "GF_SERVER_HTTP_PORT": str(p["GRAFANA_PORT"]),
+                               "GF_PATHS_DATA": str(cfg.home / "grafana"), "GF_PATHS_LOGS": str(cfg.home / "grafana"),
+                               "GF_PATHS_PROVISIONING": str(GRAFANA_PROVISIONING),
+                               "GF_SECURITY_ADMIN_USER": e.get("GRAFANA_ADMIN_USER", "admin"),
+                               "GF_SECURITY_ADMIN_PASSWORD": e.get("GRAFANA_ADMIN_PASSWORD", "")},
+            health=_port_health("GRAFANA_PORT", "/api/health"),
+            listeners=(Listener("GRAFANA_PORT", p["GRAFANA_PORT"]),),
+        ),
+    ]
+    return table
+
+
+def _which(name: str) -> str:
+    """Absolute path of a system binary (programs get a fixed PATH); the bare name when missing
+    (`up` refuses to start then, naming the package)."""
+    return optional_binary(name) or name
+
+
+def by_name(cfg: StackConfig) -> dict[str, Component]:
+    """The table keyed by component name."""
+    return {c.name: c for c in components(cfg)}
+
+
+def users(cfg: StackConfig) -> list[str]:
+    """The system users the present programs run as."""
+    return sorted({c.user for c in components(cfg) if c.present})
+
+
+def reach(cfg: StackConfig) -> dict[str, list[Path]]:
+    """What each unprivileged user must be able to reach (stack/access.py grants traversal):
+    every program starts the venv's Python from the repository; PostgreSQL needs only its data."""
+    return {user: [cfg.home] if user == "postgres" else [cfg.home, cfg.data_dir]
+            for user in users(cfg) if user != "root"}
+
+
+def check_all(cfg: StackConfig) -> list[health.Health]:
+    """Supervisor state and health of every component, in table order (absent ones say so)."""
+    states = health.supervisor_states(cfg) or {}
+    table = components(cfg)
+    probes = health.Probes(cfg)
+    present = [c for c in table if c.present]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip((c.name for c in present), pool.map(lambda c: c.health(cfg, probes), present)))
+    rows = []
+    for comp in table:
+        if not comp.present:
+            rows.append(health.Health(comp.name, "-", "ABSENT", True, health.ABSENT_NOTE))
+            continue
+        ok, detail = results[comp.name]
+        info = states.get(comp.name)
+        rows.append(health.Health(comp.name, comp.port_column, info["statename"] if info else "-", ok, detail))
+    return rows

@@ -1,0 +1,173 @@
+"""Render every file the stack's programs read: supervisord's configuration (from the Jinja2
+template stack/templates/supervisord.conf.j2 and the component table), one environment file per
+program, Redis' and MLflow's configurations (templates too) and Prometheus' configuration.
+Every file that holds a secret is mode 600 and owned by the one user whose program reads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import subprocess
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from stack.components import OBS_PROMETHEUS, Component, components, mlflow_metrics_available, program_env
+from stack.config import CONTROL_USER, VENV_BIN, StackConfig, optional_binary
+from stack.run import StackError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
+
+
+def write_private(path: Path, text: str, owner: str = "root") -> None:
+    """Write a file only `owner` may read (atomically: readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if owner != "root":
+        account = pwd.getpwnam(owner)
+        os.chown(tmp, account.pw_uid, account.pw_gid)
+    os.replace(tmp, path)
+
+
+def _supervisor_value(value: object) -> str:
+    """Escape a value for supervisord, which expands %(name)s in its config."""
+    return str(value).replace("%", "%%")
+
+
+def _jinja() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["sv"] = _supervisor_value
+    env.filters["shell"] = lambda argv: " ".join(shlex.quote(a) for a in argv)
+    # configparser (MLflow's auth config) expands %(name)s; Redis reads double-quoted strings.
+    env.filters["ini"] = lambda value: str(value).replace("%", "%%")
+    env.filters["redis_str"] = lambda value: '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return env
+
+
+def env_file(cfg: StackConfig, comp: Component) -> Path:
+    """Where the environment of `comp` is rendered."""
+    return cfg.env_dir / f"{comp.name}.json"
+
+
+def render_supervisord(cfg: StackConfig, table: list[Component]) -> str:
+    """supervisord's whole configuration: one [program:x] per present component."""
+    programs = [c for c in table if c.present]
+    groups: dict[str, list[str]] = {}
+    for comp in programs:
+        if comp.group:
+            groups.setdefault(comp.group, []).append(comp.name)
+    launcher = f"{shlex.quote(str(VENV_BIN / 'python'))} -I -S {shlex.quote(str(LAUNCHER))}"
+    return _jinja().get_template("supervisord.conf.j2").render(
+        cfg=cfg, programs=programs, groups=groups, launcher=launcher,
+        env_files={c.name: shlex.quote(str(env_file(cfg, c))) for c in programs})
+
+
+def write_env_files(cfg: StackConfig, table: list[Component]) -> None:
+    """One JSON environment per present program, readable only by its owner."""
+    cfg.env_dir.mkdir(parents=True, exist_ok=True)
+    for comp in table:
+        if comp.present:
+            write_private(env_file(cfg, comp), json.dumps(program_env(cfg, comp), indent=1, sort_keys=True) + "\n",
+                          comp.user)
+
+
+def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
+    """Prometheus config for the native stack and where it came from.
+
+    From observability/prometheus/prometheus.yml (written for the compose network) when present:
+    compose host:port targets become 127.0.0.1 with this stack's ports, rule files absolute paths,
+    and targets of components that do not run here are dropped. Otherwise a minimal config.
+    """
+    p = cfg.ports
+    present = {
+        "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
+                                 optional_binary("statsd_exporter", "statsd-exporter") is not None),
+        "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
+        # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
+        "mlflow:5000": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
+        "prometheus:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
+    }
+    source = OBS_PROMETHEUS / "prometheus.yml"
+    if source.is_file():
+        try:
+            doc = yaml.safe_load(source.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise StackError(f"{source}: not valid YAML: {exc}") from exc
+        origin = str(source)
+    else:
+        doc = {
+            "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+            "rule_files": ["rules/*.yml"],
+            "scrape_configs": [
+                {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
+                {"job_name": "flower", "static_configs": [{"targets": ["flower:5555"]}]},
+                {"job_name": "mlflow", "static_configs": [{"targets": ["mlflow:5000"]}]},
+                {"job_name": "statsd-exporter", "static_configs": [{"targets": ["statsd-exporter:9102"]}]},
+            ],
+        }
+        origin = "built-in minimal config (observability/prometheus/prometheus.yml not found)"
+    rules: list[str] = []
+    for entry in doc.get("rule_files") or []:
+        rel = Path(entry)
+        # Compose mounts the folder elsewhere: keep the part from "rules/" on.
+        parts = rel.parts[rel.parts.index("rules"):] if "rules" in rel.parts else (rel.name,)
+        rules.append(str(OBS_PROMETHEUS.joinpath(*parts)))
+    doc["rule_files"] = rules
+    jobs = []
+    for job in doc.get("scrape_configs") or []:
+        statics = []
+        for static in job.get("static_configs") or []:
+            targets = []
+            for target in static.get("targets") or []:
+                native, runs_here = present.get(target, (target, True))
+                if runs_here:
+                    targets.append(native)
+            if targets:
+                statics.append({**static, "targets": targets})
+        if not statics:
+            continue
+        job = {**job, "static_configs": statics}
+        if job.get("basic_auth") and job["job_name"].startswith("flower"):
+            job["basic_auth"] = {"username": cfg.env["FLOWER_USER"], "password": cfg.env["FLOWER_PASSWORD"]}
+        jobs.append(job)
+    doc["scrape_configs"] = jobs
+    return doc, origin
+
+
+def write_prometheus(cfg: StackConfig) -> str:
+    """Render and validate prometheus.yml (promtool); return where it came from."""
+    doc, origin = render_prometheus(cfg)
+    prom_file = cfg.home / "prometheus" / "prometheus.yml"
+    write_private(prom_file, "# rendered by stack/render.py from " + origin + "\n" + yaml.safe_dump(doc, sort_keys=False),
+                  CONTROL_USER)
+    check = subprocess.run(["promtool", "check", "config", str(prom_file)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise StackError(f"{prom_file} (from {origin}) is invalid:\n{check.stdout}{check.stderr}")
+    return origin
+
+
+def render_template(name: str, **values: object) -> str:
+    """One template of stack/templates."""
+    return _jinja().get_template(name).render(**values)
+
+
+def write_all(cfg: StackConfig) -> list[str]:
+    """Render every configuration file of the stack; return progress lines for the log."""
+    table = components(cfg)
+    write_env_files(cfg, table)
+    write_private(cfg.supervisord_conf, render_supervisord(cfg, table))
+    write_private(cfg.redis_conf, render_template("redis.conf.j2", cfg=cfg), CONTROL_USER)
+    write_private(cfg.mlflow_auth_config, render_template(
+        "mlflow_basic_auth.ini.j2", cfg=cfg, database_uri=cfg.db_url(cfg.env["MLFLOW_AUTH_DB"])), CONTROL_USER)
+    origin = write_prometheus(cfg)
+    return [f"prometheus config from {origin}"]
+
