@@ -23,7 +23,7 @@ POOL = "model_registry"
 def _champion(stack) -> str | None:
     resp = requests.get(f"{stack.cfg.mlflow_url}/api/2.0/mlflow/registered-models/alias",
                         params={"name": stack.cfg.env["MLOPS_MODEL_NAME"], "alias": "champion"},
-                        timeout=30)
+                        auth=stack.mlflow_login("viewer"), timeout=30)
     assert resp.status_code in (200, 400, 404), resp.text
     return resp.json()["model_version"]["version"] if resp.status_code == 200 else None
 
