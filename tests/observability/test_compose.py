@@ -18,8 +18,11 @@ IMAGE = "mlops-flights-airflow:3.3.2"
 SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
-    "flower", "mlflow", "statsd-exporter", "prometheus", "grafana",
+    "flower", "mlflow", "statsd-exporter", "prometheus", "pushgateway", "alertmanager-config", "alertmanager",
+    "grafana",
 }
+# One-shot services: they exit 0 once done (no health check, no restart).
+ONE_SHOT = {"airflow-init", "alertmanager-config"}
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
@@ -76,6 +79,18 @@ def _env(service: dict) -> dict[str, str]:
         e.split("=", 1) for e in env)
 
 
+def _mounts(service: dict) -> dict[str, str]:
+    """target -> source of a rendered service's volumes."""
+    out = {}
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            out[vol["target"]] = vol["source"]
+        else:
+            source, target = vol.split(":")[:2]
+            out[target] = source
+    return out
+
+
 def _command(service: dict) -> str:
     cmd = service.get("command") or []
     return " ".join(cmd) if isinstance(cmd, list) else cmd
@@ -84,7 +99,8 @@ def _command(service: dict) -> str:
 def test_services(rendered: tuple[dict, dict]) -> None:
     config, _ = rendered
     assert set(config["services"]) == SERVICES
-    assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == AIRFLOW_COMPONENTS | {"mlflow"}
+    assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == AIRFLOW_COMPONENTS | {
+        "mlflow", "alertmanager-config"}
 
 
 def test_scheduler_runs_the_wake_on_work_runner(rendered: tuple[dict, dict]) -> None:
@@ -116,7 +132,7 @@ def test_worker_queues_concurrency_and_memory(rendered: tuple[dict, dict]) -> No
 def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> None:
     services = rendered[0]["services"]
     for name, svc in services.items():
-        if name == "airflow-init":
+        if name in ONE_SHOT:
             assert svc.get("restart") in (None, "no")
             continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -219,6 +235,34 @@ def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
     assert max(float(b) for b in buckets if b != "inf") >= 3600 and buckets[-1] == "inf"
 
 
+def test_pushgateway_and_alertmanager_wiring(rendered: tuple[dict, dict]) -> None:
+    """The workers push to the Pushgateway; Alertmanager reads the config alertmanager-config
+    renders (stack/alerting.py) from the template and the ALERT_* variables; neither has an HTTP
+    lifecycle or admin API, nor Alertmanager an HA cluster listener."""
+    config, values = rendered
+    services = config["services"]
+    pushing = {name for name, svc in services.items() if "MLOPS_PUSHGATEWAY_URL" in _env(svc)}
+    assert pushing == {"airflow-worker-light", "airflow-worker-heavy"}
+    assert {_env(services[n])["MLOPS_PUSHGATEWAY_URL"] for n in pushing} == {"http://pushgateway:9091"}
+    for name in ("pushgateway", "alertmanager"):
+        assert not [f for f in services[name]["command"] if "lifecycle" in f or "admin-api" in f], name
+    assert "--cluster.listen-address=" in services["alertmanager"]["command"]
+    assert "--persistence.file=/pushgateway/metrics.data" in services["pushgateway"]["command"]
+    init = services["alertmanager-config"]
+    assert init["command"][:2] == ["python", "/opt/mlops-stack/alerting.py"]
+    mounts = _mounts(init)
+    assert mounts["/opt/mlops-stack/alerting.py"] == str(REPO / "stack" / "alerting.py")
+    assert mounts["/etc/alertmanager-template"] == str(REPO / "observability" / "alertmanager")
+    assert init["command"][2] == "/etc/alertmanager-template/alertmanager.yml"
+    assert _mounts(services["alertmanager"])["/config"] == mounts["/config"]
+    assert "--config.file=" + init["command"][3] in services["alertmanager"]["command"]
+    assert services["alertmanager"]["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
+    from stack.alerting import VARIABLES
+
+    assert set(VARIABLES) <= set(_env(init))
+    assert _env(init)["ALERT_SMTP_AUTH_PASSWORD"] == values["ALERT_SMTP_AUTH_PASSWORD"]
+
+
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
@@ -250,7 +294,7 @@ def test_base_image_is_a_build_argument_defaulting_to_the_official_image(rendere
     """Compose passes ${AIRFLOW_BASE_IMAGE} with the Dockerfile's own default: one upstream base."""
     dockerfile_default = re.search(r"^ARG AIRFLOW_BASE_IMAGE=(\S+)$",
                                    (REPO / "airflow" / "Dockerfile").read_text(), re.M).group(1)
-    for name in AIRFLOW_COMPONENTS | {"mlflow"}:
+    for name in AIRFLOW_COMPONENTS | {"mlflow", "alertmanager-config"}:
         build = rendered[0]["services"][name]["build"]
         assert build["args"] == {"AIRFLOW_BASE_IMAGE": dockerfile_default}, name
         assert build["dockerfile"] == "airflow/Dockerfile"
@@ -259,6 +303,7 @@ def test_base_image_is_a_build_argument_defaulting_to_the_official_image(rendere
 UPSTREAM = {
     "postgres": "postgres:16-bookworm", "redis": "redis:7.2-bookworm",
     "statsd-exporter": "prom/statsd-exporter:v0.30.0", "prometheus": "prom/prometheus:v2.55.1",
+    "pushgateway": "prom/pushgateway:v1.10.0", "alertmanager": "prom/alertmanager:v0.27.0",
     "grafana": "grafana/grafana:11.6.0",
 }
 
@@ -294,7 +339,8 @@ def _published(services: dict) -> dict[str, list[str]]:
 def test_published_ports_bind_to_localhost_unless_bind_address_says(docker_compose: str, rendered: tuple[dict, dict],
                                                                     tmp_path: Path) -> None:
     published = _published(rendered[0]["services"])
-    assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "grafana"}
+    assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "pushgateway", "alertmanager",
+                              "grafana"}
     assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports), published
     env_file = tmp_path / ".env"
     write_env(env_file)
