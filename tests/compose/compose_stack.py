@@ -52,6 +52,8 @@ PREFERRED_PORTS = {
     "FLOWER_PORT": PORT_BASE + 656,
     "MLFLOW_PORT": PORT_BASE + 601,
     "PROMETHEUS_PORT": PORT_BASE + 191,
+    "PUSHGATEWAY_PORT": PORT_BASE + 192,
+    "ALERTMANAGER_PORT": PORT_BASE + 193,
     "GRAFANA_PORT": PORT_BASE + 301,
 }
 
@@ -77,7 +79,7 @@ def pick_ports() -> dict[str, int]:
     return chosen
 # Services the test runs (Grafana cannot run here: the override leaves it out).
 LEFT_OUT = {"grafana": "no Grafana build exists for Debian, PyPI or npm"}
-ONE_SHOT = {"airflow-init"}
+ONE_SHOT = {"airflow-init", "alertmanager-config"}
 
 
 class Phases:

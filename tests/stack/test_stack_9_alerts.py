@@ -150,18 +150,12 @@ def test_every_alert_reaches_the_webhook_and_resolves(dags_ready, runs, restored
     t_fed = time.time()
     probe_run = stack.trigger(PROBE)
     ml_run = stack.trigger(PIPELINE, role="ml")
-    _wait_task(stack, PIPELINE, ml_run, "train", {"queued"})
     assert stack.wait_run(PROBE, probe_run, timeout=180)["state"] == "failed"
     tries = _wait_task(stack, PROBE, probe_run, "always_fails", {"failed"})
     assert tries["try_number"] == 3, tries  # two retries, then failed for good
-
-    # Scheduler and MLflow's metrics exporter down while the training waits for a heavy worker.
-    rpc.stopProcess(SCHEDULER)
-    rpc.stopProcess(MLFLOW_EXPORTER)
-    t_stopped = time.time()
+    _wait_task(stack, PIPELINE, ml_run, "train", {"queued"})
+    # The training waits for a heavy worker: the scheduler reports it queued (every 5 s here).
     fired = {
-        "AirflowSchedulerHeartbeatStalled": hook.wait("AirflowSchedulerHeartbeatStalled", "firing", t_stopped),
-        "ScrapeTargetDown": hook.wait("ScrapeTargetDown", "firing", t_stopped, job="mlflow"),
         "AirflowQueueHasNoWorker": hook.wait("AirflowQueueHasNoWorker", "firing", t_fed, queue="heavy"),
         "AirflowTasksQueuedTooLong": hook.wait("AirflowTasksQueuedTooLong", "firing", t_fed, queue="heavy",
                                                dag_id=PIPELINE, task_id="train"),
@@ -176,9 +170,25 @@ def test_every_alert_reaches_the_webhook_and_resolves(dags_ready, runs, restored
     assert "schema" in fired["MlBatchRejected"]["annotations"]["summary"]
     assert (stack.cfg.data_dir / "quarantine" / f"{BAD_WEEK}.csv").is_file()
 
-    for program in (MLFLOW_EXPORTER, SCHEDULER, HEAVY):
-        rpc.startProcess(program)
+    # Then the scheduler and MLflow's metrics exporter down too.
+    rpc.stopProcess(SCHEDULER)
+    rpc.stopProcess(MLFLOW_EXPORTER)
+    t_stopped = time.time()
+    fired["AirflowSchedulerHeartbeatStalled"] = hook.wait("AirflowSchedulerHeartbeatStalled", "firing", t_stopped)
+    fired["ScrapeTargetDown"] = hook.wait("ScrapeTargetDown", "firing", t_stopped, job="mlflow")
+
     t_restarted = time.time()
+    for program in (MLFLOW_EXPORTER, SCHEDULER):
+        rpc.startProcess(program)
+    # The heavy worker only once the new scheduler has reported the training queued: Airflow
+    # resets to 0 only the per-task gauges its own process sent, and the exporter keeps a gauge's
+    # last value, so a task that left the queue before that report would stay "queued" in Prometheus.
+    queued = f"airflow.ti.queued.heavy.{PIPELINE}.train:"
+    deadline = time.monotonic() + 120
+    while not any(t >= t_restarted and line.startswith(queued) for t, line in stack.statsd.lines):
+        assert time.monotonic() < deadline, "the restarted scheduler did not report the queued training"
+        time.sleep(1)
+    rpc.startProcess(HEAVY)
     for name, labels in (("AirflowSchedulerHeartbeatStalled", {}), ("ScrapeTargetDown", {"job": "mlflow"}),
                          ("AirflowQueueHasNoWorker", {"queue": "heavy"}),
                          ("AirflowTasksQueuedTooLong", {"queue": "heavy", "task_id": "train"})):

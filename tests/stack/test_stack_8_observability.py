@@ -1,4 +1,7 @@
-"""Every panel of the three Grafana dashboards has data on the live test stack.
+"""Observability on the live test stack: every Grafana panel has data, `make demo`'s closing
+summary, the Pushgateway's and Alertmanager's HTTP surface.
+
+Every panel of the three Grafana dashboards has data:
 
 After the session's pipeline run and the retraining its drift check triggered (`runs`), each panel
 query (observability/grafana/dashboards/*.json, Grafana's variables substituted as for "All") is
@@ -78,3 +81,35 @@ def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs
             break
         time.sleep(5)
     assert not empty, "panels without data:\n" + "\n".join(f"{k}: {e}" for k, e in empty)
+
+
+def test_demo_shows_the_auc_the_drift_share_and_the_firing_alerts(dags_ready, runs, capsys) -> None:
+    """What `make demo` prints at its end (stack/demo.py), on the session's runs: the Prometheus
+    queries with their values over the runs and graph URLs, and the alerts that are firing (the
+    session's summer week drifted)."""
+    from stack import demo
+
+    demo.metrics_and_alerts(dags_ready.cfg, runs["t0"])
+    out = capsys.readouterr().out
+    for _, query in demo.DEMO_QUERIES:
+        assert query in out, out
+    holdout = out.split("max(mlops_champion_holdout_roc_auc)  ->  ", 1)[1].split("\n", 1)[0]
+    assert 0.5 < float(holdout.split(" -> ")[-1]) < 1, holdout
+    share = out.split("max(mlops_drift_share)  ->  ", 1)[1].split("\n", 1)[0]
+    assert 0 <= float(share.split(" -> ")[-1]) <= 1, share
+    assert f"{dags_ready.cfg.prometheus_url}/graph?g0.expr=max%28mlops_drift_share%29" in out
+    assert "MlDriftDetected (warning): The latest batch drifted" in out, out
+    assert "receivers: critical: webhook; warning: webhook" in out
+
+
+def test_pushgateway_and_alertmanager_have_no_lifecycle_or_admin_api(stack) -> None:
+    """No HTTP shutdown or wipe of the Pushgateway (its lifecycle and admin APIs are off);
+    Alertmanager has no such switch: its /-/reload stays (on 127.0.0.1, docs/security.md)."""
+    pushgateway, alertmanager = stack.cfg.pushgateway_url, stack.cfg.alertmanager_url
+    assert requests.put(f"{pushgateway}/-/quit", timeout=10).status_code == 403
+    assert requests.put(f"{pushgateway}/api/v1/admin/wipe", timeout=10).status_code == 404
+    assert requests.get(f"{pushgateway}/-/ready", timeout=10).status_code == 200
+    assert requests.post(f"{alertmanager}/-/quit", timeout=10).status_code == 404
+    assert requests.post(f"{alertmanager}/-/reload", timeout=10).status_code == 200
+    status = requests.get(f"{alertmanager}/api/v2/status", timeout=10).json()
+    assert status["cluster"]["status"] == "disabled", status["cluster"]
