@@ -324,12 +324,11 @@ def components(cfg: StackConfig) -> list[Component]:
     statsd_flags = [f"--statsd.listen-udp=127.0.0.1:{p['STATSD_PORT']}", f"--statsd.listen-tcp=127.0.0.1:{p['STATSD_PORT']}",
                     f"--web.listen-address=127.0.0.1:{p['STATSD_EXPORTER_PORT']}", f"--statsd.mapping-config={STATSD_MAPPING}"]
     double = statsd_double(cfg)
-    if statsd_bin:
-        statsd_cmd = [statsd_bin, *statsd_flags]
-    else:
+    if double:
         # The test double also records every line it receives (the stack tests read them).
-        statsd_cmd = [str(VENV_BIN / "python"), double or "statsd_double", *statsd_flags,
-                      f"--double.record-file={statsd_double_record(cfg)}"]
+        statsd_cmd = [str(VENV_BIN / "python"), double, *statsd_flags, f"--double.record-file={statsd_double_record(cfg)}"]
+    else:
+        statsd_cmd = [statsd_bin or "statsd_exporter", *statsd_flags]
     grafana_bin = optional_binary("grafana", "grafana-server")
     pushgateway_home = cfg.home / "pushgateway"
     alertmanager_home = cfg.home / "alertmanager"
@@ -366,8 +365,7 @@ def components(cfg: StackConfig) -> list[Component]:
             present=statsd_bin is not None or double is not None, command=statsd_cmd,
             health=_port_health("STATSD_EXPORTER_PORT", "/metrics"),
             listeners=(Listener("STATSD_EXPORTER_PORT", p["STATSD_EXPORTER_PORT"]),
-                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp"),
-                       *((Listener("STATSD_PORT", p["STATSD_PORT"]),) if statsd_bin or double else ())),
+                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp"), Listener("STATSD_PORT", p["STATSD_PORT"])),
         ),
         Component(
             # The ML steps' results (src/mlops/metrics.py); kept across restarts in its persistence

@@ -99,7 +99,7 @@ class AlertClock:
     scrape_interval: str = "5s"
     scrape_timeout: str = "5s"
     evaluation_interval: str = "2s"
-    max_window_s: int = 60
+    max_window_s: int = 30
     max_for_s: int = 5
     group_wait: str = "1s"
     group_interval: str = "2s"
@@ -304,6 +304,8 @@ def write_alertmanager(cfg: StackConfig) -> str:
         raise StackError(f"{path} (from {alerting.TEMPLATE} and the ALERT_* variables of {cfg.env_file}) is "
                          f"invalid:\n{check.stdout}{check.stderr}")
     sends = alerting.delivery(doc)
+    if not any(sends.values()):
+        return f"alertmanager: alerts reach nobody (neither ALERT_WEBHOOK_URL nor ALERT_EMAIL_TO in {cfg.env_file})"
     return "alertmanager receivers: " + "; ".join(f"{name} -> {', '.join(kinds) or 'listed only'}"
                                                    for name, kinds in sends.items())
 

@@ -123,9 +123,8 @@ def evaluate_candidate(model: dict[str, Any]) -> dict[str, Any]:
 
 def deploy_if_better(evaluation: dict[str, Any] | None) -> dict[str, Any]:
     """Deploy the evaluated candidate when its decision says so, else skip the task."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
     from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
 
     dag_id = get_current_context()["ti"].dag_id
     if not evaluation:
