@@ -326,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.added_vars and args.cmd != "up":
             _log_added(cfg)
         return COMMANDS[args.cmd].run(cfg, args)
+    except PermissionError as exc:
+        # e.g. the env file (root's, mode 600) read by another user: `bin/airflow` without sudo.
+        print(f"stack: error: {exc}: run it as root (sudo)", file=sys.stderr)
+        return 1
     except (StackError, envfile.EnvFileError) as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
         if args.cmd == "up" and isinstance(exc, StackError):

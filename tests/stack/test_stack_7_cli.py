@@ -270,6 +270,7 @@ def test_rendered_airflow_cfg_has_no_secret_and_changes_no_program(stack) -> Non
 
 
 def test_wrapper_refuses_a_stopped_or_uninstalled_stack_and_removed_commands(stack, tmp_path) -> None:
+    """Each refusal names its fix and starts no Airflow."""
     stopped = tmp_path / "stopped.env"
     stopped.write_text(stack.env_file.read_text().replace(f"STACK_HOME={stack.cfg.env['STACK_HOME']}",
                                                           f"STACK_HOME={tmp_path / 'never-started'}"))
@@ -285,6 +286,12 @@ def test_wrapper_refuses_a_stopped_or_uninstalled_stack_and_removed_commands(sta
     result = subprocess.run([str(checkout / "bin" / "airflow"), "dags", "list"], env=_user_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "make install" in result.stderr and str(checkout) in result.stderr
+
+    # Another user cannot read the env file (root's, mode 600): one line saying to use sudo.
+    result = subprocess.run(["runuser", "-u", WORKER_USER, "--", str(WRAPPER), "--env-file", str(stack.env_file),
+                             "dags", "list"], cwd="/", env=_user_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Permission denied" in result.stderr and "sudo" in result.stderr, result.stderr
 
     for args, replacement in ((["tasks", "logs", "ml_pipeline_dag", "train", "manual__x"], "task-logs"),
                               (["webserver"], "api-server"), (["db", "init"], "db migrate")):
