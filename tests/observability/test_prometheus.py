@@ -35,7 +35,7 @@ def test_scrape_targets_alerting_and_rule_files() -> None:
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {t for job in jobs.values() for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow:5000", "localhost:9090",
+    assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow-metrics:5001", "localhost:9090",
                        "pushgateway:9091", "alertmanager:9093"}
     assert sum(len(sc["targets"]) for job in jobs.values() for sc in job["static_configs"]) == len(targets)
     # Pushed series keep the job of their grouping key (mlops_drift, ...), nothing else does.
