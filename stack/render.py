@@ -23,7 +23,7 @@ import yaml
 from stack import alerting
 from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, by_name, components,
                               mlflow_metrics_available, program_env)
-from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig, optional_binary
+from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
