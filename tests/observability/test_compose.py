@@ -27,13 +27,12 @@ SERVICES = {
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
     "alertmanager-config", "alertmanager", "grafana",
 }
-# One-shot services: they exit 0 once done (no health check, no restart).
-ONE_SHOT = {"airflow-init", "alertmanager-config"}
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
 }
-ONE_SHOT = {"airflow-init", "mlflow-init"}
+# One-shot services: they exit 0 once done (no health check, no restart).
+ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
 # Every service that runs the project image (built from airflow/Dockerfile).
 PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config"}
 # Non-secret settings every Airflow component shares.
@@ -337,9 +336,10 @@ def test_only_the_one_shot_init_runs_as_root(rendered: tuple[dict, dict]) -> Non
     (uid 50000), Prometheus' nobody; postgres and redis as their users instead of dropping from root."""
     services = rendered[0]["services"]
     users = {name: str(svc.get("user", "")) for name, svc in services.items()}
-    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init"}
+    # The two one-shots that hand files in fresh volumes to their owners (chown) run as root.
+    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init", "alertmanager-config"}
     assert users["postgres"] == "postgres" and users["redis"] == "redis"
-    assert {n for n, u in users.items() if u} == {"airflow-init", "postgres", "redis"}
+    assert {n for n, u in users.items() if u} == {"airflow-init", "alertmanager-config", "postgres", "redis"}
 
 
 def test_secrets_are_required_never_defaulted() -> None:
