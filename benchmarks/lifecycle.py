@@ -303,8 +303,7 @@ def main() -> int:
     ap.add_argument("--keep", help="keep the data folder and MLflow store here instead of a temp dir")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    for key in ("MLFLOW_TRACKING_URI", "MLOPS_STATSD_HOST", "AIRFLOW__METRICS__STATSD_HOST",
-                "MLOPS_MODEL_NAME", "MLOPS_EXPERIMENT"):
+    for key in ("MLFLOW_TRACKING_URI", "MLOPS_PUSHGATEWAY_URL", "MLOPS_MODEL_NAME", "MLOPS_EXPERIMENT"):
         os.environ.pop(key, None)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mlops-lifecycle-"))
     os.environ["MLOPS_DATA_DIR"] = str(work / "data")

@@ -114,10 +114,10 @@ def model_retraining_dag() -> None:
     @task(pool=REGISTRY_POOL)
     def deploy_new_model() -> dict[str, Any]:
         """Make the candidate the champion."""
-        from mlops_airflow.tasks import deploy_candidate
+        from mlops_airflow.tasks import deploy_retrained
 
         ti = get_current_context()["ti"]
-        return deploy_candidate(ti.xcom_pull(task_ids="evaluate_new_model"))
+        return deploy_retrained(ti.xcom_pull(task_ids="evaluate_new_model"))
 
     @task(pool=REGISTRY_POOL)
     def rollback_model() -> dict[str, Any]:

@@ -4,6 +4,8 @@
 #   postgresql      private metadata / result-backend / MLflow database (native stack, tests)
 #   redis-server    private Celery broker
 #   prometheus      scrapes Flower, MLflow, statsd-exporter; ships promtool for rule tests
+#   prometheus-pushgateway   receives the ML jobs' results (src/mlops/metrics.py) for Prometheus
+#   prometheus-alertmanager  routes the firing alerts to the receiver of .env (ships amtool)
 #   docker-compose  parses and validates docker-compose.celery.yml; drives the compose test
 #   python3-venv    to create .venv on a stock Debian Python
 #   acl             setfacl: `make up` grants the stack users traversal of a private checkout path
@@ -18,6 +20,9 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stack import health, keys
+from stack import alerting, health, keys
 from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary, postgres_bin
 
 # When `up` starts a component: `base` with supervisord, `mlflow` once its database exists,
@@ -24,6 +24,10 @@ PHASES = ("base", "mlflow", "airflow", "scheduler")
 OBS_PROMETHEUS = REPO / "observability" / "prometheus"
 STATSD_MAPPING = REPO / "observability" / "statsd" / "mapping.yml"
 GRAFANA_PROVISIONING = REPO / "observability" / "grafana" / "provisioning"
+# TEST-ONLY switch of a test stack's env file (tests/stack/conftest.py sets it; `.env.example`
+# has no such line, so `make up` never uses it): where no statsd_exporter binary exists, run this
+# script, a test double taking the exporter's flags, in its place.
+STATSD_DOUBLE_SWITCH = "MLOPS_TEST_STATSD_DOUBLE"
 # What every program may keep from the operator's environment; everything else is declared here.
 INHERITED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -170,6 +174,10 @@ def folders(cfg: StackConfig) -> list[Folder]:
         Folder(cfg.home / "redis", CONTROL_USER, 0o700),
         Folder(cfg.home / "prometheus", CONTROL_USER, 0o700),
         Folder(cfg.home / "prometheus" / "data", CONTROL_USER, 0o700),
+        Folder(cfg.home / "pushgateway", CONTROL_USER, 0o700),
+        Folder(cfg.home / "alertmanager", CONTROL_USER, 0o700),
+        Folder(cfg.home / "alertmanager" / "data", CONTROL_USER, 0o700),
+        *([Folder(cfg.home / "statsd-exporter", CONTROL_USER, 0o700)] if statsd_double(cfg) else []),
         Folder(cfg.home / "mlflow", CONTROL_USER, 0o700),
         Folder(cfg.home / "mlflow" / "artifacts", CONTROL_USER, 0o700),
         Folder(cfg.airflow_home, CONTROL_USER, 0o700),
@@ -229,6 +237,16 @@ def _log_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, s
     return detail == "HTTP 403", f"{detail} to an unsigned request (serves signed ones only)"
 
 
+def _alertmanager_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    ok, detail = health.check_http(f"{cfg.alertmanager_url}/-/ready")
+    sends = alerting.delivery(alerting.render(alerting.load_template(), cfg.env))
+    if any(sends.values()):
+        where = "; ".join(f"{name}: {', '.join(kinds) or 'listed only'}" for name, kinds in sends.items())
+    else:
+        where = "alerts reach nobody: set ALERT_WEBHOOK_URL or ALERT_EMAIL_TO in the env file"
+    return ok, f"{detail}, receivers {where}"
+
+
 def _port_health(var: str, path: str) -> HealthCheck:
     def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
         return health.check_http(f"http://127.0.0.1:{cfg.ports[var]}{path}")
@@ -267,10 +285,25 @@ def _worker(cfg: StackConfig, worker: Worker) -> Component:
                "--queues", worker.queue, "--concurrency", str(worker.concurrency), "--without-gossip",
                "--without-mingle", "--skip-serve-logs"]
     # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.
-    extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache")}
+    # The ML steps push their results to the Pushgateway (src/mlops/metrics.py).
+    extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
+             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url}
     return Component(name=f"worker-{worker.name}", phase="airflow", command=command, health=_worker_health(worker),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
                      extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
+
+
+def statsd_double_record(cfg: StackConfig) -> Path:
+    """Where the test double records every StatsD line it receives (tests/stack reads it)."""
+    return cfg.home / "statsd-exporter" / "received.log"
+
+
+def statsd_double(cfg: StackConfig) -> str | None:
+    """The statsd-exporter test double of a test stack (its env file's TEST-ONLY switch), used only
+    where no statsd_exporter binary is on PATH; None on a product stack."""
+    if optional_binary("statsd_exporter", "statsd-exporter"):
+        return None
+    return cfg.env.get(STATSD_DOUBLE_SWITCH) or None
 
 
 def components(cfg: StackConfig) -> list[Component]:
@@ -288,7 +321,17 @@ def components(cfg: StackConfig) -> list[Component]:
         mlflow_cmd += ["--expose-prometheus", str(mlflow_home / "metrics")]
     mlflow_db = cfg.db_url(e["MLFLOW_DB"])
     statsd_bin = optional_binary("statsd_exporter", "statsd-exporter")
+    statsd_flags = [f"--statsd.listen-udp=127.0.0.1:{p['STATSD_PORT']}", f"--statsd.listen-tcp=127.0.0.1:{p['STATSD_PORT']}",
+                    f"--web.listen-address=127.0.0.1:{p['STATSD_EXPORTER_PORT']}", f"--statsd.mapping-config={STATSD_MAPPING}"]
+    double = statsd_double(cfg)
+    if double:
+        # The test double also records every line it receives (the stack tests read them).
+        statsd_cmd = [str(VENV_BIN / "python"), double, *statsd_flags, f"--double.record-file={statsd_double_record(cfg)}"]
+    else:
+        statsd_cmd = [statsd_bin or "statsd_exporter", *statsd_flags]
     grafana_bin = optional_binary("grafana", "grafana-server")
+    pushgateway_home = cfg.home / "pushgateway"
+    alertmanager_home = cfg.home / "alertmanager"
     log_port = p["AIRFLOW_LOG_SERVER_PORT"]
     table = [
         Component(
@@ -319,14 +362,33 @@ def components(cfg: StackConfig) -> list[Component]:
         ),
         Component(
             name="statsd-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
-            present=statsd_bin is not None,
-            command=[statsd_bin or "statsd_exporter", f"--statsd.listen-udp=127.0.0.1:{p['STATSD_PORT']}",
-                     f"--statsd.listen-tcp=127.0.0.1:{p['STATSD_PORT']}",
-                     f"--web.listen-address=127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
-                     f"--statsd.mapping-config={STATSD_MAPPING}"],
+            present=statsd_bin is not None or double is not None, command=statsd_cmd,
             health=_port_health("STATSD_EXPORTER_PORT", "/metrics"),
             listeners=(Listener("STATSD_EXPORTER_PORT", p["STATSD_EXPORTER_PORT"]),
-                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp")),
+                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp"), Listener("STATSD_PORT", p["STATSD_PORT"])),
+        ),
+        Component(
+            # The ML steps' results (src/mlops/metrics.py); kept across restarts in its persistence
+            # file. No --web.enable-lifecycle, no --web.enable-admin-api: no HTTP shutdown or wipe.
+            name="pushgateway", phase="base", user=CONTROL_USER, home=pushgateway_home, priority=20,
+            stopasgroup=False,
+            command=[_which("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{p['PUSHGATEWAY_PORT']}",
+                     f"--persistence.file={pushgateway_home / 'metrics.data'}", "--persistence.interval=1m"],
+            health=_port_health("PUSHGATEWAY_PORT", "/-/ready"),
+            listeners=(Listener("PUSHGATEWAY_PORT", p["PUSHGATEWAY_PORT"]),),
+        ),
+        Component(
+            # Routes Prometheus' alerts to the receivers of the env file (stack/alerting.py renders
+            # its config). No cluster listener (HA gossip would bind 0.0.0.0:9094). Alertmanager
+            # has no switch for its /-/reload endpoint: it stays, on 127.0.0.1 (docs/security.md).
+            name="alertmanager", phase="base", user=CONTROL_USER, home=alertmanager_home, priority=20,
+            stopasgroup=False,
+            command=[_which("prometheus-alertmanager"), f"--config.file={alertmanager_home / 'alertmanager.yml'}",
+                     f"--storage.path={alertmanager_home / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{p['ALERTMANAGER_PORT']}",
+                     f"--web.external-url={cfg.alertmanager_url}", "--cluster.listen-address="],
+            health=_alertmanager_health,
+            listeners=(Listener("ALERTMANAGER_PORT", p["ALERTMANAGER_PORT"]),),
         ),
         Component(
             # Logins: MLflow's basic-auth app (stack/mlflow_auth.py). The backend URL and the Flask

@@ -31,6 +31,8 @@ PORT_VARS = (
     "MLFLOW_PORT",
     "MLFLOW_METRICS_PORT",
     "PROMETHEUS_PORT",
+    "PUSHGATEWAY_PORT",
+    "ALERTMANAGER_PORT",
     "GRAFANA_PORT",
     "STATSD_EXPORTER_PORT",
     "STATSD_PORT",
@@ -185,6 +187,16 @@ class StackConfig:
     def prometheus_url(self) -> str:
         """Base URL of Prometheus."""
         return f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}"
+
+    @property
+    def pushgateway_url(self) -> str:
+        """Base URL of the Pushgateway (the workers' MLOPS_PUSHGATEWAY_URL)."""
+        return f"http://127.0.0.1:{self.ports['PUSHGATEWAY_PORT']}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        """Base URL of Alertmanager."""
+        return f"http://127.0.0.1:{self.ports['ALERTMANAGER_PORT']}"
 
     def dag_bundles(self) -> list[dict]:
         """`[dag_processor] dag_bundle_config_list`: the product DAGs, plus the benchmark bundle on demand."""

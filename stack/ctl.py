@@ -78,7 +78,8 @@ def start_phase(cfg: StackConfig, phase: str) -> list[str]:
 def _preflight(cfg: StackConfig) -> Path:
     """System binaries present, nothing of a previous run alive, ports free; return Postgres' bin."""
     pg_bin = postgres_bin()
-    missing = [b for b in ("redis-server", "prometheus", "promtool", "runuser") if not shutil.which(b)]
+    missing = [b for b in ("redis-server", "prometheus", "promtool", "prometheus-pushgateway", "prometheus-alertmanager",
+                           "amtool", "runuser") if not shutil.which(b)]
     if pg_bin is None:
         missing.append("postgresql (/usr/lib/postgresql/*/bin)")
     if missing:
@@ -211,7 +212,7 @@ def print_status(cfg: StackConfig) -> bool:
     print(f"MLflow /metrics: {metrics}")
     print(f"statsd: every Airflow component sends to udp 127.0.0.1:{cfg.ports['STATSD_PORT']}")
     print(f"Airflow UI {cfg.api_url}  Flower {cfg.flower_url}  MLflow {cfg.mlflow_url}  "
-          f"Prometheus {cfg.prometheus_url}")
+          f"Prometheus {cfg.prometheus_url}  Pushgateway {cfg.pushgateway_url}  Alertmanager {cfg.alertmanager_url}")
     print(f"logins and passwords: {cfg.env_file}; logs: {cfg.logs}")
     return all(h.healthy for h in rows)
 

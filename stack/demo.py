@@ -5,7 +5,10 @@
    against that champion with the default thresholds, see the README) and run ml_pipeline_dag
    again: its check_drift triggers model_retraining_dag, which trains every recipe;
 3. print which drift signals fired and by how much, the recipes tried with their validation and
-   holdout scores, the outcome (deploy or rollback) and its reason, the champion.
+   holdout scores, the outcome (deploy or rollback) and its reason, the champion;
+4. print the Prometheus queries (with their values over the runs just made, and graph URLs) of the
+   champion's ROC AUC and the drift share, which the steps pushed to the Pushgateway, and the
+   alerts that are firing (Alertmanager sends them to the receivers of `.env`).
 
 The stack stays up until `make down`. A second `make demo` finds the batches processed and says
 how to replay other weeks.
@@ -21,10 +24,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
-from stack import envfile
+from stack import alerting, envfile
 from stack.api import Airflow, flower_workers
 from stack.config import VENV_BIN, StackConfig, load
 from stack.ctl import StackError, cmd_up
@@ -164,6 +168,69 @@ def retraining(api: Airflow, run: dict) -> None:
           f"({evaluation['recipe']}): {done.get('reason') or decision['reason']}")
 
 
+# What `make demo` shows in Prometheus: (what, PromQL), all pushed by the ML steps.
+DEMO_QUERIES = (
+    ("champion ROC AUC on its holdout week (each champion)", "max(mlops_champion_holdout_roc_auc)"),
+    ("champion ROC AUC on each new batch (drift check)", "max(mlops_drift_champion_roc_auc)"),
+    ("drift share of each checked batch", "max(mlops_drift_share)"),
+)
+
+
+def _prometheus(cfg: StackConfig, path: str, **params: Any) -> Any:
+    resp = requests.get(f"{cfg.prometheus_url}{path}", params=params, timeout=30)
+    resp.raise_for_status()
+    return resp.json()["data"]
+
+
+def wait_evaluated(cfg: StackConfig, since: float, timeout: float = 90) -> None:
+    """Wait until Prometheus has scraped a drift check pushed after `since` and evaluated its
+    rules on it (one scrape and one evaluation interval at most)."""
+    deadline = time.monotonic() + timeout
+    scraped = None
+    while time.monotonic() < deadline:
+        pushed = _prometheus(cfg, "/api/v1/query", query='max(push_time_seconds{job="mlops_drift"})')["result"]
+        if scraped is None and pushed and float(pushed[0]["value"][1]) >= since:
+            scraped = time.time()
+        if scraped is not None:
+            groups = _prometheus(cfg, "/api/v1/rules")["groups"]
+            evaluated = [g["lastEvaluation"] for g in groups if g["name"] == "ml"]
+            if evaluated and datetime.fromisoformat(evaluated[0][:26].rstrip("Z") + "+00:00").timestamp() > scraped:
+                return
+        time.sleep(1)
+    print(f"  (Prometheus has not evaluated a drift check newer than the demo after {timeout:.0f} s)")
+
+
+def metrics_and_alerts(cfg: StackConfig, started: float) -> None:
+    """Print the demo's Prometheus queries with their values over the runs just made, graph URLs,
+    and the alerts firing now."""
+    wait_evaluated(cfg, started)
+    minutes = max(5, int((time.time() - started) / 60) + 2)
+    print(f"\nML results in Prometheus ({cfg.prometheus_url}; pushed by the steps to the Pushgateway "
+          f"{cfg.pushgateway_url}):")
+    for what, query in DEMO_QUERIES:
+        result = _prometheus(cfg, "/api/v1/query_range", query=query, start=started, end=time.time(), step=15)["result"]
+        values: list[str] = []
+        for _, value in (result[0]["values"] if result else []):
+            text = f"{float(value):.4f}"
+            if not values or values[-1] != text:
+                values.append(text)
+        url = f"{cfg.prometheus_url}/graph?" + urlencode({"g0.expr": query, "g0.tab": "0",
+                                                           "g0.range_input": f"{minutes}m"})
+        print(f"  {what}:\n    {query}  ->  {' -> '.join(values) or 'no value in this demo'}\n    {url}")
+    alerts = sorted(_prometheus(cfg, "/api/v1/alerts")["alerts"], key=lambda a: a["labels"]["alertname"])
+    firing = [a for a in alerts if a["state"] == "firing"]
+    sends = alerting.delivery(alerting.render(alerting.load_template(), cfg.env))
+    print(f"\nalerts firing ({len(firing)}; Alertmanager {cfg.alertmanager_url}, receivers: "
+          + ("; ".join(f"{n}: {', '.join(k)}" for n, k in sends.items() if k)
+             or "none, set ALERT_WEBHOOK_URL or ALERT_EMAIL_TO in .env") + "):")
+    for alert in firing:
+        print(f"  {alert['labels']['alertname']} ({alert['labels'].get('severity', '-')}): "
+              f"{alert['annotations'].get('summary', '')}")
+    if not firing:
+        print("  none")
+    print(f"  all rules and their state: {cfg.prometheus_url}/alerts")
+
+
 def logins(cfg: StackConfig) -> None:
     """Print URLs and logins of the UIs."""
     e = cfg.env
@@ -174,7 +241,8 @@ def logins(cfg: StackConfig) -> None:
     print(f"  Flower      {cfg.flower_url}   {e['FLOWER_USER']} / {e['FLOWER_PASSWORD']}")
     print(f"  MLflow      {cfg.mlflow_url}   admin {e['MLFLOW_ADMIN_USER']} / {e['MLFLOW_ADMIN_PASSWORD']}, "
           f"read-only {e['MLFLOW_VIEWER_USER']} / {e['MLFLOW_VIEWER_PASSWORD']}")
-    print(f"  Prometheus  {cfg.prometheus_url}   (no login)")
+    print(f"  Prometheus  {cfg.prometheus_url}   (no login; Pushgateway {cfg.pushgateway_url}, "
+          f"Alertmanager {cfg.alertmanager_url})")
     print(f"  (all from {cfg.env_file})")
 
 
@@ -210,9 +278,10 @@ def main() -> int:
         api = Airflow(cfg, cfg.env["AIRFLOW_ADMIN_USER"], cfg.env["AIRFLOW_ADMIN_PASSWORD"])
         api.wait_dag(DAG_ID)
         api.wait_dag(RETRAIN_DAG_ID)
+        demo_started = time.time()
         first, _ = pipeline_round(cfg, api, "2/4 the first champion", ("2013-W01", until))
         run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts", (drift_week, drift_week))
-        print("\n== 4/4 summary")
+        print("\n== 4/4 summary", flush=True)
         for each in (first, run, retrain):
             if each:
                 task_table(cfg, api, each)
@@ -222,6 +291,7 @@ def main() -> int:
         elif xcom(api, run, "check_drift", key="drift"):
             print(f"  no signal fired on {drift_week}: no retraining (try DEMO_DRIFT_WEEK=2013-W38)")
         champion(cfg)
+        metrics_and_alerts(cfg, demo_started)
         logins(cfg)
         print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
         ok = first["state"] == run["state"] == "success" and (retrain is None or retrain["state"] == "success")

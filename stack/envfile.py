@@ -73,7 +73,8 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
     """
     example = parse(example_path)
     overrides = overrides or {}
-    unknown = sorted(k for k in set(overrides) - set(example) if not k.startswith("AIRFLOW__"))
+    # AIRFLOW__* settings and the test stacks' MLOPS_TEST_* switches may come on top of the example.
+    unknown = sorted(k for k in set(overrides) - set(example) if not k.startswith(("AIRFLOW__", "MLOPS_TEST_")))
     if unknown:
         raise EnvFileError(f"{example_path}: overrides name unknown variables {unknown}")
     if not env_path.exists():

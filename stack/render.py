@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import jinja2
 import yaml
 
-from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, components,
+from stack import alerting
+from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, by_name, components,
                               mlflow_metrics_available, program_env)
-from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig, optional_binary
+from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -83,6 +86,89 @@ def write_env_files(cfg: StackConfig, table: list[Component]) -> None:
                           comp.user)
 
 
+# TEST-ONLY switch of a test stack's env file (tests/stack/conftest.py; never in `.env.example`):
+# alerts fire and resolve within seconds, on the same rules and routes (see AlertClock).
+FAST_ALERTS_SWITCH = "MLOPS_TEST_FAST_ALERTS"
+
+
+@dataclass(frozen=True)
+class AlertClock:
+    """The compressed clock of a test stack's alerting. The rules keep their expressions and are
+    only shortened: every `for:` to at most `max_for_s`, every duration inside an expression (range
+    selectors, `offset`, and the seconds constants written with their duration in a trailing
+    comment, `> 691200  # 8d`) to at most `max_window_s`. Prometheus scrapes and evaluates more
+    often, Alertmanager groups and repeats sooner. The production values stay in the files (and in
+    their promtool unit tests)."""
+
+    scrape_interval: str = "5s"
+    scrape_timeout: str = "5s"
+    evaluation_interval: str = "2s"
+    max_window_s: int = 30
+    max_for_s: int = 5
+    group_wait: str = "1s"
+    group_interval: str = "2s"
+    repeat_interval: str = "1m"
+
+
+TEST_ALERT_CLOCK = AlertClock()
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_RANGE = re.compile(r"\[\s*(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)\s*(:\s*[^\]]*)?\]")
+_OFFSET = re.compile(r"\boffset\s+(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)")
+_MARKED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*)#\s*(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)\b")
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a Prometheus duration (`90s`, `1h30m`, `7d`)."""
+    if not _DURATION.match(text):
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def marked_constants(expr: str) -> list[tuple[float, str]]:
+    """(number, duration) of every seconds constant an expression marks with its duration."""
+    return [(float(m.group(1)), m.group(3)) for m in _MARKED.finditer(expr)]
+
+
+def compress_expr(expr: str, max_window_s: int) -> str:
+    """`expr` with every duration capped at `max_window_s` (see AlertClock); a marked constant
+    whose number is not its duration in seconds is refused."""
+    def cap(text: str) -> str:
+        return f"{int(min(duration_seconds(text), max_window_s))}s"
+
+    def constant(m: re.Match) -> str:
+        if float(m.group(1)) != duration_seconds(m.group(3)):
+            raise StackError(f"rule constant {m.group(1)} is marked as {m.group(3)} "
+                             f"({duration_seconds(m.group(3)):g} s): fix the number or its comment")
+        return f"{min(float(m.group(1)), max_window_s):g}{m.group(2)}# {m.group(3)}, capped at {max_window_s}s"
+
+    expr = _RANGE.sub(lambda m: f"[{cap(m.group(1))}{m.group(2) or ''}]", expr)
+    expr = _OFFSET.sub(lambda m: f"offset {cap(m.group(1))}", expr)
+    return _MARKED.sub(constant, expr)
+
+
+def compress_rules(doc: dict, clock: AlertClock) -> dict:
+    """A rule file's groups on the compressed clock."""
+    groups = []
+    for group in doc.get("groups") or []:
+        rules = []
+        for rule in group.get("rules") or []:
+            rule = dict(rule)
+            rule["expr"] = compress_expr(str(rule["expr"]), clock.max_window_s)
+            if "for" in rule:
+                rule["for"] = f"{int(min(duration_seconds(str(rule['for'])), clock.max_for_s))}s"
+            rules.append(rule)
+        groups.append({**group, "rules": rules})
+    return {**doc, "groups": groups}
+
+
+def alert_clock(cfg: StackConfig) -> AlertClock | None:
+    """The compressed clock when the env file has the test-only switch, else None."""
+    return TEST_ALERT_CLOCK if cfg.env.get(FAST_ALERTS_SWITCH) == "1" else None
+
+
 def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
     """Prometheus config for the native stack and where it came from.
 
@@ -92,9 +178,10 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
     """
     p = cfg.ports
     present = {
-        "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
-                                 optional_binary("statsd_exporter", "statsd-exporter") is not None),
+        "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}", by_name(cfg)["statsd-exporter"].present),
         "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
+        "pushgateway:9091": (f"127.0.0.1:{p['PUSHGATEWAY_PORT']}", True),
+        "alertmanager:9093": (f"127.0.0.1:{p['ALERTMANAGER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
         "mlflow-metrics:5001": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
         "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
@@ -126,17 +213,22 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         parts = rel.parts[rel.parts.index("rules"):] if "rules" in rel.parts else (rel.name,)
         rules.append(str(OBS_PROMETHEUS.joinpath(*parts)))
     doc["rule_files"] = rules
-    jobs = []
-    for job in doc.get("scrape_configs") or []:
-        statics = []
-        for static in job.get("static_configs") or []:
+
+    def native_statics(statics: list[dict]) -> list[dict]:
+        out = []
+        for static in statics or []:
             targets = []
             for target in static.get("targets") or []:
                 native, runs_here = present.get(target, (target, True))
                 if runs_here:
                     targets.append(native)
             if targets:
-                statics.append({**static, "targets": targets})
+                out.append({**static, "targets": targets})
+        return out
+
+    jobs = []
+    for job in doc.get("scrape_configs") or []:
+        statics = native_statics(job.get("static_configs"))
         if not statics:
             continue
         job = {**job, "static_configs": statics}
@@ -144,12 +236,41 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
             job["basic_auth"] = {"username": cfg.env["FLOWER_USER"], "password": cfg.env["FLOWER_PASSWORD"]}
         jobs.append(job)
     doc["scrape_configs"] = jobs
+    alerting_doc = doc.get("alerting") or {}
+    managers = [{**m, "static_configs": native_statics(m.get("static_configs"))}
+                for m in alerting_doc.get("alertmanagers") or []]
+    if managers:
+        doc["alerting"] = {**alerting_doc, "alertmanagers": [m for m in managers if m["static_configs"]]}
+    clock = alert_clock(cfg)
+    if clock is not None:
+        doc["global"] = {**(doc.get("global") or {}), "scrape_interval": clock.scrape_interval,
+                         "scrape_timeout": clock.scrape_timeout, "evaluation_interval": clock.evaluation_interval}
+        doc["rule_files"] = [str(cfg.home / "prometheus" / "rules" / "*.yml")]
+        origin += " (TEST stack: alert clock compressed, stack/render.py AlertClock)"
     return doc, origin
+
+
+def write_fast_rules(cfg: StackConfig, clock: AlertClock) -> None:
+    """The rule files on the compressed clock, into $STACK_HOME/prometheus/rules (test stacks)."""
+    folder = cfg.home / "prometheus" / "rules"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.yml"):
+        old.unlink()
+    for source in sorted((OBS_PROMETHEUS / "rules").glob("*.yml")):
+        doc = compress_rules(yaml.safe_load(source.read_text()) or {}, clock)
+        write_private(folder / source.name, f"# {source} on the TEST alert clock (stack/render.py)\n"
+                      + yaml.safe_dump(doc, sort_keys=False), CONTROL_USER)
+    account = pwd.getpwnam(CONTROL_USER)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    os.chmod(folder, 0o700)
 
 
 def write_prometheus(cfg: StackConfig) -> str:
     """Render and validate prometheus.yml (promtool); return where it came from."""
     doc, origin = render_prometheus(cfg)
+    clock = alert_clock(cfg)
+    if clock is not None:
+        write_fast_rules(cfg, clock)
     prom_file = cfg.home / "prometheus" / "prometheus.yml"
     write_private(prom_file, "# rendered by stack/render.py from " + origin + "\n" + yaml.safe_dump(doc, sort_keys=False),
                   CONTROL_USER)
@@ -157,6 +278,40 @@ def write_prometheus(cfg: StackConfig) -> str:
     if check.returncode != 0:
         raise StackError(f"{prom_file} (from {origin}) is invalid:\n{check.stdout}{check.stderr}")
     return origin
+
+
+def render_alertmanager(cfg: StackConfig) -> dict:
+    """Alertmanager's configuration: the receivers of the env file (stack/alerting.py); on a test
+    stack, the compressed clock's grouping and repeat intervals on every route."""
+    try:
+        doc = alerting.render(alerting.load_template(), cfg.env)
+    except alerting.AlertingConfigError as exc:
+        raise StackError(str(exc)) from exc
+    clock = alert_clock(cfg)
+    if clock is not None:
+        routes = [doc["route"], *doc["route"].get("routes", [])]
+        for route in routes:
+            for key in ("group_wait", "group_interval", "repeat_interval"):
+                if key in route or route is doc["route"]:
+                    route[key] = getattr(clock, key)
+    return doc
+
+
+def write_alertmanager(cfg: StackConfig) -> str:
+    """Render and validate alertmanager.yml (amtool); return a progress line (no secret in it)."""
+    doc = render_alertmanager(cfg)
+    path = cfg.home / "alertmanager" / "alertmanager.yml"
+    origin = str(alerting.TEMPLATE) + (" (TEST stack: alert clock compressed)" if alert_clock(cfg) else "")
+    write_private(path, alerting.dump(doc, origin), CONTROL_USER)
+    check = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise StackError(f"{path} (from {alerting.TEMPLATE} and the ALERT_* variables of {cfg.env_file}) is "
+                         f"invalid:\n{check.stdout}{check.stderr}")
+    sends = alerting.delivery(doc)
+    if not any(sends.values()):
+        return f"alertmanager: alerts reach nobody (neither ALERT_WEBHOOK_URL nor ALERT_EMAIL_TO in {cfg.env_file})"
+    return "alertmanager receivers: " + "; ".join(f"{name} -> {', '.join(kinds) or 'listed only'}"
+                                                   for name, kinds in sends.items())
 
 
 WRAPPER = REPO / "bin" / "airflow"
@@ -227,5 +382,5 @@ def write_all(cfg: StackConfig) -> list[str]:
     for home, owner in ((cfg.airflow_home, CONTROL_USER), (cfg.worker_home, WORKER_USER)):
         write_private(home / "airflow.cfg", render_airflow_cfg(cfg, home), owner)
     origin = write_prometheus(cfg)
-    return [f"prometheus config from {origin}"]
+    return [f"prometheus config from {origin}", write_alertmanager(cfg)]
 

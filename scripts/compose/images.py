@@ -79,9 +79,7 @@ def _airflow_version() -> str:
 
 
 # One row per upstream image that can be replaced. A Debian-package stand-in is one more row using
-# debian-binary/, e.g. Standin("pushgateway", "PUSHGATEWAY_IMAGE", "debian-binary",
-# {"PACKAGES": "prometheus-pushgateway", "BINARY": "/usr/bin/prometheus-pushgateway",
-# "DATA_DIR": "/pushgateway"}).
+# debian-binary/ (its package, binary and data folder), like the last three.
 STANDINS: dict[str, Standin] = {s.name: s for s in (
     Standin("airflow-python", "AIRFLOW_BASE_IMAGE", "airflow-python",
             {"AIRFLOW_VERSION": _airflow_version(), "PIP_VERSION": "26.3"}),
@@ -89,6 +87,12 @@ STANDINS: dict[str, Standin] = {s.name: s for s in (
     Standin("redis", "REDIS_IMAGE", "redis"),
     Standin("prometheus", "PROMETHEUS_IMAGE", "debian-binary",
             {"PACKAGES": "prometheus", "BINARY": "/usr/bin/prometheus", "DATA_DIR": "/prometheus"}),
+    Standin("pushgateway", "PUSHGATEWAY_IMAGE", "debian-binary",
+            {"PACKAGES": "prometheus-pushgateway", "BINARY": "/usr/bin/prometheus-pushgateway",
+             "DATA_DIR": "/pushgateway"}),
+    Standin("alertmanager", "ALERTMANAGER_IMAGE", "debian-binary",
+            {"PACKAGES": "prometheus-alertmanager", "BINARY": "/usr/bin/prometheus-alertmanager",
+             "DATA_DIR": "/alertmanager"}),
 )}
 
 

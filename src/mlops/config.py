@@ -318,17 +318,10 @@ def artifact_location() -> str | None:
     return None
 
 
-def statsd_address() -> tuple[str, int] | None:
-    """Where the ML gauges go, or None when metrics are off."""
-    host = os.environ.get("MLOPS_STATSD_HOST") or os.environ.get("AIRFLOW__METRICS__STATSD_HOST")
-    if not host:
-        return None
-    port = os.environ.get("MLOPS_STATSD_PORT") or os.environ.get(
-        "AIRFLOW__METRICS__STATSD_PORT") or "8125"
-    try:
-        return host, int(port)
-    except ValueError:
-        return None
+def pushgateway_url() -> str | None:
+    """The Prometheus Pushgateway the ML results go to (``MLOPS_PUSHGATEWAY_URL``), or None when
+    metrics are off."""
+    return os.environ.get("MLOPS_PUSHGATEWAY_URL", "").strip() or None
 
 
 def dvc_template() -> Path:

@@ -202,7 +202,7 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
                  auc_drop: float | None = None, label_shift: float | None = None) -> dict[str, Any]:
     """The three drift signals of a batch (default: the newest accepted one) against the champion.
 
-    Writes ``reports/<week>/drift.json|.html`` and the ``mlops.drift.*`` gauges. Result keys:
+    Writes ``reports/<week>/drift.json|.html`` and pushes the ``mlops_drift_*`` metrics. Result keys:
     ``week``, ``batch`` (path), ``reference``, ``champion_version``, ``drift_detected``,
     ``fired`` (names of the signals that fired), ``signals`` (``data``, ``model``, ``label``),
     ``summary``, ``report_html``, ``report_json``.
@@ -256,9 +256,25 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
     write_html(out_dir / "drift.html", result, snapshot)
     write_json(out_dir / "drift.json", {**result, "column_scores": to_jsonable(
         data["column_scores"])})
-    metrics.gauge("drift.share", data["share"])
-    metrics.gauge("drift.detected", 1 if fired else 0)
+    _push_drift(signals, bool(fired))
     return result
+
+
+def _push_drift(signals: dict[str, dict[str, Any]], detected: bool) -> None:
+    """The verdict, the three signals and the champion's ROC AUC on the batch (job
+    ``mlops_drift``; a signal that was not measured has no value)."""
+    measured = {"data": signals["data"]["share"], "model": signals["model"].get("drop"),
+                "label": (None if signals["label"].get("difference") is None
+                          else abs(signals["label"]["difference"]))}
+    samples = [metrics.Sample("mlops_drift_detected", 1 if detected else 0),
+               metrics.Sample("mlops_drift_share", signals["data"]["share"]),
+               metrics.Sample("mlops_drift_champion_roc_auc", signals["model"].get("roc_auc"))]
+    for name in SIGNALS:
+        label = {"signal": name}
+        samples += [metrics.Sample("mlops_drift_signal_fired", 1 if signals[name]["fired"] else 0, label),
+                    metrics.Sample("mlops_drift_signal_value", measured[name], label),
+                    metrics.Sample("mlops_drift_signal_threshold", signals[name]["threshold"], label)]
+    metrics.push("drift", samples)
 
 
 def signals_html(result: dict[str, Any]) -> str:

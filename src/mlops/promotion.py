@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlops import config, registry
+from mlops import config, metrics, registry
 from mlops.evaluate import evaluate_model
 from mlops.util import to_jsonable
 
@@ -59,7 +59,15 @@ def evaluate_candidate(version: str | int, holdout_week: str | None = None,
     """:func:`mlops.evaluate.evaluate_model` plus the promotion ``decision``."""
     margin = config.threshold("deploy_margin", deploy_margin)
     evaluation = evaluate_model(version, holdout_week=holdout_week)
-    return to_jsonable({**evaluation, "decision": _decision_of(evaluation, margin)})
+    decision = _decision_of(evaluation, margin)
+    champion = evaluation.get("champion_metrics") or {}
+    metrics.push("evaluation", [
+        metrics.Sample("mlops_evaluation_candidate_version", float(evaluation["version"])),
+        metrics.Sample("mlops_evaluation_candidate_roc_auc", evaluation["metrics"]["roc_auc"]),
+        metrics.Sample("mlops_evaluation_champion_roc_auc", champion.get("roc_auc")),
+        metrics.Sample("mlops_evaluation_deploy", 1 if decision["deploy"] else 0),
+    ])
+    return to_jsonable({**evaluation, "decision": decision})
 
 
 def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
@@ -83,13 +91,13 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
     result = {"version": version, "deployed": False, "champion_version": champion,
               "previous_version": registry.aliases().get(registry.PREVIOUS),
               "reason": decision["reason"], "decision": decision}
-    if not decision["deploy"]:
-        return to_jsonable(result)
-    moved = registry.set_champion(version, decision["reason"], expected_champion=champion)
-    return to_jsonable({**result, "deployed": moved["moved"],
-                        "champion_version": moved["champion_version"],
-                        "previous_version": moved["previous_version"],
-                        "reason": moved["reason"]})
+    if decision["deploy"]:
+        moved = registry.set_champion(version, decision["reason"], expected_champion=champion)
+        result = {**result, "deployed": moved["moved"], "champion_version": moved["champion_version"],
+                  "previous_version": moved["previous_version"], "reason": moved["reason"]}
+    metrics.push("deployment", [metrics.Sample("mlops_deployment_candidate_version", float(version)),
+                                metrics.Sample("mlops_deployment_deployed", 1 if result["deployed"] else 0)])
+    return to_jsonable(result)
 
 
 def select_best(candidates: list[dict[str, Any]]) -> dict[str, Any]:

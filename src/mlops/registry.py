@@ -143,10 +143,21 @@ def _version_with_fingerprint(client: Any, fingerprint: str) -> str | None:
 
 
 def _publish(client: Any, version: str) -> None:
-    metrics.gauge("model.champion_version", float(version))
+    """The champion now in service (job ``mlops_champion``), after its alias moved."""
     tags = client.get_model_version(config.model_name(), version).tags or {}
-    if "holdout_roc_auc" in tags:
-        metrics.gauge("model.champion_auc", float(tags["holdout_roc_auc"]))
+    auc = tags.get("holdout_roc_auc")
+    metrics.push("champion", [metrics.Sample("mlops_champion_version", float(version)),
+                              metrics.Sample("mlops_champion_holdout_roc_auc",
+                                             float(auc) if auc else None)], success=False)
+
+
+def _push_rollback(result: dict[str, Any]) -> dict[str, Any]:
+    """The rollback's outcome (job ``mlops_rollback``); returns ``result``."""
+    candidate = result.get("candidate_version")
+    metrics.push("rollback", [metrics.Sample("mlops_rollback_rolled_back", 1 if result["rolled_back"] else 0),
+                              metrics.Sample("mlops_rollback_candidate_version",
+                                             float(candidate) if candidate else None)])
+    return result
 
 
 def backup_champion() -> dict[str, Any]:
@@ -227,16 +238,16 @@ def rollback(reason: str, candidate: str | int | None = None) -> dict[str, Any]:
                 version_info(candidate, client)
                 client.set_model_version_tag(name, candidate, "rejected_reason", str(reason))
                 client.set_model_version_tag(name, candidate, "rejected_at", _now())
-                return {**kept, "reason": str(reason)}
-            return {**kept, "reason": f"candidate v{candidate} is the champion itself: nothing "
-                                      f"to roll back ({reason})"}
+                return _push_rollback({**kept, "reason": str(reason)})
+            return _push_rollback({**kept, "reason": f"candidate v{candidate} is the champion itself: "
+                                                     f"nothing to roll back ({reason})"})
         if champion is None:
             raise RegistryError(f"model {name}: no champion to roll back")
         if previous is None:
             raise RegistryError(f"model {name}: no previous version to roll back to")
         if previous == champion:
-            return {"rolled_back": False, "champion_version": champion, "demoted_version": None,
-                    "reason": "previous is the champion itself: nothing to roll back to"}
+            return _push_rollback({"rolled_back": False, "champion_version": champion, "demoted_version": None,
+                                   "reason": "previous is the champion itself: nothing to roll back to"})
         when = _now()
         client.set_model_version_tag(name, champion, "rolled_back", str(reason))
         client.set_model_version_tag(name, champion, "rolled_back_at", when)
@@ -246,5 +257,5 @@ def rollback(reason: str, candidate: str | int | None = None) -> dict[str, Any]:
         client.set_registered_model_tag(name, "last_rollback",
                                         f"{when} v{champion} -> v{previous}: {reason}")
     _publish(client, previous)
-    return {"rolled_back": True, "champion_version": previous, "demoted_version": champion,
-            "reason": str(reason)}
+    return _push_rollback({"rolled_back": True, "champion_version": previous, "demoted_version": champion,
+                           "reason": str(reason)})

@@ -374,11 +374,21 @@ def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | 
                       if validate else None)
         result = _fit_and_log(schema, spec, train, y, test, kept, holdout, fp, max_rows,
                               shuffle_labels, validation)
-        metrics.gauge("model.validation_auc", result["metrics"]["roc_auc"])
+    _push_training(result)
     result = {**result, "version": None}
     if register:
         result = register_candidate(result)
     return to_jsonable(result)
+
+
+def _push_training(result: dict[str, Any]) -> None:
+    """The training run's scores (job ``mlops_training``, one group per recipe)."""
+    validation = (result.get("validation") or {}).get("metrics") or {}
+    metrics.push("training", [
+        metrics.Sample("mlops_training_holdout_roc_auc", result["metrics"].get("roc_auc")),
+        metrics.Sample("mlops_training_validation_roc_auc", validation.get("roc_auc")),
+        metrics.Sample("mlops_training_rows", result.get("train_rows")),
+    ], grouping={"recipe": result["recipe"]})
 
 
 def register_candidate(trained: dict[str, Any]) -> dict[str, Any]:

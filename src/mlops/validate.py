@@ -130,13 +130,26 @@ def validate_batch(path: str | Path, checks: list[str] | None = None, html: bool
             merged = report.merge(report.read(js), run, groups)
             report.write(js, page, merged, snapshot, groups)
             run.setdefault("report_status", merged["status"])
+    _push_verdict(week, run.get("error"))
     if found.failed:
-        metrics.incr("validation.failed_batches")
         err = run["error"]
         raise BatchValidationError(str(path), err["check"], err["columns"], err["detail"],
                                    run.get("quarantined_to"), run["report_json"],
                                    line=err.get("line"))
     return run
+
+
+def _push_verdict(week: str, error: dict[str, Any] | None) -> None:
+    """Push the verdict (job ``mlops_validation``, POST: the latest rejection stays when a later
+    batch passes) and how many batches sit in quarantine."""
+    quarantined = len(list(batches.quarantine_dir().glob(f"*{batches.SUFFIX}")))
+    samples = [metrics.Sample("mlops_validation_batch_rejected", 1 if error else 0),
+               metrics.Sample("mlops_validation_quarantined_batches", quarantined)]
+    if error:
+        samples += [metrics.Sample("mlops_validation_last_rejection_timestamp_seconds", time.time()),
+                    metrics.Sample("mlops_validation_last_rejection_info", 1,
+                                   {"week": week, "check": str(error.get("check"))})]
+    metrics.push("validation", samples, replace=False)
 
 
 def accept_batch(path: str | Path) -> str:

@@ -46,7 +46,16 @@ def claim_new_batches(context: Any) -> list[str]:
         log.info("New batches: %s", ", ".join(batches))
     else:
         log.info("No new batch since the last run: skipping the rest of the run")
+        push_run_success(ti.dag_id)  # the run ends here, successfully
     return batches
+
+
+def push_run_success(dag_id: str) -> None:
+    """Record that a run of ``dag_id`` reached its end successfully (Pushgateway job
+    ``mlops_dag_run``; the "no successful run for too long" alert reads it)."""
+    from mlops import metrics
+
+    metrics.push("dag_run", [], grouping={"dag_id": dag_id})
 
 
 def validate_new_batches(batches: list[str]) -> dict[str, Any]:
@@ -114,14 +123,20 @@ def evaluate_candidate(model: dict[str, Any]) -> dict[str, Any]:
 
 def deploy_if_better(evaluation: dict[str, Any] | None) -> dict[str, Any]:
     """Deploy the evaluated candidate when its decision says so, else skip the task."""
+    from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowSkipException
 
+    dag_id = get_current_context()["ti"].dag_id
     if not evaluation:
+        push_run_success(dag_id)
         raise AirflowSkipException("no evaluation result: nothing to deploy")
     decision = evaluation["decision"]
     if not decision["deploy"]:
+        push_run_success(dag_id)
         raise AirflowSkipException(f"keeping the champion: {decision['reason']}")
-    return deploy_candidate(evaluation)
+    result = deploy_candidate(evaluation)
+    push_run_success(dag_id)
+    return result
 
 
 def deploy_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +149,21 @@ def deploy_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
     with fail_fast():
         return deploy(str(evaluation["version"]), evaluation=evaluation,
                       **threshold_kwargs("deploy"))
+
+
+def _push_retraining(deployed: bool, candidate: str) -> None:
+    """The retraining's outcome (Pushgateway job ``mlops_retraining``)."""
+    from mlops import metrics
+
+    metrics.push("retraining", [metrics.Sample("mlops_retraining_deployed", 1 if deployed else 0),
+                                metrics.Sample("mlops_retraining_candidate_version", float(candidate))])
+
+
+def deploy_retrained(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``deploy_candidate`` for model_retraining_dag, recording the retraining's outcome."""
+    result = deploy_candidate(evaluation)
+    _push_retraining(bool(result.get("deployed")), str(evaluation["version"]))
+    return result
 
 
 def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +180,7 @@ def rollback_candidate(evaluation: dict[str, Any]) -> dict[str, Any]:
     log.warning("Rolling back: %s", reason)
     with fail_fast():
         result = rollback(reason, candidate=str(evaluation["version"]))
+    _push_retraining(False, str(evaluation["version"]))
     return {**result, "reason": reason, "candidate_version": str(evaluation["version"])}
 
 

@@ -60,6 +60,8 @@ PREFERRED_PORTS = {
     "FLOWER_PORT": PORT_BASE + 656,
     "MLFLOW_PORT": PORT_BASE + 601,
     "PROMETHEUS_PORT": PORT_BASE + 191,
+    "PUSHGATEWAY_PORT": PORT_BASE + 192,
+    "ALERTMANAGER_PORT": PORT_BASE + 193,
     "GRAFANA_PORT": PORT_BASE + 301,
 }
 
@@ -128,7 +130,7 @@ def pick_ports() -> dict[str, int]:
 # Services the test runs (Grafana cannot run here: the override leaves it out).
 LEFT_OUT = {"grafana": "no Grafana build exists for Debian, PyPI or npm"}
 # Services that run once and exit 0 (the others stay up and healthy).
-ONE_SHOT = {"airflow-init", "mlflow-init"}
+ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
 # The generated secrets of the env file that a Celery worker holds: the broker's password only.
 WORKER_SECRETS = {"REDIS_PASSWORD"}
 

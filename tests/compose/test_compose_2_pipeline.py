@@ -1,8 +1,12 @@
 """ml_pipeline_dag on the containers: success through the REST API, queue routing to the worker
 containers (Flower's task API), a champion in the MLflow registry, the task log readable through
-the api-server, Prometheus targets up and the run's StatsD series in Prometheus."""
+the api-server, Prometheus targets up, the run's StatsD series in Prometheus, the run's ML results
+through the Pushgateway and Prometheus wired to Alertmanager."""
 
 from __future__ import annotations
+
+import requests
+import yaml
 
 from .compose_stack import ComposeStack, workload_ids
 
@@ -78,7 +82,25 @@ def test_prometheus_targets_up(compose_stack: ComposeStack) -> None:
 
     compose_stack.wait_for("every Prometheus target up",
                            lambda: (lambda t: set(t.values()) == {"up"} and t)(targets()), timeout=90)
-    assert set(targets()) == {"prometheus", "statsd-exporter", "flower", "mlflow"}
+    assert set(targets()) == {"prometheus", "statsd-exporter", "flower", "mlflow", "pushgateway", "alertmanager"}
+
+
+def test_pushgateway_and_alertmanager_are_up_and_wired(compose_stack: ComposeStack, pipeline_run: dict) -> None:
+    """The ML results of the run reach Prometheus through the Pushgateway (with the job of their
+    grouping key), Prometheus sends its alerts to Alertmanager, which routes per severity."""
+    stack = compose_stack
+    assert requests.get(f"{stack.url('PUSHGATEWAY_PORT')}/-/ready", timeout=30).status_code == 200
+    assert requests.get(f"{stack.url('ALERTMANAGER_PORT')}/-/ready", timeout=30).status_code == 200
+    for query in ('mlops_training_holdout_roc_auc{job="mlops_training",recipe="weekly"}',
+                  'mlops_champion_version{job="mlops_champion"}', 'mlops_drift_share{job="mlops_drift"}',
+                  'mlops_last_success_timestamp_seconds{job="mlops_dag_run",dag_id="ml_pipeline_dag"}'):
+        stack.wait_for(query, lambda: stack.prometheus_query(query), timeout=90)
+    assert stack.prometheus_value('mlops_champion_version{job="mlops_champion"}') == float(stack.champion())
+    managers = stack.prometheus_get("/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert [m["url"] for m in managers] == ["http://alertmanager:9093/api/v2/alerts"], managers
+    status = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/status", timeout=30).json()
+    routes = yaml.safe_load(status["config"]["original"])["route"]["routes"]
+    assert {r["receiver"] for r in routes} == {"critical", "warning"}
 
 
 def test_run_series_reach_prometheus_through_the_statsd_double(compose_stack: ComposeStack, pipeline_run: dict) -> None:

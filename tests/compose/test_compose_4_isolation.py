@@ -205,10 +205,12 @@ def test_no_long_running_container_runs_as_root(compose_stack: ComposeStack) -> 
     stack.say(f"compose test: process uids per service: { {s: sorted(u) for s, u in sorted(uids.items())} }")
     for service in ("airflow-apiserver", "airflow-scheduler", *WORKERS, "flower", "mlflow", "mlflow-metrics"):
         assert uids[service] == {"50000"}, (service, uids[service])
-    # The one root container: the one-shot that fixes volume ownership and creates the key pair.
+    for service in ("prometheus", "pushgateway", "alertmanager"):
+        assert uids[service] == {"65534"}, (service, uids[service])
+    # The root containers: the one-shots that hand files in fresh volumes to their owners.
     roots = {c["Config"]["Labels"]["com.docker.compose.service"] for c in stack.containers()
              if c["Config"].get("User") in ("0", "0:0", "root")}
-    assert roots == {"airflow-init"}, roots
+    assert roots == {"airflow-init", "alertmanager-config"}, roots
 
 
 def test_mlflow_auth_config_is_private(compose_stack: ComposeStack) -> None:

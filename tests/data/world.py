@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 MLOPS = str(VENV_BIN / "mlops")
 
-# Variables that would point the package at a shared store or a metrics host.
-_CLEAR = ("MLFLOW_TRACKING_URI", "MLOPS_STATSD_HOST", "AIRFLOW__METRICS__STATSD_HOST",
-          "MLOPS_SCHEMA", "MLOPS_MODEL_NAME", "MLOPS_EXPERIMENT")
+# Variables that would point the package at a shared store or a Pushgateway.
+_CLEAR = ("MLFLOW_TRACKING_URI", "MLOPS_PUSHGATEWAY_URL", "MLOPS_SCHEMA", "MLOPS_MODEL_NAME",
+          "MLOPS_EXPERIMENT")
 
 
 def use_data_dir(path: Path, monkeypatch=None) -> None:  # noqa: ANN001 (pytest.MonkeyPatch)

@@ -1,5 +1,5 @@
 """Drift of a normal vs a deliberately shifted batch; the DVC stage is idempotent and safe to
-run concurrently; gauges never break a step."""
+run concurrently; a failing metrics push never breaks a step."""
 
 from __future__ import annotations
 
@@ -40,18 +40,27 @@ def test_data_drift_normal_batch_not_detected_shifted_detected(model_dir: Path) 
     (model_dir / "landing" / "2013-W05.csv").unlink()
 
 
-def test_metrics_host_that_does_not_resolve_never_fails_a_step(model_dir: Path,
-                                                               monkeypatch) -> None:
-    from mlops import metrics
-    from mlops.registry import get_champion
+def test_a_pushgateway_that_fails_never_fails_a_step(model_dir: Path, monkeypatch, caplog) -> None:
+    """Metrics off, a host that does not resolve, a port nobody listens on: the push returns
+    False and logs why; the step (here a drift check, which pushes its results) succeeds."""
+    import socket
 
-    monkeypatch.delenv("MLOPS_STATSD_HOST", raising=False)
-    assert metrics.gauge("model.champion_auc", 0.7) is False  # metrics off
-    monkeypatch.setenv("MLOPS_STATSD_HOST", "no-such-host.invalid")
-    monkeypatch.setenv("MLOPS_STATSD_PORT", "9125")
-    assert metrics.gauge("model.champion_auc", 0.7) is False
-    assert metrics.incr("validation.failed_batches") is False
-    assert get_champion() is not None
+    from mlops import metrics
+    from mlops.drift import detect_drift
+
+    monkeypatch.delenv("MLOPS_PUSHGATEWAY_URL", raising=False)
+    assert metrics.push("drift", [metrics.Sample("mlops_drift_share", 0.1)]) is False  # metrics off
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nobody listens once the socket is closed
+    for url in ("http://no-such-host.invalid:9091", f"http://127.0.0.1:{closed}"):
+        monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", url)
+        caplog.clear()
+        assert metrics.push("drift", [metrics.Sample("mlops_drift_share", 0.1)]) is False
+        assert f"push of mlops_drift (mlops_drift_share, mlops_last_success_timestamp_seconds) to {url} failed" \
+            in caplog.text
+    result = detect_drift(week="2013-W04")
+    assert result["week"] == "2013-W04" and "push of mlops_drift" in caplog.text
 
 
 def test_dvc_stage_is_idempotent_and_rebuilds_on_new_data(world, model_dir: Path) -> None:

@@ -21,6 +21,10 @@ one metric name keeps the type and label names it was first seen with (later con
 are dropped and counted in `statsd_double_conflicts_total`). Not modelled: TTLs, `scale`, DogStatsD
 tags as labels, summary quantiles, the exporter's own `statsd_exporter_*` metrics.
 Endpoints: `/metrics`, `/-/healthy`, `/-/ready`. Needs only PyYAML.
+
+One flag of its own (the exporter has no such thing): `--double.record-file=PATH` appends every
+line received, as `<unix time> <line>`, to PATH; the native test stack (tests/stack/conftest.py)
+reads what Airflow really sent from it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -104,8 +109,9 @@ def escape_name(name: str) -> str:
 class Registry:
     """Every series received so far, rendered as Prometheus text exposition."""
 
-    def __init__(self, mapping_path: Path) -> None:
+    def __init__(self, mapping_path: Path, record: Path | None = None) -> None:
         self.mapping = statsd_mapping.load_mapping(mapping_path)
+        self.record = record.open("a", buffering=1) if record else None
         doc = yaml.safe_load(mapping_path.read_text()) or {}
         defaults = doc.get("defaults") or {}
         # statsd_mapping.Rule keeps no `help`: take it from the file, by rule index.
@@ -123,11 +129,14 @@ class Registry:
 
     def receive(self, packet: bytes) -> None:
         """Apply every line of one StatsD packet."""
+        now = time.time()
         for line in packet.decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             sample = parse_line(line)
             with self.lock:
+                if self.record is not None:
+                    self.record.write(f"{now:.3f} {line.strip()}\n")
                 self.lines += 1
                 if sample is None:
                     self.invalid += 1
@@ -300,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statsd.listen-udp", dest="udp", default=":9125", help="[host]:port, empty: off")
     parser.add_argument("--statsd.listen-tcp", dest="tcp", default=":9125", help="[host]:port, empty: off")
     parser.add_argument("--web.listen-address", dest="web", default=":9102", help="[host]:port of /metrics")
+    parser.add_argument("--double.record-file", dest="record", type=Path,
+                        help="append every received line, as '<unix time> <line>', to this file")
     args = parser.parse_args(argv)
     try:
-        registry = Registry(args.mapping)
+        registry = Registry(args.mapping, args.record)
     except statsd_mapping.MappingError as exc:
         print(f"statsd_double: {exc}", file=sys.stderr)
         return 1

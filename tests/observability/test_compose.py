@@ -24,15 +24,17 @@ IMAGE = "mlops-flights-airflow:3.3.2"
 SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
-    "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "grafana",
+    "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
+    "alertmanager-config", "alertmanager", "grafana",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
 }
-ONE_SHOT = {"airflow-init", "mlflow-init"}
+# One-shot services: they exit 0 once done (no health check, no restart).
+ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
 # Every service that runs the project image (built from airflow/Dockerfile).
-PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics"}
+PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config"}
 # Non-secret settings every Airflow component shares.
 SHARED = [
     "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
@@ -114,6 +116,18 @@ def _env(service: dict) -> dict[str, str]:
     env = service.get("environment") or {}
     return {k: str(v) for k, v in env.items()} if isinstance(env, dict) else dict(
         e.split("=", 1) for e in env)
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """target -> source of a rendered service's volumes."""
+    out = {}
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            out[vol["target"]] = vol["source"]
+        else:
+            source, target = vol.split(":")[:2]
+            out[target] = source
+    return out
 
 
 def _command(service: dict) -> str:
@@ -322,9 +336,10 @@ def test_only_the_one_shot_init_runs_as_root(rendered: tuple[dict, dict]) -> Non
     (uid 50000), Prometheus' nobody; postgres and redis as their users instead of dropping from root."""
     services = rendered[0]["services"]
     users = {name: str(svc.get("user", "")) for name, svc in services.items()}
-    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init"}
+    # The two one-shots that hand files in fresh volumes to their owners (chown) run as root.
+    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init", "alertmanager-config"}
     assert users["postgres"] == "postgres" and users["redis"] == "redis"
-    assert {n for n, u in users.items() if u} == {"airflow-init", "postgres", "redis"}
+    assert {n for n, u in users.items() if u} == {"airflow-init", "alertmanager-config", "postgres", "redis"}
 
 
 def test_secrets_are_required_never_defaulted() -> None:
@@ -384,6 +399,34 @@ def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
     assert max(float(b) for b in buckets if b != "inf") >= 3600 and buckets[-1] == "inf"
 
 
+def test_pushgateway_and_alertmanager_wiring(rendered: tuple[dict, dict]) -> None:
+    """The workers push to the Pushgateway; Alertmanager reads the config alertmanager-config
+    renders (stack/alerting.py) from the template and the ALERT_* variables; neither has an HTTP
+    lifecycle or admin API, nor Alertmanager an HA cluster listener."""
+    config, values = rendered
+    services = config["services"]
+    pushing = {name for name, svc in services.items() if "MLOPS_PUSHGATEWAY_URL" in _env(svc)}
+    assert pushing == {"airflow-worker-light", "airflow-worker-heavy"}
+    assert {_env(services[n])["MLOPS_PUSHGATEWAY_URL"] for n in pushing} == {"http://pushgateway:9091"}
+    for name in ("pushgateway", "alertmanager"):
+        assert not [f for f in services[name]["command"] if "lifecycle" in f or "admin-api" in f], name
+    assert "--cluster.listen-address=" in services["alertmanager"]["command"]
+    assert "--persistence.file=/pushgateway/metrics.data" in services["pushgateway"]["command"]
+    init = services["alertmanager-config"]
+    assert init["command"][:2] == ["python", "/opt/mlops-stack/alerting.py"]
+    mounts = _mounts(init)
+    assert mounts["/opt/mlops-stack/alerting.py"] == str(REPO / "stack" / "alerting.py")
+    assert mounts["/etc/alertmanager-template"] == str(REPO / "observability" / "alertmanager")
+    assert init["command"][2] == "/etc/alertmanager-template/alertmanager.yml"
+    assert _mounts(services["alertmanager"])["/config"] == mounts["/config"]
+    assert "--config.file=" + init["command"][3] in services["alertmanager"]["command"]
+    assert services["alertmanager"]["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
+    from stack.alerting import VARIABLES
+
+    assert set(VARIABLES) <= set(_env(init))
+    assert _env(init)["ALERT_SMTP_AUTH_PASSWORD"] == values["ALERT_SMTP_AUTH_PASSWORD"]
+
+
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
@@ -426,6 +469,7 @@ def test_base_image_is_a_build_argument_defaulting_to_the_official_image(rendere
 UPSTREAM = {
     "postgres": "postgres:16-bookworm", "redis": "redis:7.2-bookworm",
     "statsd-exporter": "prom/statsd-exporter:v0.30.0", "prometheus": "prom/prometheus:v2.55.1",
+    "pushgateway": "prom/pushgateway:v1.10.0", "alertmanager": "prom/alertmanager:v0.27.0",
     "grafana": "grafana/grafana:11.6.0",
 }
 
@@ -461,7 +505,8 @@ def _published(services: dict) -> dict[str, list[str]]:
 def test_published_ports_bind_to_localhost_unless_bind_address_says(docker_compose: str, rendered: tuple[dict, dict],
                                                                     tmp_path: Path) -> None:
     published = _published(rendered[0]["services"])
-    assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "grafana"}
+    assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "pushgateway", "alertmanager",
+                              "grafana"}
     assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports), published
     env_file = tmp_path / ".env"
     write_env(env_file)

@@ -19,8 +19,12 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # only served with `mlflow server --expose-prometheus <dir>`.
 MLFLOW = {"mlflow_http_request_total", "mlflow_http_request_exceptions_total", "mlflow_exporter_info",
           *(f"mlflow_http_request_duration_seconds{s}" for s in HISTOGRAM_SUFFIXES)}
-# Every scrape target gets these from Prometheus; the prometheus job serves its process metrics.
-PROMETHEUS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "process_start_time_seconds"}
+# Every scrape target gets these from Prometheus; the prometheus job serves its process metrics;
+# ALERTS holds the rules' pending and firing alerts.
+PROMETHEUS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "process_start_time_seconds", "ALERTS"}
+SRC = Path(__file__).resolve().parents[2] / "src"
+# What the Pushgateway adds to every pushed group.
+PUSHGATEWAY = {"push_time_seconds", "push_failure_time_seconds"}
 
 
 def _package_file(package: str, name: str) -> Path:
@@ -52,6 +56,37 @@ def mapping_families(mapping: StatsdMapping) -> set[str]:
     return out
 
 
+def pushed_families() -> set[str]:
+    """Metric names the ML code pushes (`Sample("name", ...)` in src/), plus the last-success time."""
+    from mlops.metrics import LAST_SUCCESS
+
+    out = {LAST_SUCCESS}
+    for path in SRC.rglob("*.py"):
+        out |= set(re.findall(r'Sample\(\s*"(mlops_\w+)"', path.read_text()))
+    return out
+
+
+def test_every_pushed_metric_has_help_and_a_job() -> None:
+    from mlops import metrics
+
+    pushed = pushed_families()
+    assert len(pushed) > 20 and "mlops_drift_detected" in pushed
+    assert pushed == set(metrics.HELP), pushed ^ set(metrics.HELP)
+    assert all(job.startswith("mlops_") for job in metrics.JOBS.values())
+
+
+def test_ml_metrics_match_the_architecture_contract(repo: Path) -> None:
+    """docs/architecture.md ("ML metrics") names every pushed metric and every grouping job."""
+    from mlops import metrics
+
+    doc = (repo / "docs" / "architecture.md").read_text()
+    section = doc.split("## ML metrics", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(mlops_[a-z_]+)[`{]", section))
+    jobs = set(metrics.JOBS.values())
+    assert jobs <= named, jobs - named
+    assert named - jobs == pushed_families(), (named - jobs) ^ pushed_families()
+
+
 def test_flower_families_match_the_shared_notes() -> None:
     assert {"flower_events_total", "flower_worker_online", "flower_task_runtime_seconds_bucket",
             "flower_worker_number_of_currently_executing_tasks"} <= flower_families()
@@ -60,7 +95,7 @@ def test_flower_families_match_the_shared_notes() -> None:
 
 
 def test_every_queried_metric_is_produced(mapping: StatsdMapping, alert_rules: list[dict]) -> None:
-    produced = mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS
+    produced = mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS | pushed_families() | PUSHGATEWAY
     queries = dashboard_queries() + [(f"alert {r['alert']}", r["expr"]) for r in alert_rules]
     missing = [f"{where}: {name}" for where, expr in queries for name in sorted(metric_names(expr))
                if name not in produced]

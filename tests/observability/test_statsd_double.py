@@ -26,11 +26,12 @@ def _free_port(kind: int) -> int:
 
 @pytest.fixture()
 def double(tmp_path: Path):
-    """The double on free ports of 127.0.0.1: (udp port, tcp port, /metrics URL)."""
+    """The double on free ports of 127.0.0.1: (udp port, tcp port, /metrics URL, record file)."""
     udp, tcp, web = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM)
+    record = tmp_path / "received.log"
     proc = subprocess.Popen([sys.executable, str(DOUBLE), f"--statsd.mapping-config={MAPPING}",
                              f"--statsd.listen-udp=127.0.0.1:{udp}", f"--statsd.listen-tcp=127.0.0.1:{tcp}",
-                             f"--web.listen-address=127.0.0.1:{web}"],
+                             f"--web.listen-address=127.0.0.1:{web}", f"--double.record-file={record}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{web}"
     deadline = time.monotonic() + 20
@@ -42,7 +43,7 @@ def double(tmp_path: Path):
             pass
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no answer"
         time.sleep(0.1)
-    yield udp, tcp, f"{url}/metrics"
+    yield udp, tcp, f"{url}/metrics", record
     proc.terminate()
     assert proc.wait(timeout=10) == 0
 
@@ -62,15 +63,16 @@ def _scrape(url: str, until: str, timeout: float = 10) -> dict[tuple[str, tuple]
 
 
 def test_udp_lines_are_mapped_counted_and_timed_in_seconds(double) -> None:
-    udp, _, url = double
+    udp, _, url, record = double
+    started = time.time()
     lines = [
         "airflow.ti.finish.ml_pipeline_dag.train.success:1|c",
         "airflow.ti.finish.ml_pipeline_dag.train.success:1|c|@0.5",   # sampled: counts 2
         "airflow.dagrun.duration.success.ml_pipeline_dag:1500|ms",     # 1.5 s
         "airflow.dagrun.duration.success.ml_pipeline_dag:700000|ms",   # 700 s
         "airflow.ti.finish:1|c",                                      # untagged twin: dropped
-        "mlops.model.champion_version:3|g",
-        "mlops.model.champion_version:+2|g",                          # relative gauge
+        "airflow.dagbag_size:3|g",
+        "airflow.dagbag_size:+2|g",                                   # relative gauge
         "some.unmapped-name:4|c",
         "not a statsd line",
     ]
@@ -92,14 +94,18 @@ def test_udp_lines_are_mapped_counted_and_timed_in_seconds(double) -> None:
     assert samples[key("airflow_dagrun_duration_seconds_bucket", le="600")] == 1
     assert samples[key("airflow_dagrun_duration_seconds_bucket", le="1200")] == 2
     assert samples[key("airflow_dagrun_duration_seconds_bucket", le="+Inf")] == 2
-    assert samples[("mlops_model_champion_version", ())] == 5
+    assert samples[("airflow_dagbag_size", ())] == 5
     assert not any(name.startswith("airflow_ti_finish") and not labels for name, labels in samples)
     assert samples[("statsd_double_dropped_total", ())] == 1
     assert samples[("statsd_double_lines_invalid_total", ())] == 1
+    # Every line received is recorded with the time it arrived (the native test stack reads them).
+    recorded = [row.split(" ", 1) for row in record.read_text().splitlines()]
+    assert [line for _, line in recorded] == lines
+    assert all(started - 1 <= float(t) <= time.time() for t, _ in recorded)
 
 
 def test_tcp_lines_and_type_conflicts(double) -> None:
-    _, tcp, url = double
+    _, tcp, url, _ = double
     with socket.create_connection(("127.0.0.1", tcp), timeout=5) as sock:
         sock.sendall(b"airflow.scheduler_heartbeat:1|c\nairflow.scheduler_heartbeat:1|c\n"
                      b"airflow.scheduler_heartbeat:7|g\n")

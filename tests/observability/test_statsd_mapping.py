@@ -28,7 +28,6 @@ FAILURE_ONLY = [
     "airflow.operator_failures",
     "airflow.operator_failures__PythonDecoratedOperator",
 ]
-ML_TYPES = {"mlops.validation.failed_batches": "counter"}  # the other mlops.* names are gauges
 # Placeholder values: a task-group id arrives as `group__task` (Airflow replaces `.`).
 PLACEHOLDERS = {"<dag_id>": "flights_training", "<task_id>": "prep__validate",
                 "<queue>": "heavy", "<file>": "flights_pipeline"}
@@ -65,8 +64,6 @@ def _registry_patterns() -> list[tuple[re.Pattern[str], str]]:
 
 def metric_type(name: str) -> str:
     """The exporter metric type of a StatsD name, from Airflow's own metrics registry."""
-    if name.startswith("mlops."):
-        return ML_TYPES.get(name, "gauge")
     kinds = {kind for pattern, kind in _registry_patterns() if pattern.fullmatch(name)}
     assert len(kinds) == 1, f"{name}: not exactly one type in Airflow's registry: {kinds}"
     return kinds.pop()
@@ -81,8 +78,8 @@ def seen_names() -> list[str]:
 
 def test_fixture_is_a_faithful_copy_of_the_shared_notes() -> None:
     names = [ln for ln in SEEN.read_text().splitlines() if ln and not ln.startswith("#")]
-    assert len(names) == 75 + 6
-    assert sum(n.startswith("mlops.") for n in names) == 6
+    assert len(names) == 75
+    assert not any(n.startswith("mlops.") for n in names)  # the ML results go to the Pushgateway
     assert {"airflow.scheduler_heartbeat", "airflow.ti.queued.<queue>.<dag_id>.<task_id>"} <= set(names)
 
 
@@ -151,17 +148,6 @@ def test_durations_are_histograms_that_fit_training_runs(mapping: StatsdMapping)
         assert hit.rule.observer_type == "histogram", name
         assert hit.name.endswith("_seconds")
         assert max(hit.rule.buckets) >= 4 * 3600 and min(hit.rule.buckets) <= 1, name
-
-
-def test_ml_names_match_the_architecture_contract(mapping: StatsdMapping, repo: Path) -> None:
-    doc = (repo / "docs/architecture.md").read_text()
-    section = doc.split("## ML gauges", 1)[1].split("\n## ", 1)[0]
-    contract = set(re.findall(r"`(mlops\.[a-z_.]+)`", section))
-    assert len(contract) == 6, contract
-    for name in contract:
-        hit = mapping.match(name, metric_type(name))
-        assert hit is not None and not hit.dropped, name
-        assert hit.name == name.replace(".", "_") + ("_total" if name in ML_TYPES else "")
 
 
 # ----------------------------------------------------------- the matcher's exporter semantics

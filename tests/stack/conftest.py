@@ -1,9 +1,14 @@
 """Session fixture: a separate native stack (own STACK_HOME under /tmp, own ports) for tests/stack.
 
-It captures StatsD on its UDP port (no exporter here), replays a few weeks of data, brings the
-stack up with `python -m stack.ctl up` and tears it down at the end, checking no process is left.
-Its root folder stays mode 700 (as mkdtemp makes it): `up` must grant the stack's users traversal.
-The env file adds the test-only DAG bundle tests/stack/dags (stack_security_probe).
+It replays a few weeks of data, brings the stack up with `python -m stack.ctl up` and tears it down
+at the end, checking no process is left. Its root folder stays mode 700 (as mkdtemp makes it): `up`
+must grant the stack's users traversal. The env file adds the test-only DAG bundle tests/stack/dags
+(stack_security_probe, stack_alert_probe) and two TEST-ONLY switches of the stack: the
+statsd-exporter test double (tests/observability/statsd_double.py) runs in place of the exporter,
+which has no build here, so the stack's Prometheus scrapes the Airflow metrics the stack really
+sends (the double also records every line: `stack.statsd`); and the alert clock is compressed
+(stack/render.py AlertClock), so alerts fire and resolve within seconds. Alertmanager sends to a
+webhook receiver the session runs from before `up` (`stack.alerts`).
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 from stack import config as stack_config
 from stack import envfile
+from stack.components import statsd_double_record
 from stack.ctl import stack_processes
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -38,6 +44,8 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
     "MLFLOW_PORT": 25000,
     "MLFLOW_METRICS_PORT": 25001,
     "PROMETHEUS_PORT": 29090,
+    "PUSHGATEWAY_PORT": 29091,
+    "ALERTMANAGER_PORT": 29093,
     "GRAFANA_PORT": 23000,
     "STATSD_EXPORTER_PORT": 29102,
     "STATSD_PORT": 29125,
@@ -45,6 +53,9 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
     "REDIS_PORT": 26379,
     "AIRFLOW_LOG_SERVER_PORT": 28793,
 }.items()}
+# The session's webhook receiver (ALERT_WEBHOOK_URL of the test stack).
+ALERT_WEBHOOK_PORT = 29094 + PORT_OFFSET
+STATSD_DOUBLE = REPO / "tests" / "observability" / "statsd_double.py"
 # Three winter weeks, then a summer week: its weather drifts against the winter training data.
 REPLAY_UNTIL = "2013-W03"
 DRIFT_WEEK = "2013-W27"
@@ -56,40 +67,88 @@ PROBE_DAGS = REPO / "tests" / "stack" / "dags"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
-class StatsdCapture:
-    """Receives every StatsD datagram sent to 127.0.0.1:<port> (UDP) in a background thread."""
+class StatsdRecord:
+    """Every StatsD line the stack's StatsD port received, as the statsd-exporter test double
+    recorded it (`<unix time> <line>` per line)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.settimeout(0.5)
-        self.lines: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    @property
+    def lines(self) -> list[tuple[float, str]]:
+        """(arrival time, line) of every line so far."""
+        if not self.path.exists():
+            return []
+        out = []
+        for row in self.path.read_text(errors="replace").splitlines():
+            stamp, _, line = row.partition(" ")
             try:
-                data = self.sock.recv(65535)
-            except socket.timeout:
-                continue
-            now = time.time()
-            for line in data.decode(errors="replace").splitlines():
-                self.lines.append((now, line))
-
-    def start(self) -> None:
-        """Start receiving."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop receiving and close the socket."""
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
+                out.append((float(stamp), line))
+            except ValueError:
+                continue  # a line being written
+        return out
 
     def names(self, since: float = 0.0) -> set[str]:
         """Metric names (without value and type) received at or after `since`."""
-        return {line.split(":", 1)[0] for t, line in list(self.lines) if t >= since}
+        return {line.split(":", 1)[0] for t, line in self.lines if t >= since}
+
+
+class AlertReceiver:
+    """The webhook receiver of the test stack's Alertmanager: records every notification (its
+    receiver, and each alert's name, status, labels and annotations) with the time it arrived."""
+
+    def __init__(self, port: int) -> None:
+        self.notifications: list[tuple[float, dict]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    receiver.notifications.append((time.time(), json.loads(body)))
+                    self.send_response(200)
+                except ValueError:
+                    self.send_response(400)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{port}/alertmanager"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self, alertname: str | None = None, since: float = 0.0) -> list[dict]:
+        """Each alert of each notification since `since`: t, receiver, status, labels, annotations."""
+        out = []
+        for t, note in list(self.notifications):
+            if t < since:
+                continue
+            for alert in note.get("alerts", []):
+                if alertname is None or alert["labels"].get("alertname") == alertname:
+                    out.append({"t": t, "receiver": note.get("receiver"), "status": alert["status"],
+                                "labels": alert["labels"], "annotations": alert.get("annotations", {})})
+        return out
+
+    def wait(self, alertname: str, status: str, since: float = 0.0, timeout: float = 240,
+             **labels: str) -> dict:
+        """The first `status` (firing/resolved) notice of `alertname` with `labels` since `since`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events(alertname, since):
+                if event["status"] == status and all(event["labels"].get(k) == v for k, v in labels.items()):
+                    return event
+            if time.monotonic() > deadline:
+                seen = [(e["labels"].get("alertname"), e["status"], e["labels"]) for e in self.events(since=since)]
+                raise AssertionError(f"no {status} {alertname} {labels} at the webhook within {timeout:.0f} s; "
+                                     f"received: {seen[-20:]}")
+            time.sleep(0.5)
 
 
 @dataclass
@@ -99,7 +158,8 @@ class StackHandle:
     root: Path
     env_file: Path
     cfg: stack_config.StackConfig
-    statsd: StatsdCapture
+    statsd: StatsdRecord
+    alerts: AlertReceiver
     up_s: float = 0.0
     _tokens: dict[str, str] = field(default_factory=dict)
 
@@ -189,11 +249,16 @@ def stack() -> StackHandle:
         # Only the runs the tests trigger: no scheduled run competing for the replayed batches.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        # Queued/running task counts every 5 s (default 30 s): the queue alerts see them sooner.
+        "AIRFLOW__SCHEDULER__TI_METRICS_INTERVAL": "5",
+        # TEST-ONLY switches (stack/components.py, stack/render.py); .env.example has neither.
+        "MLOPS_TEST_STATSD_DOUBLE": str(STATSD_DOUBLE),
+        "MLOPS_TEST_FAST_ALERTS": "1",
+        "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{ALERT_WEBHOOK_PORT}/alertmanager",
     })
     cfg = stack_config.load(env_file)
-    statsd = StatsdCapture(cfg.ports["STATSD_PORT"])
-    statsd.start()
-    ts = StackHandle(root, env_file, cfg, statsd)
+    alerts = AlertReceiver(ALERT_WEBHOOK_PORT)
+    ts = StackHandle(root, env_file, cfg, StatsdRecord(statsd_double_record(cfg)), alerts)
     started = time.monotonic()
     result = ts.ctl("up")
     ts.up_s = time.monotonic() - started
@@ -204,7 +269,7 @@ def stack() -> StackHandle:
         yield ts
     finally:
         down = ts.ctl("down", timeout=180)
-        statsd.stop()
+        alerts.stop()
         left = stack_processes(cfg)
         keep = os.environ.get("STACK_TEST_KEEP")
         if not keep:

@@ -29,7 +29,8 @@ def test_status_lists_every_component_healthy(stack) -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     ports = stack.cfg.ports
     for name, port in (("postgres", ports["POSTGRES_PORT"]), ("redis", ports["REDIS_PORT"]),
-                       ("prometheus", ports["PROMETHEUS_PORT"]), ("mlflow", ports["MLFLOW_PORT"]),
+                       ("prometheus", ports["PROMETHEUS_PORT"]), ("pushgateway", ports["PUSHGATEWAY_PORT"]),
+                       ("alertmanager", ports["ALERTMANAGER_PORT"]), ("mlflow", ports["MLFLOW_PORT"]),
                        ("api-server", ports["AIRFLOW_API_PORT"]), ("flower", ports["FLOWER_PORT"]),
                        ("log-server", ports["AIRFLOW_LOG_SERVER_PORT"]), ("worker-light1", "-"),
                        ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "-")):
@@ -37,9 +38,13 @@ def test_status_lists_every_component_healthy(stack) -> None:
         assert "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
     for name in ("scheduler", "dag-processor", "triggerer"):
         assert "RUNNING" in lines[name] and "heartbeat healthy" in lines[name], lines[name]
-    # No statsd_exporter / Grafana binary on this machine: status says so plainly.
-    assert "absent" in lines["statsd-exporter"] and "compose" in lines["statsd-exporter"]
+    # The test stack runs the statsd-exporter test double (no statsd_exporter binary here); no
+    # Grafana binary either: status says so plainly.
+    assert "RUNNING" in lines["statsd-exporter"] and "healthy" in lines["statsd-exporter"]
     assert "absent" in lines["grafana"] and "compose" in lines["grafana"]
+    # Alertmanager says where alerts go (the session's webhook), without the URL itself.
+    assert "receivers critical: webhook; warning: webhook" in lines["alertmanager"], lines["alertmanager"]
+    assert stack.cfg.env["ALERT_WEBHOOK_URL"] not in result.stdout
 
 
 def test_workers_have_their_own_names_and_queues(stack) -> None:

@@ -106,7 +106,8 @@ def _control_plane_secrets(stack) -> list[str]:
     """Files and /proc/<pid>/environ entries a task must not be able to read."""
     cfg = stack.cfg
     files = [cfg.supervisord_conf, cfg.jwt_private_key, cfg.mlflow_auth_config, cfg.redis_conf,
-             cfg.home / "prometheus" / "prometheus.yml", stack.env_file, cfg.pgdata / "PG_VERSION",
+             cfg.home / "prometheus" / "prometheus.yml", cfg.home / "alertmanager" / "alertmanager.yml",
+             stack.env_file, cfg.pgdata / "PG_VERSION",
              cfg.airflow_home / "airflow.cfg"]
     files += [env_file(cfg, c) for c in components(cfg) if c.present and not c.name.startswith("worker-")]
     pids = [info["pid"] for info in health.supervisor(cfg).supervisor.getAllProcessInfo()
@@ -195,6 +196,7 @@ def test_secret_files_are_private(stack) -> None:
     cfg = stack.cfg
     for path, owner in ((cfg.supervisord_conf, "root"), (cfg.redis_conf, CONTROL_USER),
                         (cfg.mlflow_auth_config, CONTROL_USER), (cfg.home / "prometheus" / "prometheus.yml", CONTROL_USER),
+                        (cfg.home / "alertmanager" / "alertmanager.yml", CONTROL_USER),
                         (cfg.jwt_private_key, CONTROL_USER), (stack.env_file, "root")):
         st = path.stat()
         assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == (owner, 0o600), path
@@ -203,7 +205,8 @@ def test_secret_files_are_private(stack) -> None:
             st = env_file(cfg, comp).stat()
             assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == (comp.user, 0o600), comp.name
     # The folders that hold them are closed to other users.
-    for folder in (cfg.airflow_home, cfg.home / "mlflow", cfg.home / "redis", cfg.home / "prometheus", cfg.pgdata):
+    for folder in (cfg.airflow_home, cfg.home / "mlflow", cfg.home / "redis", cfg.home / "prometheus",
+                   cfg.home / "alertmanager", cfg.home / "pushgateway", cfg.pgdata):
         assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0, folder
 
 

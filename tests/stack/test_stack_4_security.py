@@ -56,8 +56,10 @@ def test_flower_metrics_have_worker_and_task_series(stack, runs) -> None:
 
 
 def test_prometheus_targets_up(stack) -> None:
-    """Every target answers (MLflow's metrics through the stack's exporter, no login)."""
-    expected = {"prometheus", "flower"} | ({"mlflow"} if mlflow_metrics_available() else set())
+    """Every target answers (MLflow's metrics through the stack's exporter, no login; the Airflow
+    metrics through the statsd-exporter test double of the test stack)."""
+    expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter"} | (
+        {"mlflow"} if mlflow_metrics_available() else set())
     deadline = time.monotonic() + 45  # one scrape interval (15 s) plus slack
     while True:
         targets = requests.get(f"{stack.cfg.prometheus_url}/api/v1/targets", timeout=30).json()["data"]

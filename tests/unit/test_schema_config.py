@@ -67,12 +67,12 @@ def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> N
     assert config.tracking_uri() == "http://mlflow:5000" and config.artifact_location() is None
     monkeypatch.setenv("MLOPS_MODEL_NAME", "m")
     assert config.model_name() == "m"
-    monkeypatch.delenv("MLOPS_STATSD_HOST", raising=False)
-    monkeypatch.delenv("AIRFLOW__METRICS__STATSD_HOST", raising=False)
-    assert config.statsd_address() is None
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "statsd")
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", "9125")
-    assert config.statsd_address() == ("statsd", 9125)
+    monkeypatch.delenv("MLOPS_PUSHGATEWAY_URL", raising=False)
+    assert config.pushgateway_url() is None
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", " ")
+    assert config.pushgateway_url() is None
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", "http://pushgateway:9091")
+    assert config.pushgateway_url() == "http://pushgateway:9091"
 
 
 def test_one_name_per_threshold_in_every_interface(monkeypatch) -> None:

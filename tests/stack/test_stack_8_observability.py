@@ -1,0 +1,115 @@
+"""Observability on the live test stack: every Grafana panel has data, `make demo`'s closing
+summary, the Pushgateway's and Alertmanager's HTTP surface.
+
+Every panel of the three Grafana dashboards has data:
+
+After the session's pipeline run and the retraining its drift check triggered (`runs`), each panel
+query (observability/grafana/dashboards/*.json, Grafana's variables substituted as for "All") is
+evaluated by the stack's real Prometheus over the time since those runs started, as Grafana would
+draw it: at least one series must have a value. Airflow's metrics reach that Prometheus through the
+statsd-exporter test double the test stack runs, the ML results through the stack's Pushgateway,
+Celery's through Flower. No Grafana binary exists here: the queries are the panels' own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "observability" / "grafana" / "dashboards"
+# Panel targets allowed to be empty after a pipeline run and its retraining, with the reason.
+ALLOWED_EMPTY = {
+    ("ml-model.json", "Champion ROC AUC on the newest batch", "A"):
+        "measured by a drift check that finds a champion; the session's first pipeline run registers "
+        "its first champion after its check_drift (the alert test fills it)",
+    ("ml-model.json", "Champion ROC AUC: holdout at training, each new batch", "B"):
+        "the same series (mlops_drift_champion_roc_auc)",
+}
+
+
+def _promql_module():
+    """tests/observability/promql.py (Grafana variable substitution), loaded by path."""
+    path = Path(__file__).resolve().parent.parent / "observability" / "promql.py"
+    spec = importlib.util.spec_from_file_location("promql_for_stack", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def panel_targets() -> list[tuple[tuple[str, str, str], str]]:
+    """((dashboard file, panel title, refId), PromQL) of every panel target and query variable
+    (`label_values(metric, label)`) of every dashboard."""
+    substitute = _promql_module().substitute_grafana_vars
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for sub in [panel, *panel.get("panels", [])]:
+                for target in sub.get("targets", []):
+                    out.append(((path.name, sub["title"], target["refId"]), substitute(target["expr"])))
+        for var in dashboard.get("templating", {}).get("list", []):
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            metric, label = query[len("label_values("):-1].rsplit(",", 1)
+            out.append(((path.name, f"variable {var['name']}", "var"), f"count by ({label.strip()}) ({metric.strip()})"))
+    return out
+
+
+def _has_value(prometheus: str, expr: str, start: float, end: float) -> bool:
+    resp = requests.get(f"{prometheus}/api/v1/query_range", timeout=30,
+                        params={"query": expr, "start": start, "end": end, "step": 15})
+    assert resp.status_code == 200, (expr, resp.text[:500])
+    return any(not math.isnan(float(v)) for series in resp.json()["data"]["result"] for _, v in series["values"])
+
+
+def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs) -> None:
+    assert runs["ml"]["state"] == "success" and runs["retrain"] and runs["retrain"]["state"] == "success"
+    targets = panel_targets()
+    assert len(targets) > 40 and {k for k, _ in targets} >= set(ALLOWED_EMPTY), "a listed panel no longer exists"
+    prometheus = dags_ready.cfg.prometheus_url
+    deadline = time.monotonic() + 60  # a few scrapes after the last push
+    while True:
+        empty = [(key, expr) for key, expr in targets
+                 if key not in ALLOWED_EMPTY and not _has_value(prometheus, expr, runs["t0"], time.time())]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert not empty, "panels without data:\n" + "\n".join(f"{k}: {e}" for k, e in empty)
+
+
+def test_demo_shows_the_auc_the_drift_share_and_the_firing_alerts(dags_ready, runs, capsys) -> None:
+    """What `make demo` prints at its end (stack/demo.py), on the session's runs: the Prometheus
+    queries with their values over the runs and graph URLs, and the alerts that are firing (the
+    session's summer week drifted)."""
+    from stack import demo
+
+    demo.metrics_and_alerts(dags_ready.cfg, runs["t0"])
+    out = capsys.readouterr().out
+    for _, query in demo.DEMO_QUERIES:
+        assert query in out, out
+    holdout = out.split("max(mlops_champion_holdout_roc_auc)  ->  ", 1)[1].split("\n", 1)[0]
+    assert 0.5 < float(holdout.split(" -> ")[-1]) < 1, holdout
+    share = out.split("max(mlops_drift_share)  ->  ", 1)[1].split("\n", 1)[0]
+    assert 0 <= float(share.split(" -> ")[-1]) <= 1, share
+    assert f"{dags_ready.cfg.prometheus_url}/graph?g0.expr=max%28mlops_drift_share%29" in out
+    assert "MlDriftDetected (warning): The latest batch drifted" in out, out
+    assert "receivers: critical: webhook; warning: webhook" in out
+
+
+def test_pushgateway_and_alertmanager_have_no_lifecycle_or_admin_api(stack) -> None:
+    """No HTTP shutdown or wipe of the Pushgateway (its lifecycle and admin APIs are off);
+    Alertmanager has no such switch: its /-/reload stays (on 127.0.0.1, docs/security.md)."""
+    pushgateway, alertmanager = stack.cfg.pushgateway_url, stack.cfg.alertmanager_url
+    assert requests.put(f"{pushgateway}/-/quit", timeout=10).status_code == 403
+    assert requests.put(f"{pushgateway}/api/v1/admin/wipe", timeout=10).status_code == 404
+    assert requests.get(f"{pushgateway}/-/ready", timeout=10).status_code == 200
+    assert requests.post(f"{alertmanager}/-/quit", timeout=10).status_code == 404
+    assert requests.post(f"{alertmanager}/-/reload", timeout=10).status_code == 200
+    status = requests.get(f"{alertmanager}/api/v2/status", timeout=10).json()
+    assert status["cluster"]["status"] == "disabled", status["cluster"]
