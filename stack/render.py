@@ -96,7 +96,7 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
                                  optional_binary("statsd_exporter", "statsd-exporter") is not None),
         "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
-        "mlflow:5000": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "mlflow-metrics:5001": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
         "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
         "prometheus:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
     }
@@ -114,7 +114,7 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
             "scrape_configs": [
                 {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
                 {"job_name": "flower", "static_configs": [{"targets": ["flower:5555"]}]},
-                {"job_name": "mlflow", "static_configs": [{"targets": ["mlflow:5000"]}]},
+                {"job_name": "mlflow", "static_configs": [{"targets": ["mlflow-metrics:5001"]}]},
                 {"job_name": "statsd-exporter", "static_configs": [{"targets": ["statsd-exporter:9102"]}]},
             ],
         }
