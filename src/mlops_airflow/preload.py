@@ -134,8 +134,10 @@ FORK_SAFE_ENV = {
 UNSAFE_NATIVE_THREADS = {"jemalloc_bg_thd"}
 
 #: What this process preloaded (inherited by every process forked from it): group names, the
-#: seconds it took, and the modules imported when it ended.
+#: process that imported them (the worker's main process), the seconds it took, and the modules
+#: imported when it ended.
 preloaded: tuple[str, ...] = ()
+preload_pid: int | None = None
 preload_seconds: float = 0.0
 modules_at_preload: frozenset[str] = frozenset()
 
@@ -215,7 +217,7 @@ def own_evidently_loop() -> None:
 def preload(groups: tuple[str, ...]) -> list[str]:
     """Import the modules of `groups` in this process; raise PreloadError when that started a
     Python thread or opened a socket. Returns the modules imported."""
-    global preloaded, preload_seconds, modules_at_preload
+    global preloaded, preload_pid, preload_seconds, modules_at_preload
     for key, value in FORK_SAFE_ENV.items():
         os.environ.setdefault(key, value)
     threads_before = set(threading.enumerate())
@@ -236,6 +238,7 @@ def preload(groups: tuple[str, ...]) -> list[str]:
     if _evidently_loop() is not None:
         os.register_at_fork(after_in_child=own_evidently_loop)
     preloaded = groups
+    preload_pid = os.getpid()
     preload_seconds = time.perf_counter() - started
     modules_at_preload = frozenset(sys.modules)
     gc.freeze()
