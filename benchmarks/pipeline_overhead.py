@@ -14,11 +14,14 @@ champion), then replays one new week and measures:
 - `tasks`: per task of the measured run, `duration_s` (start to end in Airflow), `queued_s` (queued
   to start), `inprocess_s` (the same step in this process) and `work_s` where the task reports its
   work (train's `fit_seconds`);
-- `queue_isolation`: the wall time of `data_validation_dag` (one week) while the heavy queue runs a
-  training (`model_retraining_dag`), divided by its wall time on the idle stack.
+- `queue_isolation`: the wall time of `data_validation_dag` (one history week) while the heavy
+  queue runs a training (the `model_retraining_dag` run the measured run's drift check triggered,
+  else one triggered here), divided by its best of two on the idle stack (after the history).
 
-On stderr: progress, the per-task breakdown and the idle stack's PSS (summed over every process of
-the stack, after the measured run, workers warm: the issue's 2.5 GiB ceiling), by component.
+The in-process round runs once that retraining has ended (no competition from the stack). On
+stderr: progress, the per-task breakdown and the idle stack's PSS (summed over every process of the
+stack after the history run, workers warm, no task running: the issue's 2.5 GiB ceiling), by
+process.
 
 `--cold` brings the stack up without the workers' preload (Celery's `imports` left out of
 `[celery] extra_celery_config` in the benchmark's env file): the before figure.
@@ -186,24 +189,43 @@ def idle_pss(cfg: StackConfig, settle_s: float = 5.0) -> tuple[float, dict[str, 
     return best, split
 
 
-def queue_isolation(api: Airflow) -> tuple[float, float, float]:
-    """(ratio, idle wall, wall while the heavy queue trains) of data_validation_dag on NEW_WEEK."""
-    conf = {"weeks": [NEW_WEEK]}
-    timed_run(api, VALIDATION_DAG, conf)  # warm-up
-    idle = min(timed_run(api, VALIDATION_DAG, conf)[0] for _ in range(2))
-    retrain = api.trigger(RETRAINING_DAG, {})["dag_run_id"]
+def active_retraining(api: Airflow) -> list[str]:
+    """Run ids of model_retraining_dag that are queued or running."""
+    runs = api.get(f"/dags/{RETRAINING_DAG}/dagRuns", limit=100)["dag_runs"]
+    return [r["dag_run_id"] for r in runs if r["state"] in ("queued", "running")]
+
+
+def wait_no_retraining(api: Airflow, timeout: float = 900) -> None:
+    """Wait until no model_retraining_dag run (one a drift check triggered) is active."""
+    deadline = time.monotonic() + timeout
+    while active := active_retraining(api):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{RETRAINING_DAG} {active} still active after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def validation_wall(api: Airflow, week: str, runs: int = 2) -> float:
+    """Best trigger-to-success seconds of data_validation_dag on one week over `runs` runs."""
+    return min(timed_run(api, VALIDATION_DAG, {"weeks": [week]})[0] for _ in range(runs))
+
+
+def validation_while_training(api: Airflow, week: str) -> float:
+    """data_validation_dag's wall time while a retrain_model task runs on the heavy queue (the
+    retraining the measured run's drift check triggered, else one triggered here)."""
+    active = active_retraining(api)
+    retrain = active[0] if active else api.trigger(RETRAINING_DAG, {})["dag_run_id"]
     deadline = time.monotonic() + 300
     while not any(t["task_id"] == "retrain_model" and t["state"] == "running"
                   for t in api.task_instances(RETRAINING_DAG, retrain)):
         if time.monotonic() > deadline:
             raise RuntimeError("retrain_model never ran on the heavy queue")
         time.sleep(POLL_S)
-    busy, run_id = timed_run(api, VALIDATION_DAG, conf)
+    busy, _ = timed_run(api, VALIDATION_DAG, {"weeks": [week]})
     still = [t for t in api.task_instances(RETRAINING_DAG, retrain)
              if t["task_id"] == "retrain_model" and t["state"] in ("running", "queued", "scheduled")]
-    say(f"validation while training: {busy:.2f} s (idle {idle:.2f} s); retrain_model tasks still "
-        f"running/queued at its end: {len(still)}")
-    return busy / idle, idle, busy
+    say(f"validation while {retrain} trains ({'triggered by drift' if active else 'triggered here'}): "
+        f"{busy:.2f} s; retrain_model tasks still running/queued at its end: {len(still)}")
+    return busy
 
 
 def main() -> int:
@@ -225,14 +247,25 @@ def main() -> int:
             api.wait_dag(dag_id)
         history_s, _ = timed_run(api, DAG_ID)
         say(f"history run (weeks ..{HISTORY_UNTIL}): {history_s:.1f} s")
+        wait_no_retraining(api)
         inprocess = InProcess(cfg, inproc_dir)
         with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links
             say(f"in-process history round: {sum(inprocess.round().values()):.1f} s")
+        timed_run(api, VALIDATION_DAG, {"weeks": [HISTORY_UNTIL]})  # warm-up
+        idle_validation = validation_wall(api, HISTORY_UNTIL)
+        say(f"data_validation_dag on the idle stack: {idle_validation:.2f} s")
+        pss, split = idle_pss(cfg)
+        say(f"idle stack PSS {pss:.0f} MiB ({pss / 1024:.2f} GiB) over {len(stack_processes(cfg))} processes "
+            f"(workers warm, no task running):")
+        for name, mb in sorted(split.items(), key=lambda kv: -kv[1])[:14]:
+            say(f"  {mb:7.1f} MiB  {name}")
         replay(cfg.data_dir, NEW_WEEK, NEW_WEEK)
         replay(inproc_dir, NEW_WEEK, NEW_WEEK)
         load_before = os.getloadavg()
         dag_wall, run_id = timed_run(api, DAG_ID)
         tis = {t["task_id"]: t for t in api.task_instances(DAG_ID, run_id)}
+        busy_validation = validation_while_training(api, HISTORY_UNTIL)
+        wait_no_retraining(api)
         with contextlib.redirect_stdout(sys.stderr):
             steps = inprocess.round()
         inprocess_s = sum(steps.values())
@@ -249,11 +282,7 @@ def main() -> int:
                 entry["work_s"] = reported["fit_seconds"]
             tasks[task_id] = entry
             say(f"{task_id:15s} {entry}")
-        pss, split = idle_pss(cfg)
-        say(f"idle stack PSS {pss:.0f} MiB ({pss / 1024:.2f} GiB) over {len(stack_processes(cfg))} processes:")
-        for name, mb in sorted(split.items(), key=lambda kv: -kv[1])[:12]:
-            say(f"  {mb:7.1f} MiB  {name}")
-        ratio, idle, busy = queue_isolation(api)
+        ratio = busy_validation / idle_validation
         say(f"load average: before the measured run {load_before}, at the end {os.getloadavg()}")
         result = {
             "dag_wall_s": round(dag_wall, 2),
