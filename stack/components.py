@@ -222,7 +222,8 @@ def _heartbeat(key: str) -> HealthCheck:
 def _worker_health(worker: Worker) -> HealthCheck:
     def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
         ok = worker.name in probes.shared("celery", health.celery_ping)
-        return ok, f"queue {worker.queue} x{worker.concurrency}, celery ping {'ok' if ok else 'no reply'}"
+        return ok, (f"queue {worker.queue} x{worker.concurrency}, preload {worker.preload or '-'}, "
+                    f"celery ping {'ok' if ok else 'no reply'}")
 
     return check
 
@@ -285,9 +286,10 @@ def _worker(cfg: StackConfig, worker: Worker) -> Component:
                "--queues", worker.queue, "--concurrency", str(worker.concurrency), "--without-gossip",
                "--without-mingle", "--skip-serve-logs"]
     # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.
-    # The ML steps push their results to the Pushgateway (src/mlops/metrics.py).
+    # The ML steps push their results to the Pushgateway (src/mlops/metrics.py); MLOPS_WORKER_PRELOAD:
+    # what the worker imports before it forks (mlops_airflow.preload).
     extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
-             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url}
+             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_WORKER_PRELOAD": worker.preload}
     return Component(name=f"worker-{worker.name}", phase="airflow", command=command, health=_worker_health(worker),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
                      extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)

@@ -65,6 +65,12 @@ REQUIRED_VARS = (
 )
 
 
+# What the workers of each queue import before they fork their task processes
+# (MLOPS_WORKER_PRELOAD, groups of mlops_airflow.preload): the training stack on `heavy`,
+# validation and drift (with the registry and scoring they use) on `light`.
+QUEUE_PRELOAD = {"light": "validation,drift", "heavy": "training"}
+
+
 @dataclass(frozen=True)
 class Worker:
     """One Celery worker: its name, queue and concurrency."""
@@ -72,6 +78,11 @@ class Worker:
     name: str
     queue: str
     concurrency: int
+
+    @property
+    def preload(self) -> str:
+        """The preload groups of its queue (MLOPS_WORKER_PRELOAD)."""
+        return QUEUE_PRELOAD.get(self.queue, "")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -165,6 +166,24 @@ def test_worker_queues_concurrency_and_memory(rendered: tuple[dict, dict]) -> No
 
     assert gib(heavy["deploy"]["resources"]["limits"]["memory"]) > gib(
         light["deploy"]["resources"]["limits"]["memory"])
+
+
+def test_workers_preload_their_queues_stack_as_the_native_ones(rendered: tuple[dict, dict]) -> None:
+    """Issue 16: each worker service imports its queue's groups (stack.config.QUEUE_PRELOAD, the
+    native table) before it forks, through mlops_airflow.preload in Celery's `imports`."""
+    from mlops_airflow.preload import requested
+    from stack.config import QUEUE_PRELOAD
+
+    services = rendered[0]["services"]
+    for queue in ("light", "heavy"):
+        env = _env(services[f"airflow-worker-{queue}"])
+        assert env.get("MLOPS_WORKER_PRELOAD") == QUEUE_PRELOAD[queue], queue
+        assert requested(env["MLOPS_WORKER_PRELOAD"])  # known groups only
+        assert "mlops_airflow.preload" in json.loads(env["AIRFLOW__CELERY__EXTRA_CELERY_CONFIG"])["imports"]
+        assert env.get("MLFLOW_DISABLE_TELEMETRY") == "true"
+    others = [n for n, svc in services.items() if not n.startswith("airflow-worker-")
+              and "MLOPS_WORKER_PRELOAD" in _env(svc)]
+    assert others == []
 
 
 def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> None:
