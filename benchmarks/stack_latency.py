@@ -23,8 +23,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 
+from benchstack import process_name, pss_mb
 from stack.api import Airflow
 from stack.config import StackConfig, load
 from stack.ctl import cmd_down, cmd_up, is_running, stack_processes
@@ -75,26 +75,6 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return total / tick
-
-
-def pss_mb(pids: list[int]) -> float:
-    """Summed PSS of `pids` in MiB."""
-    total_kb = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total_kb += int(line.split()[1])
-    return total_kb / 1024
-
-
-def process_name(pid: int) -> str:
-    """A short, readable name of a stack process for the per-process breakdown."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return str(pid)
-    return " ".join(cmdline.replace(str(REPO) + "/", "").split()[:4])[:70]
 
 
 def idle_footprint(cfg: StackConfig) -> tuple[float, float]:
