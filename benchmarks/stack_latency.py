@@ -23,7 +23,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-
 from benchstack import process_name, pss_mb
 from stack.api import Airflow
 from stack.config import StackConfig, load
