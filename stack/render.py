@@ -16,7 +16,7 @@ import jinja2
 import yaml
 
 from stack.components import OBS_PROMETHEUS, Component, components, mlflow_metrics_available, program_env
-from stack.config import CONTROL_USER, VENV_BIN, StackConfig, optional_binary
+from stack.config import CONTROL_USER, LOOPBACK, VENV_BIN, StackConfig, optional_binary
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -83,18 +83,19 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
     """Prometheus config for the native stack and where it came from.
 
     From observability/prometheus/prometheus.yml (written for the compose network) when present:
-    compose host:port targets become 127.0.0.1 with this stack's ports, rule files absolute paths,
+    compose host:port targets become this stack's addresses and ports, rule files absolute paths,
     and targets of components that do not run here are dropped. Otherwise a minimal config.
     """
     p = cfg.ports
+    here = cfg.bind_address
     present = {
-        "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}",
+        "statsd-exporter:9102": (f"{LOOPBACK}:{p['STATSD_EXPORTER_PORT']}",
                                  optional_binary("statsd_exporter", "statsd-exporter") is not None),
-        "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
+        "flower:5555": (f"{here}:{p['FLOWER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
-        "mlflow:5000": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
-        "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
-        "prometheus:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
+        "mlflow:5000": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "localhost:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
+        "prometheus:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
     }
     source = OBS_PROMETHEUS / "prometheus.yml"
     if source.is_file():

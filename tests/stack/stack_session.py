@@ -1,4 +1,5 @@
-"""Session fixture: a separate native stack (own STACK_HOME under /tmp, own ports) for tests/stack.
+"""Session fixture: a separate native stack (own STACK_HOME under /tmp, own ports) for tests/stack
+and tests/faults (registered for both by tests/conftest.py; the fault suite runs last).
 
 It captures StatsD on its UDP port (no exporter here), replays a few weeks of data, brings the
 stack up with `python -m stack.ctl up` and tears it down at the end, checking no process is left.
@@ -57,25 +58,27 @@ LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 class StatsdCapture:
-    """Receives every StatsD datagram sent to 127.0.0.1:<port> (UDP) in a background thread."""
+    """Receives every StatsD datagram sent to <host>:<port> (UDP) in a background thread."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind((host, port))
         self.sock.settimeout(0.5)
         self.lines: list[tuple[float, str]] = []
+        self.senders: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(65535)
+                data, sender = self.sock.recvfrom(65535)
             except socket.timeout:
                 continue
             now = time.time()
             for line in data.decode(errors="replace").splitlines():
                 self.lines.append((now, line))
+                self.senders.setdefault(sender[0], set()).add(line.split(":", 1)[0])
 
     def start(self) -> None:
         """Start receiving."""
