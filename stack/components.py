@@ -375,8 +375,9 @@ def components(cfg: StackConfig) -> list[Component]:
             health=_port_health("MLFLOW_METRICS_PORT", "/metrics"),
             listeners=(Listener("MLFLOW_METRICS_PORT", p["MLFLOW_METRICS_PORT"]),),
         ),
-        # uvicorn waits for idle keep-alive connections on SIGTERM: do not let `down` wait 20 s.
-        _airflow(cfg, "api-server", [airflow, "api-server"], stopwait=5, health_check=_api_server_health,
+        # uvicorn stops serving within a few tenths of a second of SIGTERM; the seconds after are
+        # the interpreter's teardown: a restart (tasks cannot heartbeat meanwhile) waits 1 s, not 5.
+        _airflow(cfg, "api-server", [airflow, "api-server"], stopwait=1, health_check=_api_server_health,
                  listeners=(Listener("AIRFLOW_API_PORT", p["AIRFLOW_API_PORT"], served=True),)),
         # Workers run every task through the api-server's Execution API: a task queued before it
         # answers fails its first try, so the scheduler starts last.
