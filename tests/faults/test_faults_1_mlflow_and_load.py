@@ -54,9 +54,10 @@ def outage(fault_stack) -> dict:
     try:
         retrain = api.trigger(RETRAIN, {"recipes": ["weekly"], "max_rows": 2000})["dag_run_id"]
         week = fs.replay("2013-W04")
-        # Hold the registry pool once compare_models runs: deploy_new_model then starts only when
-        # MLflow is down (the pipeline's `evaluate` waits for it too, after its `train`).
-        faults.wait_task(api, RETRAIN, retrain, "compare_models", {"queued", "running", "success"}, timeout=600)
+        # Close the registry pool while evaluate_new_model holds its slot: deploy_new_model then
+        # starts only when MLflow is down (the pipeline's `evaluate` waits too, after its `train`).
+        # A poll that sees it done already is still in time: compare_models runs before deploy.
+        faults.wait_task(api, RETRAIN, retrain, "evaluate_new_model", {"running", "success"}, timeout=600)
         _pool(fs, 0)
         # The long training takes one heavy slot (the pipeline's `train` the other), on a machine
         # as busy as it gets.
