@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lock test test-compose env demo demo-local up down status logs bench help
+.PHONY: install system-deps lock test test-compose env demo demo-local up down status logs airflow task-logs bench help
 .DEFAULT_GOAL := help
 
 help:
@@ -17,6 +17,8 @@ help:
 	@echo "make test-compose   docker-compose.celery.yml built, brought up and driven on a Docker engine"
 	@echo "make env       write .env with generated secrets (for compose users; needs only python3)"
 	@echo "make up|down|status|logs   the native stack"
+	@echo "make airflow ARGS=\"dags list\"   the airflow CLI against the running native stack (= bin/airflow)"
+	@echo "make task-logs DAG=... TASK=... [RUN=...]   a task's log through the REST API"
 	@echo "make bench     benchmark scripts (print JSON)"
 
 system-deps:
@@ -64,6 +66,16 @@ status: install
 # make logs [C=worker-heavy1] [F=1 to follow] [N=50 lines]
 logs: install
 	@$(PY) -m stack.ctl logs $(C) -n $(or $(N),20) $(if $(F),-f)
+
+# The airflow CLI against the running stack, as its scheduler runs (= bin/airflow ARGS, from any
+# directory): make airflow ARGS="dags list". `airflow` is also a folder here: the target is phony.
+airflow: install
+	@$(PY) -m stack.ctl airflow -- $(ARGS)
+
+# A task's log through the REST API (Airflow 3 has no `airflow tasks logs`):
+# make task-logs DAG=ml_pipeline_dag TASK=train [RUN=<run id>] [TRY=2] [MAP=0] [F=1 to follow]
+task-logs: install
+	@$(PY) -m stack.ctl task-logs $(DAG) $(TASK) $(RUN) $(if $(TRY),--try $(TRY)) $(if $(MAP),--map-index $(MAP)) $(if $(F),-f)
 
 # make demo [DEMO_UNTIL=2013-W08] [DEMO_DRIFT_WEEK=2013-W17]
 demo: install

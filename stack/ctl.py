@@ -1,4 +1,4 @@
-"""`python -m stack.ctl up|down|status|logs|env`: the native stack under supervisord.
+"""`python -m stack.ctl up|down|status|logs|env|airflow|task-logs`: the native stack under supervisord.
 
 The env file is `.env` at the repository root, or `$STACK_ENV_FILE` (the tests use their own).
 The components are declared in stack/components.py; this module orders their start and stop.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stack import access, envfile, health, keys, mlflow_auth, postgres, render
+from stack import access, airflow_cli, envfile, health, keys, mlflow_auth, postgres, render, task_logs
 from stack.components import by_name, check_all, components, folders, mlflow_metrics_available, program_env, reach
 from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, StackConfig, load, postgres_bin
 from stack.procs import stack_process_list, stack_processes, terminate, wait_gone
@@ -259,6 +259,30 @@ def _logs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--lines", type=int, default=20)
 
 
+def _airflow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the airflow command line (after --)")
+
+
+def _airflow(cfg: StackConfig, args: argparse.Namespace) -> int:
+    words = args.args[1:] if args.args[:1] == ["--"] else args.args
+    return airflow_cli.run(cfg, words)
+
+
+def _task_logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dag_id")
+    parser.add_argument("task_id")
+    parser.add_argument("run_id", nargs="?", help="default: the DAG's newest run")
+    parser.add_argument("--try", dest="try_number", type=int, help="default: the task's latest try")
+    parser.add_argument("--map-index", type=int, default=-1, help="the index of a mapped task instance")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
+    parser.add_argument("--path", action="store_true", help="print only the log file's path (for tail -f)")
+
+
+def _task_logs(cfg: StackConfig, args: argparse.Namespace) -> int:
+    return task_logs.show(cfg, args.dag_id, args.task_id, args.run_id, args.try_number, args.map_index,
+                          args.follow, args.path)
+
+
 def _up(cfg: StackConfig, args: argparse.Namespace) -> int:
     cmd_up(cfg)
     return 0
@@ -281,6 +305,10 @@ COMMANDS: dict[str, Command] = {
     "logs": Command("tail the logs (one component's with COMPONENT)",
                     lambda cfg, a: cmd_logs(cfg, a.component, a.follow, a.lines), _logs_arguments),
     "env": Command("create the env file if missing and print its path", _env),
+    "airflow": Command("run the airflow CLI with the scheduler's environment, as its user (bin/airflow)",
+                       _airflow, _airflow_arguments),
+    "task-logs": Command("a task's log through the REST API (Airflow 3 has no `airflow tasks logs`)",
+                         _task_logs, _task_logs_arguments),
 }
 
 
@@ -298,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.added_vars and args.cmd != "up":
             _log_added(cfg)
         return COMMANDS[args.cmd].run(cfg, args)
+    except PermissionError as exc:
+        # e.g. the env file (root's, mode 600) read by another user: `bin/airflow` without sudo.
+        print(f"stack: error: {exc}: run it as root (sudo)", file=sys.stderr)
+        return 1
     except (StackError, envfile.EnvFileError) as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
         if args.cmd == "up" and isinstance(exc, StackError):

@@ -52,16 +52,23 @@ def replay(cfg: StackConfig, until: str, first: str | None = None) -> list[str]:
     return sorted(p.stem for p in (cfg.data_dir / "landing").glob("*.csv"))
 
 
+def task_label(ti: dict) -> str:
+    """A task instance's name: its task id, with ``[map index]`` for a mapped one."""
+    index = ti.get("map_index", -1)
+    return ti["task_id"] if index is None or index < 0 else f"{ti['task_id']}[{index}]"
+
+
 def follow(api: Airflow, dag_id: str, run_id: str, timeout: float = 1800) -> dict:
-    """Print each task's state changes until the run ends; return the run."""
+    """Print each task instance's state changes until the run ends; return the run."""
     seen: dict[str, str] = {}
     started = time.monotonic()
     while True:
         for ti in api.task_instances(dag_id, run_id):
             state = ti["state"] or "none"
-            if seen.get(ti["task_id"]) != state:
-                seen[ti["task_id"]] = state
-                print(f"  [{time.monotonic() - started:6.1f} s] {dag_id}.{ti['task_id']}: {state}", flush=True)
+            label = task_label(ti)
+            if seen.get(label) != state:
+                seen[label] = state
+                print(f"  [{time.monotonic() - started:6.1f} s] {dag_id}.{label}: {state}", flush=True)
         run = api.run(dag_id, run_id)
         if run["state"] in ("success", "failed"):
             return run
@@ -79,7 +86,7 @@ def task_table(cfg: StackConfig, api: Airflow, run: dict) -> None:
     for ti in sorted(api.task_instances(run["dag_id"], run["dag_run_id"]), key=lambda t: t["start_date"] or "~"):
         duration = f"{ti['duration']:.1f} s" if ti.get("duration") is not None else "-"
         worker = workers.get((run["dag_id"], run["dag_run_id"], ti["task_id"]), "-")
-        print(f"  {ti['task_id']:<22} {ti['state'] or '-':<10} {duration:>9}  {ti['queue']:<6} {worker}")
+        print(f"  {task_label(ti):<22} {ti['state'] or '-':<10} {duration:>9}  {ti['queue']:<6} {worker}")
 
 
 def champion(cfg: StackConfig) -> None:

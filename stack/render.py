@@ -1,7 +1,9 @@
 """Render every file the stack's programs read: supervisord's configuration (from the Jinja2
 template stack/templates/supervisord.conf.j2 and the component table), one environment file per
 program, Redis' and MLflow's configurations (templates too) and Prometheus' configuration.
-Every file that holds a secret is mode 600 and owned by the one user whose program reads it."""
+Every file that holds a secret is mode 600 and owned by the one user whose program reads it.
+Both AIRFLOW_HOMEs get an airflow.cfg without any secret that keeps a bare `airflow` from falling
+back to Airflow's defaults (it points at bin/airflow, stack/airflow_cli.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import pwd
 import shlex
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 import yaml
 
-from stack.components import OBS_PROMETHEUS, Component, components, mlflow_metrics_available, program_env
-from stack.config import CONTROL_USER, LOOPBACK, VENV_BIN, StackConfig, optional_binary
+from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, components,
+                              mlflow_metrics_available, program_env)
+from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig, optional_binary
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -93,7 +97,7 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
                                  optional_binary("statsd_exporter", "statsd-exporter") is not None),
         "flower:5555": (f"{here}:{p['FLOWER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
-        "mlflow:5000": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "mlflow-metrics:5001": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
         "localhost:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
         "prometheus:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
     }
@@ -111,7 +115,7 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
             "scrape_configs": [
                 {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
                 {"job_name": "flower", "static_configs": [{"targets": ["flower:5555"]}]},
-                {"job_name": "mlflow", "static_configs": [{"targets": ["mlflow:5000"]}]},
+                {"job_name": "mlflow", "static_configs": [{"targets": ["mlflow-metrics:5001"]}]},
                 {"job_name": "statsd-exporter", "static_configs": [{"targets": ["statsd-exporter:9102"]}]},
             ],
         }
@@ -156,6 +160,58 @@ def write_prometheus(cfg: StackConfig) -> str:
     return origin
 
 
+WRAPPER = REPO / "bin" / "airflow"
+DB_URL_VAR = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+
+
+def wrapper_command(cfg: StackConfig) -> str:
+    """How to run the Airflow CLI against this stack (bin/airflow, with its env file when that is
+    not the default one)."""
+    default = cfg.env_file == (REPO / ".env").resolve()
+    return shlex.join([str(WRAPPER), *([] if default else ["--env-file", str(cfg.env_file)])])
+
+
+def airflow_cfg_sections(cfg: StackConfig, home: Path) -> dict[str, dict[str, str]]:
+    """The settings every Airflow program of the stack has in its environment, by section and key
+    (no secret: SECRET_AIRFLOW_KEYS never appear here)."""
+    sections: dict[str, dict[str, str]] = {}
+    for var, value in sorted(cfg.airflow_settings(home).items()):
+        parts = var.split("__")
+        if len(parts) != 3 or parts[0] != "AIRFLOW" or var in SECRET_AIRFLOW_KEYS:
+            continue
+        if "\n" in value or "\r" in value:
+            raise StackError(f"{var} holds a line break: it cannot be written to {home / 'airflow.cfg'}")
+        sections.setdefault(parts[1].lower(), {})[parts[2].lower()] = value
+    return sections
+
+
+def refusal_command(cfg: StackConfig, home: Path) -> str:
+    """[database] sql_alchemy_conn_cmd of a stack home: with the metadata-DB URL in its environment
+    (every program of the stack has one) it repeats it, which only `airflow config list` asks for;
+    without (a bare `airflow`) it fails with a message naming the stack's CLI."""
+    message = (f"AIRFLOW_HOME={home} belongs to the native stack of {cfg.env_file}: its settings and "
+               f"secrets are in the environment of each of its programs, not in airflow.cfg. Run the Airflow CLI "
+               f"with {wrapper_command(cfg)} ARGS (or make airflow ARGS=...).")
+    script = (f'[ -n "${{{DB_URL_VAR}:-}}" ] && exec printf %s "${DB_URL_VAR}"; '
+              f"echo {shlex.quote(message)} >&2; exit 1")
+    return shlex.join(["/bin/sh", "-c", script])
+
+
+def render_airflow_cfg(cfg: StackConfig, home: Path) -> str:
+    """airflow.cfg of one of the stack's AIRFLOW_HOMEs: the shared settings and no secret."""
+    sections = airflow_cfg_sections(cfg, home)
+    sections.setdefault("database", {})
+    workers = home == cfg.worker_home
+    user = quote(cfg.env["POSTGRES_USER"], safe="")
+    database = (NO_DATABASE_URL.format(port=cfg.ports["POSTGRES_PORT"]) + " (the workers have no database access)"
+                if workers else
+                f"postgresql+psycopg2://{user}@127.0.0.1:{cfg.ports['POSTGRES_PORT']}/{cfg.env['POSTGRES_DB']}")
+    return render_template(
+        "airflow.cfg.j2", cfg=cfg, home=home, sections=sections, database=database,
+        who="the Celery workers" if workers else "the control plane (api-server, scheduler, dag-processor, ...)",
+        refusal=refusal_command(cfg, home), wrapper=wrapper_command(cfg), cli_user=CONTROL_USER)
+
+
 def render_template(name: str, **values: object) -> str:
     """One template of stack/templates."""
     return _jinja().get_template(name).render(**values)
@@ -169,6 +225,8 @@ def write_all(cfg: StackConfig) -> list[str]:
     write_private(cfg.redis_conf, render_template("redis.conf.j2", cfg=cfg), CONTROL_USER)
     write_private(cfg.mlflow_auth_config, render_template(
         "mlflow_basic_auth.ini.j2", cfg=cfg, database_uri=cfg.db_url(cfg.env["MLFLOW_AUTH_DB"])), CONTROL_USER)
+    for home, owner in ((cfg.airflow_home, CONTROL_USER), (cfg.worker_home, WORKER_USER)):
+        write_private(home / "airflow.cfg", render_airflow_cfg(cfg, home), owner)
     origin = write_prometheus(cfg)
     return [f"prometheus config from {origin}"]
 

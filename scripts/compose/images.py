@@ -9,15 +9,19 @@ For each upstream image the compose file names (its default in `${VAR:-image}`),
 upstream image when the engine has it or can pull it, and otherwise builds a stand-in (see
 scripts/compose/standins/README.md): first a bookworm root file system with `mmdebstrap
 --variant=minbase` from the host's own apt sources, imported as `mlops-flights-standin/bookworm`,
-then the stand-in's Dockerfile on top. Stand-ins are tagged `mlops-flights-standin/<name>:local`
+then the stand-in's Dockerfile on top. Stand-ins are tagged `mlops-flights-standin/<name>:<digest>`
 and handed to compose through the image variables, never under the upstream names. The root file
 system is built once per engine (images stay in its data root); the Dockerfiles rebuild from the
-layer cache in seconds. Standard library only.
+layer cache in seconds. A stand-in's tag carries a digest of its folder and build arguments
+(`mlops-flights-standin/redis:1a2b3c4d5e6f`). MLOPS_COMPOSE_NO_CACHE=1 rebuilds the root file
+system and every stand-in without the layer cache (a cold build on a warm engine, for timing).
+Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -39,6 +43,12 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 PULL_TIMEOUT_S = 120
 # Several resolve() calls may run at once (threads): the root file system is built only once.
 _ROOTFS_LOCK = threading.Lock()
+_ROOTFS_BUILT_HERE: list[bool] = []
+
+
+def no_cache() -> bool:
+    """MLOPS_COMPOSE_NO_CACHE=1: build everything afresh (root file system, stand-ins, project image)."""
+    return os.environ.get("MLOPS_COMPOSE_NO_CACHE", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,13 @@ class Standin:
 
     @property
     def tag(self) -> str:
-        """The stand-in's local tag."""
-        return f"mlops-flights-standin/{self.name}:local"
+        """The stand-in's local tag: its name and a digest of its build inputs, so that two test
+        runs on one engine with different stand-in files never get each other's image."""
+        digest = hashlib.sha256(repr(sorted(self.build_args.items())).encode())
+        folder = STANDIN_DIR / self.dockerfile_dir
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        return f"mlops-flights-standin/{self.name}:{digest.hexdigest()[:12]}"
 
 
 def _airflow_version() -> str:
@@ -190,7 +205,7 @@ def build_standin(standin: Standin, log: Path) -> None:
         for cert in sorted(HOST_CA_DIR.glob("**/*.crt")) if HOST_CA_DIR.is_dir() else []:
             shutil.copy(cert, context / "ca" / cert.name)
         (context / "ca" / ".keep").touch()
-        args = ["build", "--tag", standin.tag, "--build-arg", f"BASE={ROOTFS_IMAGE}",
+        args = ["build", *(["--no-cache"] if no_cache() else []), "--tag", standin.tag, "--build-arg", f"BASE={ROOTFS_IMAGE}",
                 "--label", f"org.mlops-flights.standin-for={upstream_image(standin.variable)}"]
         for key, value in standin.build_args.items():
             args += ["--build-arg", f"{key}={value}"]
@@ -203,7 +218,7 @@ def build_standin(standin: Standin, log: Path) -> None:
 def resolve(names: list[str], log_dir: Path, mode: str | None = None,
             report: Callable[[str, float], None] | None = None) -> dict[str, str]:
     """The image variables to set for `names` (stand-ins built as needed), e.g.
-    {"POSTGRES_IMAGE": "mlops-flights-standin/postgres:local"}; {} when upstream images are used.
+    {"POSTGRES_IMAGE": "mlops-flights-standin/postgres:<digest>"}; {} when upstream images are used.
     `report(what, seconds)` is told how long each build took."""
     mode = mode or os.environ.get("MLOPS_COMPOSE_IMAGES", "auto")
     if mode not in ("auto", "standin", "upstream"):
@@ -218,7 +233,8 @@ def resolve(names: list[str], log_dir: Path, mode: str | None = None,
         if mode == "upstream":
             raise ImageError(f"{upstream} is neither in the engine nor pullable (MLOPS_COMPOSE_IMAGES=upstream)")
         with _ROOTFS_LOCK:
-            if not has_image(ROOTFS_IMAGE):
+            if not has_image(ROOTFS_IMAGE) or (no_cache() and not _ROOTFS_BUILT_HERE):
+                _ROOTFS_BUILT_HERE.append(True)
                 started = time.monotonic()
                 build_rootfs(log_dir / "rootfs.log")
                 if report:

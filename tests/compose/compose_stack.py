@@ -3,6 +3,11 @@
 `ComposeStack` wraps one compose project (own name, own env file, published ports 31xxx on
 127.0.0.1) and the HTTP APIs of its containers; `Phases` times each phase and prints it.
 
+Two runs at once on one engine (e.g. two checkouts) stay apart: MLOPS_COMPOSE_PROJECT names the
+project (default mlops-compose-test; its volumes, networks and the test's project image are named
+after it), MLOPS_COMPOSE_PORT_BASE moves the port range, and every port a run picks is reserved
+in a file under /tmp/mlops-compose-test-ports until the run ends, so no other run picks it.
+
 Adding to it:
 - a check: a test taking the `compose_stack` fixture (or `pipeline_run` for after the pipeline)
   in a `test_compose_<n>_<what>.py`, using the helpers (`api`, `flower`, `mlflow`,
@@ -40,9 +45,12 @@ from stack import envfile  # noqa: E402
 
 COMPOSE_FILE = REPO / "docker-compose.celery.yml"
 OVERRIDE_FILE = Path(__file__).resolve().with_name("docker-compose.test.yml")
-PROJECT = "mlops-compose-test"
-# The project image as the test builds it (never the production name: it may sit on a stand-in).
-TEST_IMAGE = "mlops-flights-airflow:compose-test"
+PROJECT = os.environ.get("MLOPS_COMPOSE_PROJECT", "mlops-compose-test")
+if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", PROJECT):
+    raise SystemExit(f"MLOPS_COMPOSE_PROJECT={PROJECT!r}: lower-case letters, digits, - and _ only")
+# The project image as the test builds it (never the production name: it may sit on a stand-in),
+# one per project: another run's build never replaces the image this run's containers restart from.
+TEST_IMAGE = f"mlops-flights-airflow:{PROJECT}"
 # Published ports of the test project: preferred ports in a 1000-port range (31000-31999;
 # MLOPS_COMPOSE_PORT_BASE moves it), off the native test stacks' ports (2xxxx + a multiple of 1000
 # ending in 080, 555, 000, 090, ...); a port already in use moves to the next free one in range.
@@ -56,6 +64,9 @@ PREFERRED_PORTS = {
 }
 
 
+PORT_RESERVATIONS = Path("/tmp/mlops-compose-test-ports")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -65,19 +76,61 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _reserve(port: int) -> bool:
+    """Claim `port` for this process (a file naming its pid); a claim of a dead process is taken over."""
+    PORT_RESERVATIONS.mkdir(mode=0o755, exist_ok=True)
+    path = PORT_RESERVATIONS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid():
+                return True
+            if owner and Path(f"/proc/{owner}").exists():
+                return False
+            path.unlink(missing_ok=True)  # left by a run that died
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_ports(ports: list[int]) -> None:
+    """Drop this process' claims on `ports`."""
+    for port in ports:
+        path = PORT_RESERVATIONS / str(port)
+        try:
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
+        except OSError:
+            pass
+
+
 def pick_ports() -> dict[str, int]:
-    """The preferred ports, each moved to the next free port of the range when taken."""
+    """The preferred ports, each moved to the next port of the range that is free and claimed by
+    no other run; every chosen port stays claimed until release_ports()."""
     chosen: dict[str, int] = {}
     for name, port in PREFERRED_PORTS.items():
-        while port in chosen.values() or not _port_free(port):
+        while port in chosen.values() or not _port_free(port) or not _reserve(port):
             port = PORT_BASE + (port - PORT_BASE + 1) % 1000
             if port == PREFERRED_PORTS[name]:
+                release_ports(list(chosen.values()))
                 raise AssertionError(f"no free port in {PORT_BASE}-{PORT_BASE + 999} for {name}")
         chosen[name] = port
     return chosen
+
+
 # Services the test runs (Grafana cannot run here: the override leaves it out).
 LEFT_OUT = {"grafana": "no Grafana build exists for Debian, PyPI or npm"}
-ONE_SHOT = {"airflow-init"}
+# Services that run once and exit 0 (the others stay up and healthy).
+ONE_SHOT = {"airflow-init", "mlflow-init"}
+# The generated secrets of the env file that a Celery worker holds: the broker's password only.
+WORKER_SECRETS = {"REDIS_PASSWORD"}
 
 
 class Phases:
@@ -135,6 +188,7 @@ class ComposeStack:
     engine: engine_mod.Engine
     say: Callable[[str], None]
     env: dict[str, str] = field(default_factory=dict)
+    reserved_ports: list[int] = field(default_factory=list)
     _tokens: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ set-up and compose
@@ -145,7 +199,9 @@ class ComposeStack:
 
     def write_env(self, images: dict[str, str]) -> None:
         """Create the env file from .env.example with generated secrets, test ports and images."""
-        overrides = {k: str(v) for k, v in pick_ports().items()}
+        ports = pick_ports()
+        self.reserved_ports = list(ports.values())
+        overrides = {k: str(v) for k, v in ports.items()}
         overrides.update(images)
         overrides.update({"AIRFLOW_IMAGE": TEST_IMAGE, "BIND_ADDRESS": "127.0.0.1"})
         self.env = envfile.ensure(self.env_file, REPO / ".env.example", overrides=overrides)
@@ -183,9 +239,21 @@ class ComposeStack:
         return subprocess.run([shutil.which("docker") or "docker", *args], env=self._process_env(),
                               capture_output=True, text=True, timeout=timeout)
 
+    def docker_exec(self, container: str, *cmd: str, input_text: str | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` in one container (by id or name, as the image's user), `input_text` on stdin."""
+        return subprocess.run([shutil.which("docker") or "docker", "exec", "-i", container, *cmd],
+                              env=self._process_env(), input=input_text, capture_output=True, text=True,
+                              timeout=timeout)
+
     def exec(self, service: str, *cmd: str, timeout: float = 300, index: int = 1) -> subprocess.CompletedProcess[str]:
-        """Run `cmd` in a running container of `service` (as the image's user)."""
-        return self.compose("exec", "-T", "--index", str(index), service, *cmd, timeout=timeout, check=False)
+        """Run `cmd` in the running container number `index` of `service` (as the service's user),
+        like `compose exec --index`, through the docker CLI (the compose CLI costs a second of CPU)."""
+        ids = self.docker("ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                          "--filter", f"label=com.docker.compose.service={service}",
+                          "--filter", f"label=com.docker.compose.container-number={index}").stdout.split()
+        assert len(ids) == 1, f"no single running container {index} of {service}: {ids}"
+        return self.docker_exec(ids[0], *cmd, timeout=timeout)
 
     def services(self) -> list[str]:
         """Services this project runs (the compose file's, less what the override leaves out)."""
@@ -329,9 +397,19 @@ class ComposeStack:
         creds = (self.env["FLOWER_USER"], self.env["FLOWER_PASSWORD"]) if auth else None
         return requests.get(f"{self.url('FLOWER_PORT')}{path}", auth=creds, timeout=30)
 
+    def mlflow_login(self, account: str) -> tuple[str, str]:
+        """(user, password) of the MLflow account admin / pipeline / viewer."""
+        key = account.upper()
+        return self.env[f"MLFLOW_{key}_USER"], self.env[f"MLFLOW_{key}_PASSWORD"]
+
+    def mlflow_request(self, method: str, path: str, account: str | None = "viewer", **kwargs) -> requests.Response:
+        """Call MLflow's `path` as `account` (None: anonymous)."""
+        auth = self.mlflow_login(account) if account else None
+        return requests.request(method, f"{self.url('MLFLOW_PORT')}{path}", auth=auth, timeout=30, **kwargs)
+
     def mlflow(self, path: str, **params: str) -> requests.Response:
-        """GET MLflow's REST `path` (/api/2.0/mlflow/...)."""
-        return requests.get(f"{self.url('MLFLOW_PORT')}{path}", params=params, timeout=30)
+        """GET MLflow's REST `path` (/api/2.0/mlflow/...) as the read-only viewer."""
+        return self.mlflow_request("GET", path, params=params)
 
     def champion(self) -> str | None:
         """Version behind the registry alias `champion` (None when there is none)."""

@@ -7,7 +7,8 @@ down with its volumes. Phases are timed and printed (budget: 12 minutes on a fre
 2. images: upstream images when pullable, else local stand-ins (scripts/compose/images.py); the
    project image is built by compose from airflow/Dockerfile on the chosen base;
 3. `up -d`, every service healthy; then the tests (files run in name order; the restart test last);
-4. `down -v`, check nothing of the project is left, stop the engine if this run started it.
+4. `down -v`, check nothing of the project is left, stop the engine if this run started it and no
+   other project's container runs on it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .compose_stack import LEFT_OUT, PROJECT, ComposeStack, Phases, engine_mod, images_mod
+from .compose_stack import LEFT_OUT, PROJECT, ComposeStack, Phases, engine_mod, images_mod, release_ports
 
 REPLAY_UNTIL = "2013-W03"
 # The stand-in airflow/Dockerfile builds on; every other row of images.STANDINS builds beside it.
@@ -89,7 +90,8 @@ def compose_stack(phases: Phases) -> ComposeStack:
         stack.write_env(chosen)
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")  # a crashed run's leftovers
         with phases.phase("project image (compose build, airflow/Dockerfile)"):
-            stack.compose("build", "airflow-init", timeout=900, log="build-project-image.log")
+            stack.compose("build", *(["--no-cache"] if images_mod.no_cache() else []), "airflow-init",
+                          timeout=900, log="build-project-image.log")
         with phases.phase("waiting for the other stand-ins"):
             thread.join()
         if failure:
@@ -111,9 +113,16 @@ def compose_stack(phases: Phases) -> ComposeStack:
                                   log="down.log")
                     left = stack.leftovers()
         finally:
+            release_ports(stack.reserved_ports)
             if engine.started:
-                with phases.phase("stop the project's dockerd"):
-                    engine_mod.stop_private()
+                # Another run (another checkout's compose test) may have joined this engine.
+                others = stack.docker("ps", "-q").stdout.split()
+                if others:
+                    phases.say(f"compose test: the project's dockerd still runs {len(others)} container(s) "
+                               "of another project: left running")
+                else:
+                    with phases.phase("stop the project's dockerd"):
+                        engine_mod.stop_private()
             shutil.rmtree(root, ignore_errors=True)
         if stack.env:
             assert not any(left.values()), f"left behind by {PROJECT}: {left}"

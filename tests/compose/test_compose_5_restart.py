@@ -1,7 +1,10 @@
 """`down` then `up` (volumes kept) keeps the DAG run history, the MLflow registry, the data in the
-mlops-data volume and the task logs. Runs last (file order): it restarts the shared project."""
+mlops-data volume, the task logs and the JWT key pair (airflow-init and mlflow-init run again and
+change nothing). Runs last (file order): it restarts the shared project."""
 
 from __future__ import annotations
+
+import json
 
 from .compose_stack import ComposeStack
 
@@ -34,11 +37,18 @@ def _log(stack: ComposeStack, run_id: str) -> str:
     return str(resp.json()["content"])
 
 
+def _jwks(stack: ComposeStack) -> dict:
+    out = stack.exec("airflow-apiserver", "cat", "/opt/airflow/jwks/jwks.json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_down_then_up_keeps_history_registry_data_and_logs(compose_stack: ComposeStack, pipeline_run: dict,
                                                            phases) -> None:
     stack = compose_stack
     history, registry, data = _history(stack), _registry(stack), _data(stack)
     log = _log(stack, pipeline_run["run_id"])
+    jwks = _jwks(stack)
     assert history and registry["champion"] and any(p.startswith("accepted/") for p in data)
 
     with phases.phase("down (volumes kept)"):
@@ -55,3 +65,6 @@ def test_down_then_up_keeps_history_registry_data_and_logs(compose_stack: Compos
     assert _registry(stack) == registry
     assert _data(stack) == data
     assert _log(stack, pipeline_run["run_id"]) == log
+    assert _jwks(stack) == jwks, "airflow-init replaced the JWT signing key"
+    assert "JWT signing key kept" in stack.logs("airflow-init", tail=200)
+    assert "accounts and grants in sync (0 changes)" in stack.logs("mlflow-init", tail=20)

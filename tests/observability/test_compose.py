@@ -9,8 +9,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from collections import defaultdict
+from types import SimpleNamespace
+
 import pytest
 import yaml
+
+from stack.components import CONTROL_GRANTS, WORKER_GRANTS, secret_settings
+from stack.mlflow_auth import VARIABLES as MLFLOW_AUTH_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.celery.yml"
@@ -18,19 +24,48 @@ IMAGE = "mlops-flights-airflow:3.3.2"
 SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
-    "flower", "mlflow", "statsd-exporter", "prometheus", "grafana",
+    "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "grafana",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
 }
+ONE_SHOT = {"airflow-init", "mlflow-init"}
+# Every service that runs the project image (built from airflow/Dockerfile).
+PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics"}
+# Non-secret settings every Airflow component shares.
 SHARED = [
-    "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
-    "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-    "MLFLOW_TRACKING_URI",
+    "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "MLFLOW_TRACKING_URI",
 ]
+# Compose service -> the native component whose secrets it holds (stack/components.py; no
+# service here serves task logs, so the native log server's grant has no counterpart).
+SERVICE_GRANTS = {
+    "airflow-apiserver": CONTROL_GRANTS["api-server"],
+    "airflow-scheduler": CONTROL_GRANTS["scheduler"],
+    "airflow-dag-processor": CONTROL_GRANTS["dag-processor"],
+    "airflow-triggerer": CONTROL_GRANTS["triggerer"],
+    "flower": CONTROL_GRANTS["flower"],
+    "airflow-worker-light": WORKER_GRANTS,
+    "airflow-worker-heavy": WORKER_GRANTS,
+    "airflow-init": frozenset({"metadata-db", "fernet-key"}),
+}
+NO_DATABASE_URL = "postgresql+psycopg2://no-database-access@postgres:5432/no-database-access"
+# Secrets of .env.example that the compose file does not use (and must not hand to anyone).
+NOT_USED_BY_COMPOSE = {
+    # Both stacks sign JWTs with a generated EdDSA key pair; kept in .env.example for the native
+    # stack's check that a token signed with it is refused.
+    "AIRFLOW_JWT_SECRET",
+}
+# Variables the compose file requires although they have a default in .env.example.
+REQUIRED_SETTINGS = ["MLFLOW_AUTH_DB", "MLFLOW_ADMIN_USER", "MLFLOW_PIPELINE_USER", "MLFLOW_VIEWER_USER"]
+
+
+def grant_settings() -> dict[str, set[str]]:
+    """The Airflow settings each grant of the native table consists of (secret_settings' keys)."""
+    stub = SimpleNamespace(env=defaultdict(str), db_url=lambda database: "", jwt_private_key="", jwks_file="",
+                           broker_url="", result_backend_url="")
+    return {grant: set(settings) for grant, settings in secret_settings(stub).items()}
 
 
 def secret_names() -> list[str]:
@@ -44,8 +79,13 @@ def secret_names() -> list[str]:
 
 
 def write_env(path: Path, skip: str | None = None) -> dict[str, str]:
-    """A throwaway .env: every secret a fresh random value (except `skip`)."""
-    values = {name: secrets.token_urlsafe(16) for name in secret_names() if name != skip}
+    """A throwaway .env: .env.example's settings, every secret a fresh random value; `skip` left out."""
+    values = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        m = re.match(r"^([A-Z0-9_]+)=(.*)$", line)
+        if m and m.group(1) != skip:
+            values[m.group(1)] = m.group(2).strip()
+    values.update({name: secrets.token_urlsafe(16) for name in secret_names() if name != skip})
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     return values
 
@@ -84,7 +124,7 @@ def _command(service: dict) -> str:
 def test_services(rendered: tuple[dict, dict]) -> None:
     config, _ = rendered
     assert set(config["services"]) == SERVICES
-    assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == AIRFLOW_COMPONENTS | {"mlflow"}
+    assert {s for s, v in config["services"].items() if v.get("image") == IMAGE} == PROJECT_IMAGE
 
 
 def test_scheduler_runs_the_wake_on_work_runner(rendered: tuple[dict, dict]) -> None:
@@ -116,7 +156,7 @@ def test_worker_queues_concurrency_and_memory(rendered: tuple[dict, dict]) -> No
 def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> None:
     services = rendered[0]["services"]
     for name, svc in services.items():
-        if name == "airflow-init":
+        if name in ONE_SHOT:
             assert svc.get("restart") in (None, "no")
             continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -131,6 +171,10 @@ def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> N
         deps = services[name]["depends_on"]
         assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
         assert deps["postgres"]["condition"] == "service_healthy", name
+    # MLflow's accounts are set (after MLflow answers) before any worker takes a task.
+    assert services["mlflow-init"]["depends_on"] == {"mlflow": {"condition": "service_healthy"}}
+    for worker in ("airflow-worker-light", "airflow-worker-heavy"):
+        assert services[worker]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
 
 
 def test_named_volumes(rendered: tuple[dict, dict]) -> None:
@@ -146,38 +190,159 @@ def test_named_volumes(rendered: tuple[dict, dict]) -> None:
     assert {"postgres-data", "airflow-logs", "prometheus-data", "grafana-data"} <= declared
 
 
-def test_every_airflow_component_shares_secrets_and_statsd(rendered: tuple[dict, dict]) -> None:
-    config, values = rendered
+def test_every_airflow_component_shares_the_non_secret_settings(rendered: tuple[dict, dict]) -> None:
+    config, _ = rendered
     envs = {name: _env(config["services"][name]) for name in AIRFLOW_COMPONENTS}
     for key in SHARED:
         seen = {name: env.get(key) for name, env in envs.items()}
         assert len(set(seen.values())) == 1 and None not in seen.values(), (key, seen)
     some = next(iter(envs.values()))
-    assert some["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
-    assert some["AIRFLOW__API_AUTH__JWT_SECRET"] == values["AIRFLOW_JWT_SECRET"]
-    assert some["AIRFLOW__API__SECRET_KEY"] == values["AIRFLOW_API_SECRET_KEY"]
     assert (some["AIRFLOW__METRICS__STATSD_HOST"], some["AIRFLOW__METRICS__STATSD_PORT"]) == ("statsd-exporter", "9125")
     assert some["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"  # from airflow/airflow.env
-    assert some["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
-    assert some["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
-    assert values["POSTGRES_PASSWORD"] in some["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert some["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert "--expose-prometheus" in _command(config["services"]["mlflow"])
-    flower = envs["flower"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"]
+
+
+def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[dict, dict]) -> None:
+    """The secret settings of every Airflow service are exactly those of its component's grants in
+    stack/components.py, with this file's values; workers hold the broker and nothing else."""
+    config, values = rendered
+    settings = grant_settings()
+    secret_keys = set().union(*settings.values()) | {"AIRFLOW__API_AUTH__JWT_SECRET"}
+    for name, grants in SERVICE_GRANTS.items():
+        env = _env(config["services"][name])
+        held = {k for k in env if k in secret_keys}
+        wanted = set().union(*(settings[g] for g in grants))
+        # Without the database grant a service gets the password-less URL instead.
+        if "metadata-db" not in grants:
+            assert env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == NO_DATABASE_URL, name
+            assert env["CONNECTION_CHECK_MAX_COUNT"] == "0", name  # the official entrypoint's DB wait
+            held.discard("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+        assert held == wanted, (name, sorted(held ^ wanted))
+        leaked = {v for v, value in values.items() if v in secret_names() and value in json_dump(env)}
+        allowed = {"metadata-db": {"POSTGRES_PASSWORD"}, "fernet-key": {"AIRFLOW_FERNET_KEY"},
+                   "api-secret-key": {"AIRFLOW_API_SECRET_KEY"}, "celery-broker": {"REDIS_PASSWORD"},
+                   "flower-login": {"FLOWER_PASSWORD"}}
+        extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
+                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD"} if name == "airflow-init" else set()
+        assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
+    apiserver = _env(config["services"]["airflow-apiserver"])
+    assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
+    assert apiserver["AIRFLOW__API__SECRET_KEY"] == values["AIRFLOW_API_SECRET_KEY"]
+    assert apiserver["AIRFLOW__API_AUTH__JWT_ALGORITHM"] == "EdDSA"
+    assert values["POSTGRES_PASSWORD"] in apiserver["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    scheduler = _env(config["services"]["airflow-scheduler"])
+    assert scheduler["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"
+    assert scheduler["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/1"
+    flower = _env(config["services"]["flower"])["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"]
     assert flower == f"flower:{values['FLOWER_PASSWORD']}"
+    assert "--expose-prometheus" in _command(config["services"]["mlflow"])
+
+
+def json_dump(env: dict[str, str]) -> str:
+    """One string of an environment's values (for substring checks)."""
+    return "\n".join(f"{k}={v}" for k, v in env.items())
+
+
+def test_jwt_key_volumes_are_mounted_only_where_needed(rendered: tuple[dict, dict]) -> None:
+    """The private key only where tokens are signed, the public key set where they are verified."""
+    services = rendered[0]["services"]
+
+    def mounting(volume: str) -> dict[str, bool]:
+        out = {}
+        for name, svc in services.items():
+            for vol in svc.get("volumes", []):
+                source = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
+                if source == volume:
+                    read_only = vol.get("read_only", False) if isinstance(vol, dict) else vol.endswith(":ro")
+                    out[name] = read_only
+        return out
+
+    assert mounting("airflow-jwt-signing-key") == {"airflow-init": False, "airflow-apiserver": True,
+                                                   "airflow-scheduler": True}
+    assert mounting("airflow-jwks") == {"airflow-init": False, "airflow-apiserver": True,
+                                        "airflow-dag-processor": True, "airflow-triggerer": True}
+    init = _command(services["airflow-init"])
+    assert 'ensure_key_pair(Path("/opt/airflow/jwt-signing-key/jwt-signing.pem")' in init
+    assert 'Path("/opt/airflow/jwks/jwks.json"), "airflow")' in init
+
+
+def test_workers_and_triggerer_serve_no_logs(rendered: tuple[dict, dict]) -> None:
+    """Airflow's log server needs [api] secret_key: nobody runs one; the api-server reads the
+    shared airflow-logs volume (mounted on every Airflow component)."""
+    services = rendered[0]["services"]
+    for name in ("airflow-worker-light", "airflow-worker-heavy", "airflow-triggerer"):
+        assert "--skip-serve-logs" in services[name]["command"], name
+    for name in AIRFLOW_COMPONENTS:
+        targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in services[name]["volumes"]}
+        assert "/opt/airflow/logs" in targets, name
+
+
+def test_redis_password_in_a_config_file_not_on_a_command_line(rendered: tuple[dict, dict]) -> None:
+    config, values = rendered
+    redis = config["services"]["redis"]
+    script = redis["command"][2]
+    assert "requirepass" in script and "appendonly yes" in script
+    assert "exec docker-entrypoint.sh redis-server /tmp/redis-conf/redis.conf" in script
+    assert values["REDIS_PASSWORD"] not in script  # read from the environment at start
+    health = " ".join(redis["healthcheck"]["test"])
+    assert "REDISCLI_AUTH=" in health and " -a " not in health
+    for worker in ("airflow-worker-light", "airflow-worker-heavy"):
+        test = " ".join(config["services"][worker]["healthcheck"]["test"])
+        assert "BROKER_URL=" in test and "--broker" not in test, worker
+
+
+def test_mlflow_runs_with_logins(rendered: tuple[dict, dict]) -> None:
+    config, values = rendered
+    mlflow = config["services"]["mlflow"]
+    script = _command(mlflow)
+    assert "mlflow server --app-name basic-auth" in script
+    assert 'get_template("mlflow_basic_auth.ini.j2")' in script and "0o600" in script
+    env = _env(mlflow)
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/tmp/mlflow-auth/basic_auth.ini"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == values["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert env["MLFLOW_AUTH_DATABASE_URI"].endswith(f"@postgres:5432/{values['MLFLOW_AUTH_DB']}")
+    init = config["services"]["mlflow-init"]
+    assert init["command"] == ["python", "-m", "stack.mlflow_auth"]
+    assert set(MLFLOW_AUTH_VARIABLES) <= set(_env(init)), set(MLFLOW_AUTH_VARIABLES) - set(_env(init))
+    assert _env(init)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    metrics = config["services"]["mlflow-metrics"]
+    assert metrics["command"] == ["python", "-m", "stack.mlflow_metrics", "/mlflow-metrics", "0.0.0.0", "5001"]
+    assert "--expose-prometheus /mlflow-metrics" in script
+    prometheus = yaml.safe_load((REPO / "observability" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "mlflow"]
+    assert job["static_configs"] == [{"targets": ["mlflow-metrics:5001"]}] and "basic_auth" not in job
+
+
+def test_prometheus_has_no_lifecycle_api(rendered: tuple[dict, dict]) -> None:
+    assert not [a for a in rendered[0]["services"]["prometheus"]["command"] if "lifecycle" in a]
+
+
+def test_only_the_one_shot_init_runs_as_root(rendered: tuple[dict, dict]) -> None:
+    """Everything long-running runs as its image's unprivileged user: the Airflow image's airflow
+    (uid 50000), Prometheus' nobody; postgres and redis as their users instead of dropping from root."""
+    services = rendered[0]["services"]
+    users = {name: str(svc.get("user", "")) for name, svc in services.items()}
+    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init"}
+    assert users["postgres"] == "postgres" and users["redis"] == "redis"
+    assert {n for n, u in users.items() if u} == {"airflow-init", "postgres", "redis"}
 
 
 def test_secrets_are_required_never_defaulted() -> None:
     text = COMPOSE.read_text()
     names = secret_names()
     assert len(names) >= 10, names
-    for name in names:
+    assert NOT_USED_BY_COMPOSE <= set(names)
+    for name in names + REQUIRED_SETTINGS:
         uses = re.findall(r"\$\{" + name + r"(:?[?-]?)", text)
+        if name in NOT_USED_BY_COMPOSE:
+            assert not uses, f"{name} must not be used by {COMPOSE.name}"
+            continue
         assert uses, f"{name} is not used by {COMPOSE.name}"
         assert set(uses) == {":?"}, f"{name} must be required with ${{{name}:?...}}: {uses}"
 
 
-@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"])
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
+                                     "MLFLOW_AUTH_DB", "GRAFANA_ADMIN_PASSWORD"])
 def test_missing_secret_stops_rendering(docker_compose: str, tmp_path: Path, missing: str) -> None:
     env_file = tmp_path / ".env"
     write_env(env_file, skip=missing)
@@ -222,11 +387,13 @@ def test_observability_wiring(rendered: tuple[dict, dict]) -> None:
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
-    steps = [script.index(s) for s in ("airflow db migrate", "python /opt/mlops/airflow/bootstrap.py", "chown 50000:0")]
+    steps = [script.index(s) for s in ('os.environ["MLFLOW_AUTH_DB"]', "airflow db migrate",
+                                       "python /opt/mlops/airflow/bootstrap.py", "ensure_key_pair(", "chown 50000:0")]
     assert steps == sorted(steps)
     assert str(init["user"]) == "0:0"
     env = _env(init)
-    for name in ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD", "AIRFLOW_VIEWER_PASSWORD"):
+    for name in ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD", "AIRFLOW_VIEWER_PASSWORD",
+                 "MLFLOW_PIPELINE_USER", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_AUTH_DB"):
         assert env[name], name
     assert (REPO / "airflow" / "bootstrap.py").is_file() and (REPO / "airflow" / "rbac.yaml").is_file()
 
@@ -250,7 +417,7 @@ def test_base_image_is_a_build_argument_defaulting_to_the_official_image(rendere
     """Compose passes ${AIRFLOW_BASE_IMAGE} with the Dockerfile's own default: one upstream base."""
     dockerfile_default = re.search(r"^ARG AIRFLOW_BASE_IMAGE=(\S+)$",
                                    (REPO / "airflow" / "Dockerfile").read_text(), re.M).group(1)
-    for name in AIRFLOW_COMPONENTS | {"mlflow"}:
+    for name in PROJECT_IMAGE:
         build = rendered[0]["services"][name]["build"]
         assert build["args"] == {"AIRFLOW_BASE_IMAGE": dockerfile_default}, name
         assert build["dockerfile"] == "airflow/Dockerfile"
@@ -278,7 +445,7 @@ def test_images_are_variables_defaulting_to_upstream(docker_compose: str, render
     assert out.returncode == 0, out.stderr
     swapped = yaml.safe_load(out.stdout)["services"]
     assert swapped["postgres"]["image"] == "local/pg:1"
-    assert {swapped[n]["image"] for n in AIRFLOW_COMPONENTS | {"mlflow"}} == {"local/af:1"}
+    assert {swapped[n]["image"] for n in PROJECT_IMAGE} == {"local/af:1"}
     assert swapped["airflow-apiserver"]["build"]["args"]["AIRFLOW_BASE_IMAGE"] == "local/base:1"
 
 
@@ -352,11 +519,13 @@ def test_every_installed_compose_cli_accepts_the_file(docker_compose: str, tmp_p
             assert out.returncode == 0, (cli, files, out.stderr)
 
 
-@pytest.mark.parametrize("service", ["airflow-init", "mlflow"])
+@pytest.mark.parametrize("service", ["airflow-init", "mlflow", "redis"])
 def test_inline_scripts_parse(rendered: tuple[dict, dict], service: str) -> None:
-    """The bash scripts in `command:` parse (`bash -n`), and so does airflow-init's Python."""
-    script = rendered[0]["services"][service]["command"][2].replace("$$", "$")
-    out = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True, timeout=30)
+    """The shell scripts in `command:` parse (`bash -n` / `sh -n`), and so does every Python
+    heredoc in them."""
+    command = rendered[0]["services"][service]["command"]
+    script = command[2].replace("$$", "$")
+    out = subprocess.run([command[0], "-n", "-c", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    if "<<'PY'" in script:
-        compile(script.split("<<'PY'\n", 1)[1].split("\nPY", 1)[0], f"{service} command", "exec")
+    for index, part in enumerate(script.split("<<'PY'\n")[1:]):
+        compile(part.split("\nPY\n", 1)[0], f"{service} command, heredoc {index + 1}", "exec")

@@ -27,7 +27,7 @@ def test_promtool_check_config(promtool: str) -> None:
 def test_scrape_targets_and_rule_files() -> None:
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow:5000", "localhost:9090"}
+    assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow-metrics:5001", "localhost:9090"}
     assert config["rule_files"] == ["rules/*.yml"]
     text = (PROM / "prometheus.yml").read_text()
     for target in targets:  # the native stack rewrites these strings: each must be unique
