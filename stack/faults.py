@@ -135,12 +135,18 @@ def task(api: Airflow, dag_id: str, run_id: str, task_id: str, map_index: int = 
 
 def wait_task(api: Airflow, dag_id: str, run_id: str, task_id: str, states: set[str], map_index: int = -1,
               timeout: float = 600, poll: float = 0.3) -> dict:
-    """Wait until the task instance is in one of `states`; return it."""
+    """Wait until the task instance is in one of `states`; return it (the error names its last state)."""
+    seen: dict = {}
+
     def check():
         found = task(api, dag_id, run_id, task_id, map_index)
+        seen["state"] = found["state"] if found else "absent"
         return found if found and found["state"] in states else None
 
-    return wait_for(check, f"{dag_id} {run_id} {task_id}[{map_index}] in {sorted(states)}", timeout, poll)
+    try:
+        return wait_for(check, f"{dag_id} {run_id} {task_id}[{map_index}] in {sorted(states)}", timeout, poll)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} (last state: {seen.get('state')})") from None
 
 
 def wait_run(api: Airflow, dag_id: str, run_id: str, timeout: float = 900) -> dict:

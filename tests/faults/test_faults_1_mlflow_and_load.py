@@ -59,6 +59,10 @@ def outage(fault_stack) -> dict:
         # A poll that sees it done already is still in time: compare_models runs before deploy.
         faults.wait_task(api, RETRAIN, retrain, "evaluate_new_model", {"running", "success"}, timeout=600)
         _pool(fs, 0)
+        # The evaluation itself must be over before MLflow goes (it reads the champion there).
+        faults.wait_task(api, RETRAIN, retrain, "compare_models", {"success"}, timeout=600)
+        waiting = faults.task(api, RETRAIN, retrain, "deploy_new_model")
+        assert waiting and waiting["state"] in (None, "scheduled"), f"deploy_new_model started too early: {waiting}"
         # The long training takes one heavy slot (the pipeline's `train` the other), on a machine
         # as busy as it gets.
         long_run = api.trigger(LONG, {"seconds": 130})["dag_run_id"]
@@ -86,6 +90,7 @@ def outage(fault_stack) -> dict:
     finally:  # leave the stack as it was, whatever failed
         if not _mlflow_up(fs):
             faults.start(fs.cfg, "mlflow")
+            faults.wait_for(lambda: _mlflow_up(fs), "MLflow answers again", 120)
         _pool(fs, 1)
         _variable(fs, "mlops_deploy_margin", None)
     return out

@@ -49,6 +49,10 @@ def _task_log(fs, dag_id: str, run_id: str, task_id: str, try_number: int) -> li
     return resp.json()["content"]
 
 
+def _events(log: list) -> str:
+    return " ".join(str(line.get("event")) for line in log)
+
+
 def _running_recipe(api, run_id: str) -> int | None:
     """The map index of a retrain_model of RECIPES that runs, if one does."""
     for recipe in RECIPES:
@@ -86,7 +90,10 @@ def disrupted(fault_stack) -> dict:
         out["train"] = faults.wait_task(api, PIPELINE, pipeline, "train", {"running"}, timeout=600)
         faults.start(cfg, HEAVY_MAIN)
         stopped = False
-        out["log"] = _task_log(fs, PIPELINE, pipeline, "train", 1)
+        # The running task's log, through the api-server from the second host's log server (read
+        # again until the task has written its first lines: on a loaded machine it may not have yet).
+        out["log"] = faults.wait_for(lambda: (lambda log: log if "Filling up the DagBag" in _events(log) else None)(
+            _task_log(fs, PIPELINE, pipeline, "train", 1)), "the first lines of train's log", 120, poll=1)
         out["remote_metrics"] = set(fs.statsd.senders.get(fs.host.address, set()))
         out["host_fault"] = faults.kill_host(fs.host_cfg, "the second host died")
         out["train_at_kill"] = faults.task(api, PIPELINE, pipeline, "train")
@@ -149,8 +156,7 @@ def test_train_runs_on_the_second_host(fault_stack, disrupted) -> None:
     assert disrupted["train"]["hostname"] == fs.host.address, disrupted["train"]
     source = next(str(line["event"]) for line in disrupted["log"] if "/log/" in str(line.get("event")))
     assert source.startswith(f"http://{fs.host.address}:{fs.cfg.ports['AIRFLOW_LOG_SERVER_PORT']}/log/"), source
-    events = " ".join(str(line.get("event")) for line in disrupted["log"])
-    assert "Filling up the DagBag" in events, events[:2000]
+    assert "Filling up the DagBag" in _events(disrupted["log"]), _events(disrupted["log"])[:2000]
     assert disrupted["remote_metrics"], f"no StatsD datagram from {fs.host.address}: {sorted(fs.statsd.senders)}"
     auth = (fs.cfg.env["FLOWER_USER"], fs.cfg.env["FLOWER_PASSWORD"])
     tasks = requests.get(f"{fs.cfg.flower_url}/api/tasks", auth=auth, timeout=30).json()
