@@ -150,9 +150,16 @@ def wait_task(api: Airflow, dag_id: str, run_id: str, task_id: str, states: set[
 
 
 def wait_run(api: Airflow, dag_id: str, run_id: str, timeout: float = 900) -> dict:
-    """Wait until the DAG run ended; return it."""
-    return wait_for(lambda: (lambda r: r if r["state"] in TERMINAL else None)(api.run(dag_id, run_id)),
-                    f"{dag_id} {run_id} ended", timeout, poll=1.0)
+    """Wait until the DAG run ended; return it. The API failing meanwhile (a 500 while PostgreSQL
+    restarts, no answer while the api-server does) is polled over, not taken for the run's end."""
+    def check() -> dict | None:
+        try:
+            run = api.run(dag_id, run_id)
+        except requests.RequestException:
+            return None
+        return run if run["state"] in TERMINAL else None
+
+    return wait_for(check, f"{dag_id} {run_id} ended", timeout, poll=1.0)
 
 
 def first_start_after(found: list[dict], at: float) -> dict | None:
