@@ -90,3 +90,4 @@ bench: install
 	$(PY) benchmarks/ml_core.py
 	$(PY) benchmarks/stack_latency.py
 	$(PY) benchmarks/lifecycle.py
+	$(PY) benchmarks/faults.py

@@ -50,7 +50,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL
-from mlops_airflow.config import HEAVY_TIMEOUT, default_args
+from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
 from mlops_airflow.drift import DriftTriggerOperator
 
 DAG_ID = "ml_pipeline_dag"
@@ -90,12 +90,13 @@ def ml_pipeline_dag() -> None:
 
         return preprocess_accepted(validated)
 
-    @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT)
+    @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT, retries=HEAVY_RETRIES,
+          retry_delay=HEAVY_RETRY_DELAY)
     def train(table: dict[str, Any]) -> dict[str, Any]:
         """Train and register a candidate, then advance the watermark."""
         from mlops_airflow.tasks import train_and_mark
 
-        return train_and_mark(table)
+        return train_and_mark(table, get_current_context())
 
     @task(pool=REGISTRY_POOL)
     def evaluate(model: dict[str, Any]) -> dict[str, Any]:

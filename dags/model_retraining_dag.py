@@ -44,7 +44,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL, RETRAINING_DAG_ID, WEEK_PATTERN, recipe_names
-from mlops_airflow.config import HEAVY_TIMEOUT, default_args
+from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
 
 RECIPES = recipe_names()
 
@@ -92,12 +92,13 @@ def model_retraining_dag() -> None:
 
         return backup_champion_once(get_current_context())
 
-    @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT)
+    @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT, retries=HEAVY_RETRIES,
+          retry_delay=HEAVY_RETRY_DELAY)
     def retrain_model(recipe: str) -> dict[str, Any]:
         """Train one recipe's candidate on the data selected by the run conf."""
         from mlops_airflow.tasks import train_recipe
 
-        return train_recipe(get_current_context()["params"], recipe)
+        return train_recipe(get_current_context(), recipe)
 
     @task(pool=REGISTRY_POOL, trigger_rule="none_failed_min_one_success")
     def evaluate_new_model(candidates: list[dict[str, Any]]) -> dict[str, Any]:

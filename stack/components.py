@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from stack import alerting, health, keys
-from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary, postgres_bin
+from stack.config import (CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary,
+                          postgres_bin)
 
 # When `up` starts a component: `base` with supervisord, `mlflow` once its database exists,
 # `airflow` after the metadata database is migrated, `scheduler` once the api-server answers.
@@ -37,11 +38,17 @@ HealthCheck = Callable[[StackConfig, health.Probes], tuple[bool, str]]
 
 @dataclass(frozen=True)
 class Listener:
-    """A port a component binds (always on 127.0.0.1); `var` names it in the env file."""
+    """A port a component binds; `var` names it in the env file. A `served` listener is what other
+    hosts use and binds the stack's BIND_ADDRESS (loopback unless set); the others bind loopback."""
 
     var: str
     port: int
     proto: str = "tcp"
+    served: bool = False
+
+    def host(self, cfg: StackConfig) -> str:
+        """The address this listener binds in `cfg`."""
+        return cfg.bind_address if self.served else LOOPBACK
 
 
 @dataclass(frozen=True)
@@ -100,23 +107,25 @@ class Folder:
     shared: bool = False
 
 
-def secret_settings(cfg: StackConfig) -> dict[str, dict[str, str]]:
-    """The secret Airflow settings by grant name: an Airflow program holds only those of its grants."""
+def secret_settings(cfg: StackConfig) -> dict[str, Callable[[], dict[str, str]]]:
+    """The secret Airflow settings by grant name: an Airflow program holds only those of its grants
+    (computed only for them: a worker host's env file holds no other secret)."""
     return {
-        "metadata-db": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.db_url(cfg.env["POSTGRES_DB"])},
-        "fernet-key": {"AIRFLOW__CORE__FERNET_KEY": cfg.env["AIRFLOW_FERNET_KEY"]},
+        "metadata-db": lambda: {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.db_url(cfg.env["POSTGRES_DB"])},
+        "fernet-key": lambda: {"AIRFLOW__CORE__FERNET_KEY": cfg.env["AIRFLOW_FERNET_KEY"]},
         # Signs UI/REST tokens, workload tokens (scheduler) and execution tokens (api-server).
-        "jwt-signing-key": {"AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH": str(cfg.jwt_private_key),
-                            "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
+        "jwt-signing-key": lambda: {"AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH": str(cfg.jwt_private_key),
+                                    "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
         # The public half, for the components that verify tokens.
-        "jwt-public-key": {"AIRFLOW__API_AUTH__TRUSTED_JWKS_URL": str(cfg.jwks_file),
-                           "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
+        "jwt-public-key": lambda: {"AIRFLOW__API_AUTH__TRUSTED_JWKS_URL": str(cfg.jwks_file),
+                                   "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
         # Signs the UI's session cookies and the api-server's requests to the log server.
-        "api-secret-key": {"AIRFLOW__API__SECRET_KEY": cfg.env["AIRFLOW_API_SECRET_KEY"]},
+        "api-secret-key": lambda: {"AIRFLOW__API__SECRET_KEY": cfg.env["AIRFLOW_API_SECRET_KEY"]},
         # Both hold the Redis password.
-        "celery-broker": {"AIRFLOW__CELERY__BROKER_URL": cfg.broker_url,
-                          "AIRFLOW__CELERY__RESULT_BACKEND": cfg.result_backend_url},
-        "flower-login": {"AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{cfg.env['FLOWER_USER']}:{cfg.env['FLOWER_PASSWORD']}"},
+        "celery-broker": lambda: {"AIRFLOW__CELERY__BROKER_URL": cfg.broker_url,
+                                  "AIRFLOW__CELERY__RESULT_BACKEND": cfg.result_backend_url},
+        "flower-login": lambda: {
+            "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{cfg.env['FLOWER_USER']}:{cfg.env['FLOWER_PASSWORD']}"},
     }
 
 
@@ -149,7 +158,7 @@ def program_env(cfg: StackConfig, comp: Component) -> dict[str, str]:
         env.update({k: v for k, v in settings.items() if k not in SECRET_AIRFLOW_KEYS})
         granted = secret_settings(cfg)
         for grant in sorted(comp.grants):
-            env.update(granted[grant])
+            env.update(granted[grant]())
         if "metadata-db" not in comp.grants:
             # Without a URL Airflow falls back to a SQLite file in AIRFLOW_HOME, which e.g. the CLI's
             # action logger silently creates at start; this one has no password, so any use fails
@@ -234,7 +243,7 @@ def _flower_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
 
 
 def _log_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
-    ok, detail = health.check_http(f"http://127.0.0.1:{cfg.ports['AIRFLOW_LOG_SERVER_PORT']}/log/unsigned-probe")
+    ok, detail = health.check_http(f"{cfg.log_server_url}/log/unsigned-probe")
     return detail == "HTTP 403", f"{detail} to an unsigned request (serves signed ones only)"
 
 
@@ -248,9 +257,9 @@ def _alertmanager_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool,
     return ok, f"{detail}, receivers {where}"
 
 
-def _port_health(var: str, path: str) -> HealthCheck:
+def _port_health(var: str, path: str, served: bool = False) -> HealthCheck:
     def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
-        return health.check_http(f"http://127.0.0.1:{cfg.ports[var]}{path}")
+        return health.check_http(f"http://{cfg.bind_address if served else LOOPBACK}:{cfg.ports[var]}{path}")
 
     return check
 
@@ -279,18 +288,19 @@ def _airflow(cfg: StackConfig, name: str, command: list[str], phase: str = "airf
                      priority=priority)
 
 
-def _worker(cfg: StackConfig, worker: Worker) -> Component:
+def worker(cfg: StackConfig, spec: Worker) -> Component:
     """A Celery worker: its own user and AIRFLOW_HOME, the broker and nothing else secret. It
-    serves no logs (the log-server program does: it needs the key that signs UI sessions)."""
-    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{worker.name}@%h",
-               "--queues", worker.queue, "--concurrency", str(worker.concurrency), "--without-gossip",
+    serves no logs (the log-server program does: it needs the key that signs UI sessions). Worker
+    hosts (stack/workerhost.py) run the same program."""
+    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{spec.name}@%h",
+               "--queues", spec.queue, "--concurrency", str(spec.concurrency), "--without-gossip",
                "--without-mingle", "--skip-serve-logs"]
     # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.
     # The ML steps push their results to the Pushgateway (src/mlops/metrics.py); MLOPS_WORKER_PRELOAD:
     # what the worker imports before it forks (mlops_airflow.preload).
     extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
-             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_WORKER_PRELOAD": worker.preload}
-    return Component(name=f"worker-{worker.name}", phase="airflow", command=command, health=_worker_health(worker),
+             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_WORKER_PRELOAD": spec.preload}
+    return Component(name=f"worker-{spec.name}", phase="airflow", command=command, health=_worker_health(spec),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
                      extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
 
@@ -308,6 +318,20 @@ def statsd_double(cfg: StackConfig) -> str | None:
     return cfg.env.get(STATSD_DOUBLE_SWITCH) or None
 
 
+def log_server(cfg: StackConfig) -> Component:
+    """Airflow's task-log server of this host (what `airflow celery worker` would fork), run by
+    uvicorn directly so that it binds the stack's address only (Airflow's own binds every
+    interface). It verifies the api-server's signed log requests with [api] secret_key, which also
+    signs the UI's session cookies: so it runs as the control-plane user, and no worker holds that
+    key. The api-server asks it at the task's host name (stack/hostname.py: the bind address)."""
+    port = cfg.ports["AIRFLOW_LOG_SERVER_PORT"]
+    return _airflow(cfg, "log-server", [str(VENV_BIN / "uvicorn"), "--factory",
+                                        "airflow.utils.serve_logs.log_server:get_app", "--host", cfg.bind_address,
+                                        "--port", str(port), "--no-access-log"],
+                    health_check=_log_server_health,
+                    listeners=(Listener("AIRFLOW_LOG_SERVER_PORT", port, served=True),))
+
+
 def components(cfg: StackConfig) -> list[Component]:
     """Every component of this stack in start order (optional ones marked `present=False` when
     their binary is missing)."""
@@ -316,15 +340,17 @@ def components(cfg: StackConfig) -> list[Component]:
     pg_bin = postgres_bin() or Path("/usr/lib/postgresql/missing/bin")
     airflow = str(VENV_BIN / "airflow")
     mlflow_home = cfg.home / "mlflow"
-    mlflow_cmd = [str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+    mlflow_cmd = [str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", cfg.bind_address,
                   "--port", str(p["MLFLOW_PORT"]), "--workers", "1",
                   "--artifacts-destination", str(mlflow_home / "artifacts")]
     if mlflow_metrics_available():
         mlflow_cmd += ["--expose-prometheus", str(mlflow_home / "metrics")]
     mlflow_db = cfg.db_url(e["MLFLOW_DB"])
     statsd_bin = optional_binary("statsd_exporter", "statsd-exporter")
-    statsd_flags = [f"--statsd.listen-udp=127.0.0.1:{p['STATSD_PORT']}", f"--statsd.listen-tcp=127.0.0.1:{p['STATSD_PORT']}",
-                    f"--web.listen-address=127.0.0.1:{p['STATSD_EXPORTER_PORT']}", f"--statsd.mapping-config={STATSD_MAPPING}"]
+    # Other hosts' Airflow programs send StatsD to the bind address; the exporter's page is local.
+    statsd_flags = [f"--statsd.listen-udp={cfg.bind_address}:{p['STATSD_PORT']}",
+                    f"--statsd.listen-tcp={cfg.bind_address}:{p['STATSD_PORT']}",
+                    f"--web.listen-address={LOOPBACK}:{p['STATSD_EXPORTER_PORT']}", f"--statsd.mapping-config={STATSD_MAPPING}"]
     double = statsd_double(cfg)
     if double:
         # The test double also records every line it receives (the stack tests read them).
@@ -334,23 +360,22 @@ def components(cfg: StackConfig) -> list[Component]:
     grafana_bin = optional_binary("grafana", "grafana-server")
     pushgateway_home = cfg.home / "pushgateway"
     alertmanager_home = cfg.home / "alertmanager"
-    log_port = p["AIRFLOW_LOG_SERVER_PORT"]
     table = [
         Component(
             name="postgres", phase="base", user="postgres", home=cfg.pgdata, priority=10, stopsignal="INT",
             stopasgroup=False, umask="077",
             # TCP on 127.0.0.1 only, no Unix socket; fast shutdown on stop (SIGINT).
             command=[str(pg_bin / "postgres"), "-D", str(cfg.pgdata), "-p", str(p["POSTGRES_PORT"]),
-                     "-h", "127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+                     "-h", LOOPBACK, "-c", "unix_socket_directories=", "-c", "max_connections=200"],
             health=lambda c, _: health.check_postgres(c),
             listeners=(Listener("POSTGRES_PORT", p["POSTGRES_PORT"]),),
         ),
         Component(
-            # Its password (requirepass), port and loopback bind are in the rendered redis.conf.
+            # Its password (requirepass), port and bind address are in the rendered redis.conf.
             name="redis", phase="base", user=CONTROL_USER, home=cfg.home / "redis", priority=10, stopasgroup=False,
             command=[_which("redis-server"), str(cfg.redis_conf)],
             health=lambda c, _: health.check_redis(c),
-            listeners=(Listener("REDIS_PORT", p["REDIS_PORT"]),),
+            listeners=(Listener("REDIS_PORT", p["REDIS_PORT"], served=True),),
         ),
         Component(
             # No --web.enable-lifecycle: /-/reload and /-/quit answer 403; reload with SIGHUP.
@@ -358,26 +383,28 @@ def components(cfg: StackConfig) -> list[Component]:
             stopasgroup=False,
             command=[_which("prometheus"), f"--config.file={cfg.home / 'prometheus' / 'prometheus.yml'}",
                      f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}", "--storage.tsdb.retention.time=7d",
-                     f"--web.listen-address=127.0.0.1:{p['PROMETHEUS_PORT']}"],
+                     f"--web.listen-address={cfg.bind_address}:{p['PROMETHEUS_PORT']}"],
             health=_http("/-/ready", "prometheus_url"),
-            listeners=(Listener("PROMETHEUS_PORT", p["PROMETHEUS_PORT"]),),
+            listeners=(Listener("PROMETHEUS_PORT", p["PROMETHEUS_PORT"], served=True),),
         ),
         Component(
             name="statsd-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
             present=statsd_bin is not None or double is not None, command=statsd_cmd,
             health=_port_health("STATSD_EXPORTER_PORT", "/metrics"),
             listeners=(Listener("STATSD_EXPORTER_PORT", p["STATSD_EXPORTER_PORT"]),
-                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp"), Listener("STATSD_PORT", p["STATSD_PORT"])),
+                       Listener("STATSD_PORT", p["STATSD_PORT"], "udp", served=True),
+                       Listener("STATSD_PORT", p["STATSD_PORT"], served=True)),
         ),
         Component(
-            # The ML steps' results (src/mlops/metrics.py); kept across restarts in its persistence
-            # file. No --web.enable-lifecycle, no --web.enable-admin-api: no HTTP shutdown or wipe.
+            # The ML steps' results (src/mlops/metrics.py), pushed from every worker host; kept across
+            # restarts in its persistence file. No --web.enable-lifecycle, no --web.enable-admin-api:
+            # no HTTP shutdown or wipe.
             name="pushgateway", phase="base", user=CONTROL_USER, home=pushgateway_home, priority=20,
             stopasgroup=False,
-            command=[_which("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{p['PUSHGATEWAY_PORT']}",
+            command=[_which("prometheus-pushgateway"), f"--web.listen-address={cfg.bind_address}:{p['PUSHGATEWAY_PORT']}",
                      f"--persistence.file={pushgateway_home / 'metrics.data'}", "--persistence.interval=1m"],
-            health=_port_health("PUSHGATEWAY_PORT", "/-/ready"),
-            listeners=(Listener("PUSHGATEWAY_PORT", p["PUSHGATEWAY_PORT"]),),
+            health=_port_health("PUSHGATEWAY_PORT", "/-/ready", served=True),
+            listeners=(Listener("PUSHGATEWAY_PORT", p["PUSHGATEWAY_PORT"], served=True),),
         ),
         Component(
             # Routes Prometheus' alerts to the receivers of the env file (stack/alerting.py renders
@@ -387,7 +414,7 @@ def components(cfg: StackConfig) -> list[Component]:
             stopasgroup=False,
             command=[_which("prometheus-alertmanager"), f"--config.file={alertmanager_home / 'alertmanager.yml'}",
                      f"--storage.path={alertmanager_home / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{p['ALERTMANAGER_PORT']}",
+                     f"--web.listen-address={LOOPBACK}:{p['ALERTMANAGER_PORT']}",
                      f"--web.external-url={cfg.alertmanager_url}", "--cluster.listen-address="],
             health=_alertmanager_health,
             listeners=(Listener("ALERTMANAGER_PORT", p["ALERTMANAGER_PORT"]),),
@@ -403,51 +430,45 @@ def components(cfg: StackConfig) -> list[Component]:
                                "MLFLOW_AUTH_CONFIG_PATH": str(cfg.mlflow_auth_config),
                                "MLFLOW_FLASK_SERVER_SECRET_KEY": e["MLFLOW_FLASK_SERVER_SECRET_KEY"]},
             health=_mlflow_health,
-            listeners=(Listener("MLFLOW_PORT", p["MLFLOW_PORT"]),),
+            listeners=(Listener("MLFLOW_PORT", p["MLFLOW_PORT"], served=True),),
         ),
         Component(
             # MLflow's own /metrics answers admins only: this serves the same metric files without
             # a login, so Prometheus holds no MLflow password.
             name="mlflow-metrics", phase="mlflow", user=CONTROL_USER, home=mlflow_home, priority=30,
             present=mlflow_metrics_available(),
-            command=[str(VENV_BIN / "python"), "-m", "stack.mlflow_metrics", str(mlflow_home / "metrics"), "127.0.0.1",
+            command=[str(VENV_BIN / "python"), "-m", "stack.mlflow_metrics", str(mlflow_home / "metrics"), LOOPBACK,
                      str(p["MLFLOW_METRICS_PORT"])],
             extra_env=lambda: {"PYTHONPATH": str(REPO)},
             health=_port_health("MLFLOW_METRICS_PORT", "/metrics"),
             listeners=(Listener("MLFLOW_METRICS_PORT", p["MLFLOW_METRICS_PORT"]),),
         ),
-        # uvicorn waits for idle keep-alive connections on SIGTERM: do not let `down` wait 20 s.
-        _airflow(cfg, "api-server", [airflow, "api-server"], stopwait=5, health_check=_api_server_health,
-                 listeners=(Listener("AIRFLOW_API_PORT", p["AIRFLOW_API_PORT"]),)),
+        # uvicorn stops serving within a few tenths of a second of SIGTERM; the seconds after are
+        # the interpreter's teardown: a restart (tasks cannot heartbeat meanwhile) waits 1 s, not 5.
+        _airflow(cfg, "api-server", [airflow, "api-server"], stopwait=1, health_check=_api_server_health,
+                 listeners=(Listener("AIRFLOW_API_PORT", p["AIRFLOW_API_PORT"], served=True),)),
         # Workers run every task through the api-server's Execution API: a task queued before it
         # answers fails its first try, so the scheduler starts last.
         _airflow(cfg, "scheduler", [str(VENV_BIN / "python"), "-m", "mlops_airflow.scheduler"], phase="scheduler"),
         _airflow(cfg, "dag-processor", [airflow, "dag-processor"]),
         # Its logs are served by the log server (same folder, same port).
         _airflow(cfg, "triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
-        # Airflow's log server (what `airflow celery worker` would fork) run by uvicorn directly so
-        # that it binds 127.0.0.1 (Airflow's own binds every interface). It verifies the
-        # api-server's signed log requests with [api] secret_key, which also signs the UI's session
-        # cookies: so it runs here, as the control-plane user, and no worker holds that key.
-        _airflow(cfg, "log-server", [str(VENV_BIN / "uvicorn"), "--factory",
-                                     "airflow.utils.serve_logs.log_server:get_app", "--host", "127.0.0.1",
-                                     "--port", str(log_port), "--no-access-log"],
-                 health_check=_log_server_health, listeners=(Listener("AIRFLOW_LOG_SERVER_PORT", log_port),)),
-        *(_worker(cfg, w) for w in cfg.workers),
+        log_server(cfg),
+        *(worker(cfg, w) for w in cfg.workers),
         _airflow(cfg, "flower", [airflow, "celery", "flower"], priority=50, health_check=_flower_health,
-                 listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"]),)),
+                 listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"], served=True),)),
         Component(
             name="grafana", phase="base", user=CONTROL_USER, home=cfg.home / "grafana", priority=60,
             present=grafana_bin is not None,
             command=[grafana_bin or "grafana", *(["server"] if Path(grafana_bin or "").name == "grafana" else []),
                      "--homepath", "/usr/share/grafana"],
-            extra_env=lambda: {"GF_SERVER_HTTP_ADDR": "127.0.0.1", "GF_SERVER_HTTP_PORT": str(p["GRAFANA_PORT"]),
+            extra_env=lambda: {"GF_SERVER_HTTP_ADDR": cfg.bind_address, "GF_SERVER_HTTP_PORT": str(p["GRAFANA_PORT"]),
                                "GF_PATHS_DATA": str(cfg.home / "grafana"), "GF_PATHS_LOGS": str(cfg.home / "grafana"),
                                "GF_PATHS_PROVISIONING": str(GRAFANA_PROVISIONING),
                                "GF_SECURITY_ADMIN_USER": e.get("GRAFANA_ADMIN_USER", "admin"),
                                "GF_SECURITY_ADMIN_PASSWORD": e.get("GRAFANA_ADMIN_PASSWORD", "")},
-            health=_port_health("GRAFANA_PORT", "/api/health"),
-            listeners=(Listener("GRAFANA_PORT", p["GRAFANA_PORT"]),),
+            health=_port_health("GRAFANA_PORT", "/api/health", served=True),
+            listeners=(Listener("GRAFANA_PORT", p["GRAFANA_PORT"], served=True),),
         ),
     ]
     return table

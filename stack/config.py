@@ -5,6 +5,7 @@ stack/components.py)."""
 from __future__ import annotations
 
 import glob
+import ipaddress
 import json
 import os
 import shutil
@@ -71,6 +72,30 @@ REQUIRED_VARS = (
 QUEUE_PRELOAD = {"light": "validation,drift", "heavy": "training"}
 
 
+# The address of the listeners other hosts (worker hosts, operators' browsers) reach: the broker,
+# the api-server (UI, REST and the tasks' Execution API), MLflow, StatsD ingest, the Pushgateway
+# (the ML steps push to it), the task-log server, Flower, Prometheus and Grafana. PostgreSQL, the
+# MLflow metrics exporter, the statsd-exporter's page and Alertmanager serve this host only and
+# stay on loopback. `BIND_ADDRESS` in the env
+# file (the compose stack publishes its ports on the same variable); empty means loopback.
+LOOPBACK = "127.0.0.1"
+
+
+def bind_address(raw: str, env_file: Path, var: str = "BIND_ADDRESS") -> str:
+    """The IPv4 address `raw` names (empty: loopback); EnvFileError for anything else. Clients
+    connect to it and task instances record it as their host name, so no wildcard."""
+    value = raw.strip() or LOOPBACK
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise envfile.EnvFileError(f"{env_file}: {var}={raw!r} is not an IPv4 address (e.g. 10.0.0.5; "
+                                   f"empty means {LOOPBACK})") from None
+    if address.is_unspecified or address.is_multicast:
+        raise envfile.EnvFileError(f"{env_file}: {var}={raw!r}: the native stack needs this host's own address "
+                                   f"(clients connect to it), not a wildcard")
+    return str(address)
+
+
 @dataclass(frozen=True)
 class Worker:
     """One Celery worker: its name, queue and concurrency."""
@@ -97,6 +122,11 @@ class StackConfig:
     bench_bundle: bool = False
     workers: list[Worker] = field(default_factory=list)
     added_vars: list[str] = field(default_factory=list)
+    # This host's served listeners bind `bind_address`; clients reach the control plane's served
+    # listeners at `control_address` (the same on the main host; the main host's address on a
+    # worker host, see stack/workerhost.py).
+    bind_address: str = LOOPBACK
+    control_address: str = LOOPBACK
 
     @property
     def logs(self) -> Path:
@@ -160,7 +190,8 @@ class StackConfig:
 
     def redis_url(self, db: int) -> str:
         """URL of database `db` of this stack's Redis, with its password."""
-        return f"redis://:{quote(self.env['REDIS_PASSWORD'], safe='')}@127.0.0.1:{self.ports['REDIS_PORT']}/{db}"
+        return (f"redis://:{quote(self.env['REDIS_PASSWORD'], safe='')}@{self.control_address}:"
+                f"{self.ports['REDIS_PORT']}/{db}")
 
     @property
     def broker_url(self) -> str:
@@ -177,37 +208,42 @@ class StackConfig:
         """SQLAlchemy URL of `database` on the private Postgres."""
         user = quote(self.env["POSTGRES_USER"], safe="")
         password = quote(self.env["POSTGRES_PASSWORD"], safe="")
-        return f"{driver}://{user}:{password}@127.0.0.1:{self.ports['POSTGRES_PORT']}/{database}"
+        return f"{driver}://{user}:{password}@{LOOPBACK}:{self.ports['POSTGRES_PORT']}/{database}"
 
     @property
     def api_url(self) -> str:
         """Base URL of the Airflow api-server."""
-        return f"http://127.0.0.1:{self.ports['AIRFLOW_API_PORT']}"
+        return f"http://{self.control_address}:{self.ports['AIRFLOW_API_PORT']}"
 
     @property
     def flower_url(self) -> str:
         """Base URL of Flower."""
-        return f"http://127.0.0.1:{self.ports['FLOWER_PORT']}"
+        return f"http://{self.control_address}:{self.ports['FLOWER_PORT']}"
 
     @property
     def mlflow_url(self) -> str:
         """MLflow tracking server URL (the workers' MLFLOW_TRACKING_URI)."""
-        return f"http://127.0.0.1:{self.ports['MLFLOW_PORT']}"
+        return f"http://{self.control_address}:{self.ports['MLFLOW_PORT']}"
 
     @property
     def prometheus_url(self) -> str:
         """Base URL of Prometheus."""
-        return f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}"
+        return f"http://{self.control_address}:{self.ports['PROMETHEUS_PORT']}"
+
+    @property
+    def log_server_url(self) -> str:
+        """Base URL of this host's task-log server (the api-server asks it at the task's host name)."""
+        return f"http://{self.bind_address}:{self.ports['AIRFLOW_LOG_SERVER_PORT']}"
 
     @property
     def pushgateway_url(self) -> str:
-        """Base URL of the Pushgateway (the workers' MLOPS_PUSHGATEWAY_URL)."""
-        return f"http://127.0.0.1:{self.ports['PUSHGATEWAY_PORT']}"
+        """Base URL of the Pushgateway (the workers' MLOPS_PUSHGATEWAY_URL, on every worker host)."""
+        return f"http://{self.control_address}:{self.ports['PUSHGATEWAY_PORT']}"
 
     @property
     def alertmanager_url(self) -> str:
-        """Base URL of Alertmanager."""
-        return f"http://127.0.0.1:{self.ports['ALERTMANAGER_PORT']}"
+        """Base URL of Alertmanager (only Prometheus, on this host, sends to it)."""
+        return f"http://{LOOPBACK}:{self.ports['ALERTMANAGER_PORT']}"
 
     def dag_bundles(self) -> list[dict]:
         """`[dag_processor] dag_bundle_config_list`: the product DAGs, plus the benchmark bundle on demand."""
@@ -238,18 +274,18 @@ class StackConfig:
                 "AIRFLOW_HOME": str(airflow_home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(self.dag_bundles()),
-                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__HOST": self.bind_address,
                 "AIRFLOW__API__PORT": str(p["AIRFLOW_API_PORT"]),
                 "AIRFLOW__API__BASE_URL": self.api_url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                "AIRFLOW__CELERY__FLOWER_HOST": "127.0.0.1",
+                "AIRFLOW__CELERY__FLOWER_HOST": self.bind_address,
                 "AIRFLOW__CELERY__FLOWER_PORT": str(p["FLOWER_PORT"]),
-                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_HOST": self.control_address,
                 "AIRFLOW__METRICS__STATSD_PORT": str(p["STATSD_PORT"]),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs),
                 # Task and job hostnames are the address the log server listens on (stack/hostname.py).
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stack.hostname.bind_address",
-                "MLOPS_STACK_BIND_ADDRESS": "127.0.0.1",
+                "MLOPS_STACK_BIND_ADDRESS": self.bind_address,
                 # One log server per host serves the workers' and the triggerer's logs: the
                 # api-server asks both ports on the same host name.
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(p["AIRFLOW_LOG_SERVER_PORT"]),
@@ -318,4 +354,5 @@ def load(env_file: Path | None = None, bench_bundle: bool = False) -> StackConfi
     # task instance, and the api-server asks one port per hostname: one log server (its own
     # program, see stack/components.py) serves the running tasks of all workers.
     workers = [Worker("light1", "light", 2), Worker("light2", "light", 2), Worker("heavy1", "heavy", 1)]
-    return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers, added)
+    address = bind_address(env.get("BIND_ADDRESS", ""), env_file)
+    return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers, added, address, address)

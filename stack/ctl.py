@@ -20,7 +20,7 @@ from typing import Callable
 
 from stack import access, airflow_cli, envfile, health, keys, mlflow_auth, postgres, render, task_logs
 from stack.components import by_name, check_all, components, folders, mlflow_metrics_available, program_env, reach
-from stack.config import CONTROL_USER, REPO, VENV_BIN, StackConfig, load, postgres_bin
+from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, StackConfig, load, postgres_bin
 from stack.procs import stack_process_list, stack_processes, terminate, wait_gone
 from stack.run import StackError, log, run_logged
 
@@ -44,7 +44,7 @@ def component_env(cfg: StackConfig, name: str = "scheduler") -> dict[str, str]:
 def check_ports(cfg: StackConfig) -> None:
     """Refuse to start when another process already holds one of the stack's TCP ports."""
     busy = [f"{lst.var}={lst.port} ({comp.name})" for comp in components(cfg) if comp.present
-            for lst in comp.listeners if lst.proto == "tcp" and health.port_in_use(lst.port)]
+            for lst in comp.listeners if lst.proto == "tcp" and health.port_in_use(lst.port, lst.host(cfg))]
     if busy:
         raise StackError(f"ports already in use by another process: {', '.join(busy)}; "
                          f"stop that process or change the port in {cfg.env_file}")
@@ -206,11 +206,11 @@ def print_status(cfg: StackConfig) -> bool:
     for h in rows:
         mark = "n/a" if h.state == "ABSENT" else ("healthy" if h.healthy else "UNHEALTHY")
         print(f"{h.name:<16} {h.port:<18} {h.state:<9} {mark:<9} {h.detail}")
-    metrics = (f"on, for Prometheus without login at http://127.0.0.1:{cfg.ports['MLFLOW_METRICS_PORT']}/metrics"
+    metrics = (f"on, for Prometheus without login at http://{LOOPBACK}:{cfg.ports['MLFLOW_METRICS_PORT']}/metrics"
                if mlflow_metrics_available() else
                "off: prometheus-flask-exporter not installed (mlflow --expose-prometheus would crash)")
     print(f"MLflow /metrics: {metrics}")
-    print(f"statsd: every Airflow component sends to udp 127.0.0.1:{cfg.ports['STATSD_PORT']}")
+    print(f"statsd: every Airflow component sends to udp {cfg.control_address}:{cfg.ports['STATSD_PORT']}")
     print(f"Airflow UI {cfg.api_url}  Flower {cfg.flower_url}  MLflow {cfg.mlflow_url}  "
           f"Prometheus {cfg.prometheus_url}  Pushgateway {cfg.pushgateway_url}  Alertmanager {cfg.alertmanager_url}")
     print(f"logins and passwords: {cfg.env_file}; logs: {cfg.logs}")

@@ -23,7 +23,7 @@ import yaml
 from stack import alerting
 from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, by_name, components,
                               mlflow_metrics_available, program_env)
-from stack.config import CONTROL_USER, REPO, VENV_BIN, WORKER_USER, StackConfig
+from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig
 from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -173,19 +173,20 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
     """Prometheus config for the native stack and where it came from.
 
     From observability/prometheus/prometheus.yml (written for the compose network) when present:
-    compose host:port targets become 127.0.0.1 with this stack's ports, rule files absolute paths,
+    compose host:port targets become this stack's addresses and ports, rule files absolute paths,
     and targets of components that do not run here are dropped. Otherwise a minimal config.
     """
     p = cfg.ports
+    here = cfg.bind_address
     present = {
-        "statsd-exporter:9102": (f"127.0.0.1:{p['STATSD_EXPORTER_PORT']}", by_name(cfg)["statsd-exporter"].present),
-        "flower:5555": (f"127.0.0.1:{p['FLOWER_PORT']}", True),
-        "pushgateway:9091": (f"127.0.0.1:{p['PUSHGATEWAY_PORT']}", True),
-        "alertmanager:9093": (f"127.0.0.1:{p['ALERTMANAGER_PORT']}", True),
+        "statsd-exporter:9102": (f"{LOOPBACK}:{p['STATSD_EXPORTER_PORT']}", by_name(cfg)["statsd-exporter"].present),
+        "flower:5555": (f"{here}:{p['FLOWER_PORT']}", True),
+        "pushgateway:9091": (f"{here}:{p['PUSHGATEWAY_PORT']}", True),
+        "alertmanager:9093": (f"{LOOPBACK}:{p['ALERTMANAGER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
-        "mlflow-metrics:5001": (f"127.0.0.1:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
-        "localhost:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
-        "prometheus:9090": (f"127.0.0.1:{p['PROMETHEUS_PORT']}", True),
+        "mlflow-metrics:5001": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "localhost:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
+        "prometheus:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
     }
     source = OBS_PROMETHEUS / "prometheus.yml"
     if source.is_file():

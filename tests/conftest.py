@@ -1,5 +1,6 @@
 """Fixtures shared by the ML-core tests (tests/data and tests/model): the session's small world
-of real data, built once by tests/data/world.py."""
+of real data, built once by tests/data/world.py. The native test stack's session fixtures
+(tests/stack/stack_session.py) are registered here, so tests/stack and tests/faults share one stack."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "stack"))
+pytest_plugins = ["stack_session"]
 
 
 def _load_world() -> ModuleType:

@@ -324,10 +324,25 @@ def _log_validation(client: Any, run_id: str, validation: dict[str, Any]) -> Non
         client.log_metric(run_id, f"validation_{key}", float(value))
 
 
+def fail_abandoned_runs(client: Any, job: str) -> list[str]:
+    """Mark FAILED the runs of ``job`` still RUNNING: an earlier attempt of the same job died
+    (killed worker, lost MLflow connection) before it could end its run. Only one attempt of a
+    job runs at a time (an Airflow task instance's tries never overlap), so none of them is
+    alive. Returns their run ids."""
+    from mlops.tracking import experiment_id
+
+    runs = client.search_runs([experiment_id(client)],
+                              filter_string=f"tags.job = '{job}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "abandoned", "an earlier attempt of this job died before ending it")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]
+
+
 def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | None = None,
                 max_rows: int | None = None, shuffle_labels: bool = False,
                 recipe: str | None = None, validate: bool = False,
-                register: bool = True) -> dict[str, Any]:
+                register: bool = True, job: str | None = None) -> dict[str, Any]:
     """Fit a recipe on past weeks, score the holdout week, log the run to MLflow and (unless
     ``register`` is false) register the model as a version.
 
@@ -340,7 +355,11 @@ def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | 
     candidate on that score, leaving the holdout week to the comparison with the champion.
 
     Rerunning on the same data and recipe reuses the logged run (and its version) instead of
-    fitting and registering again. Result: ``run_id``, ``version`` (None while unregistered),
+    fitting and registering again. ``job`` names what the training belongs to (e.g. an Airflow
+    task instance): the run is tagged with it, and a run an earlier attempt of the same job left
+    RUNNING is marked FAILED first (:func:`fail_abandoned_runs`).
+
+    Result: ``run_id``, ``version`` (None while unregistered),
     ``recipe``, ``metrics`` (holdout), ``validation``, ``train_weeks``, ``holdout_week``,
     ``fingerprint``, ``reused``.
     """
@@ -361,6 +380,8 @@ def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | 
         raise TrainingError(f"training weeks {kept[0]}..{kept[-1]} contain a single class")
 
     client = tracking.setup()
+    if job:
+        fail_abandoned_runs(client, job)
     found = _existing(client, fp)
     if found:
         result = {**found, "recipe": spec.name, "reused": True, "fingerprint": fp}
@@ -373,7 +394,7 @@ def train_model(train_weeks: list[str] | str | None = None, holdout_week: str | 
         validation = (validation_score(table, schema, spec, weeks, max_rows, shuffle_labels)
                       if validate else None)
         result = _fit_and_log(schema, spec, train, y, test, kept, holdout, fp, max_rows,
-                              shuffle_labels, validation)
+                              shuffle_labels, validation, job)
     _push_training(result)
     result = {**result, "version": None}
     if register:
@@ -412,7 +433,7 @@ def register_candidate(trained: dict[str, Any]) -> dict[str, Any]:
 def _fit_and_log(schema: Schema, spec: "config.Recipe", train: "pd.DataFrame", y: Any,
                  test: "pd.DataFrame", weeks: list[str], holdout: str, fp: str,
                  max_rows: int | None, shuffle_labels: bool,
-                 validation: dict[str, Any] | None) -> dict[str, Any]:
+                 validation: dict[str, Any] | None, job: str | None = None) -> dict[str, Any]:
     import mlflow
     import pandas as pd
     import sklearn
@@ -429,7 +450,9 @@ def _fit_and_log(schema: Schema, spec: "config.Recipe", train: "pd.DataFrame", y
             "train_weeks": json.dumps(weeks), "train_first_week": weeks[0],
             "train_last_week": weeks[-1], "schema": Path(schema.path).name,
             "shuffle_labels": str(shuffle_labels).lower(), "mlops_version": __version__}
-    with mlflow.start_run(run_name=f"{spec.name}-{weeks[0]}-{weeks[-1]}-holdout-{holdout}") as run:
+    # The job tag is set when the run is created, so a run whose attempt dies at once carries it.
+    with mlflow.start_run(run_name=f"{spec.name}-{weeks[0]}-{weeks[-1]}-holdout-{holdout}",
+                          tags={"job": job} if job else None) as run:
         mlflow.set_tags(tags)
         mlflow.log_params({**spec.model_params, "model": "HistGradientBoostingClassifier",
                            "recipe": spec.name, "window_weeks": spec.window_weeks,

@@ -16,6 +16,14 @@ MLFLOW_CONN_ID = "mlflow_default"
 
 LIGHT_TIMEOUT = timedelta(minutes=20)
 HEAVY_TIMEOUT = timedelta(hours=2)
+# A training's first retry follows 10-20 s after its failure (exponential backoff with jitter:
+# 10-20 s, 20-40 s, then 40-80 s) instead of 30-60 s: a training whose worker died is failed by
+# the scheduler's heartbeat timeout (airflow/airflow.env) and starts again on the next free heavy
+# slot within about a minute of the death. With the shorter delay a training gets three retries
+# (the other tasks two), so that they still span a minute of MLflow outage plus its restart on a
+# loaded machine (tests/faults): two were not always enough.
+HEAVY_RETRY_DELAY = timedelta(seconds=10)
+HEAVY_RETRIES = 3
 
 
 class ConfigurationError(ValueError):

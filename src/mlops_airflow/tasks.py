@@ -36,6 +36,13 @@ def fail_fast() -> Iterator[None]:
         _fail(f"{type(err).__name__}: {err}")
 
 
+def training_job(context: Any) -> str:
+    """The task instance a training belongs to (``dag/run/task/map index``): its MLflow runs are
+    tagged with it, so a retry marks a run its killed predecessor left RUNNING as failed."""
+    ti = context["ti"]
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
+
+
 def claim_new_batches(context: Any) -> list[str]:
     """Paths of the landing batches not yet processed, memoised for this DAG run."""
     from mlops.batches import new_batches
@@ -93,7 +100,7 @@ def validate_new_batches(batches: list[str]) -> dict[str, Any]:
     return {"accepted": accepted, "rejected": rejected}
 
 
-def train_and_mark(table: dict[str, Any]) -> dict[str, Any]:
+def train_and_mark(table: dict[str, Any], context: Any) -> dict[str, Any]:
     """Train the weekly recipe on the accepted weeks (newest held out), then add this run's
     batches to the watermark: from now on they count as processed. The model is logged, not yet
     registered: registering is the job of ``evaluate`` (pool ``model_registry``)."""
@@ -102,7 +109,7 @@ def train_and_mark(table: dict[str, Any]) -> dict[str, Any]:
     from mlops.train import train_model
 
     with fail_fast():
-        result = train_model(register=False)
+        result = train_model(register=False, job=training_job(context))
         mark_processed(table["batches"])
     return {**result, "batches": table["batches"]}
 
@@ -194,13 +201,14 @@ def backup_champion_once(context: Any) -> dict[str, Any] | None:
         return run_once(ti.dag_id, ti.run_id, "backup", backup_champion)
 
 
-def train_recipe(params: Any, recipe: str) -> dict[str, Any]:
+def train_recipe(context: Any, recipe: str) -> dict[str, Any]:
     """Train one recipe on the data selection of the retraining run's conf (``train_weeks``,
     ``holdout_week``, ``max_rows``, ``shuffle_labels`` apply to every recipe) and score it on
     its validation week. Skipped when the conf's ``recipes`` leaves it out. Logged, not
     registered (``evaluate_new_model`` registers the chosen one)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    params = context["params"]
     chosen = params.get("recipes")
     if chosen:
         from mlops.config import load_recipes
@@ -222,7 +230,7 @@ def train_recipe(params: Any, recipe: str) -> dict[str, Any]:
             holdout_week=params.get("holdout_week") or None,
             max_rows=int(max_rows) if max_rows else None,
             shuffle_labels=bool(params.get("shuffle_labels")),
-            recipe=recipe, validate=True, register=False,
+            recipe=recipe, validate=True, register=False, job=training_job(context),
         )
 
 

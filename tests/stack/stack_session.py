@@ -1,4 +1,5 @@
-"""Session fixture: a separate native stack (own STACK_HOME under /tmp, own ports) for tests/stack.
+"""Session fixture: a separate native stack (own STACK_HOME under /tmp, own ports) for tests/stack
+and tests/faults (registered for both by tests/conftest.py; the fault suite runs last).
 
 It replays a few weeks of data, brings the stack up with `python -m stack.ctl up` and tears it down
 at the end, checking no process is left. Its root folder stays mode 700 (as mkdtemp makes it): `up`
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -93,6 +95,44 @@ class StatsdRecord:
         return {line.split(":", 1)[0] for t, line in self.lines if t >= since}
 
 
+class StatsdCapture:
+    """Receives every StatsD datagram sent to <host>:<port> (UDP) in a background thread."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.5)
+        self.lines: list[tuple[float, str]] = []
+        self.senders: dict[str, set[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            now = time.time()
+            for line in data.decode(errors="replace").splitlines():
+                self.lines.append((now, line))
+                self.senders.setdefault(sender[0], set()).add(line.split(":", 1)[0])
+
+    def start(self) -> None:
+        """Start receiving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop receiving and close the socket."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def names(self, since: float = 0.0) -> set[str]:
+        """Metric names (without value and type) received at or after `since`."""
+        return {line.split(":", 1)[0] for t, line in list(self.lines) if t >= since}
+
+
 class AlertReceiver:
     """The webhook receiver of the test stack's Alertmanager: records every notification (its
     receiver, and each alert's name, status, labels and annotations) with the time it arrived."""
@@ -158,7 +198,7 @@ class StackHandle:
     root: Path
     env_file: Path
     cfg: stack_config.StackConfig
-    statsd: StatsdRecord
+    statsd: StatsdRecord | StatsdCapture
     alerts: AlertReceiver
     up_s: float = 0.0
     _tokens: dict[str, str] = field(default_factory=dict)
