@@ -68,7 +68,7 @@ def grant_settings() -> dict[str, set[str]]:
     """The Airflow settings each grant of the native table consists of (secret_settings' keys)."""
     stub = SimpleNamespace(env=defaultdict(str), db_url=lambda database: "", jwt_private_key="", jwks_file="",
                            broker_url="", result_backend_url="")
-    return {grant: set(settings) for grant, settings in secret_settings(stub).items()}
+    return {grant: set(settings()) for grant, settings in secret_settings(stub).items()}
 
 
 def secret_names() -> list[str]:
