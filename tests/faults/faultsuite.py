@@ -43,7 +43,11 @@ class FaultStack:
         return faults.registry(self.cfg, self.viewer)
 
     def replay(self, week: str) -> str:
-        """Write one more weekly batch into the landing folder (as a feed would); its path."""
+        """Write one more weekly batch into the landing folder (as a feed would); its path. The week
+        must be new to the stack (the stack tests before the suite use 2013-W01..W05 and W27), or
+        the pipeline has nothing to do and the fault would hit no training."""
+        seen = set(self.watermark()) | self.quarantined() | set(self.accepted())
+        assert week not in seen, f"{week} was already fed to the session stack: pick a week no earlier test uses"
         env = {**os.environ, "MLOPS_DATA_DIR": str(self.cfg.data_dir)}
         proc = subprocess.run([MLOPS, "data", "replay", "--from", week, "--until", week], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=300)

@@ -53,7 +53,7 @@ def outage(fault_stack) -> dict:
     out: dict = {"before": before}
     try:
         retrain = api.trigger(RETRAIN, {"recipes": ["weekly"], "max_rows": 2000})["dag_run_id"]
-        week = fs.replay("2013-W04")
+        week = fs.replay("2013-W06")
         # Close the registry pool while evaluate_new_model holds its slot: deploy_new_model then
         # starts only when MLflow is down (the pipeline's `evaluate` waits too, after its `train`).
         # A poll that sees it done already is still in time: compare_models runs before deploy.

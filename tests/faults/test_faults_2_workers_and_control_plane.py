@@ -86,7 +86,7 @@ def disrupted(fault_stack) -> dict:
         # 1. Only the second host's heavy worker consumes while `train` is queued.
         faults.stop(cfg, HEAVY_MAIN)
         stopped = True
-        week = fs.replay("2013-W05")
+        week = fs.replay("2013-W07")
         pipeline = api.trigger(PIPELINE)["dag_run_id"]
         out["train"] = faults.wait_task(api, PIPELINE, pipeline, "train", {"running"}, timeout=600)
         faults.start(cfg, HEAVY_MAIN)
