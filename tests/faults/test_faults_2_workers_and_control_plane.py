@@ -28,7 +28,7 @@ import time
 import pytest
 import requests
 
-from faultsuite import PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
+from faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
 from stack import faults
 from stack.health import celery_ping
 
@@ -77,6 +77,17 @@ def _recover(fs, fault: faults.Fault, runs: list[tuple[str, str]]) -> dict:
     return {"fault": fault, "resumed": started if isinstance(started, dict) else None, "ended": ended}
 
 
+def _pace(api, runs: list[tuple[str, str]], seconds: int) -> str:
+    """Start a long CPU-bound training (fault_long_training) and wait until it runs; it joins `runs`.
+    The warm workers finish the pipeline's and the retraining's tasks in seconds, so without it a
+    fault could find nothing in flight: it keeps a heavy task running (and the heavy retries
+    queued behind it) for `seconds`."""
+    run_id = api.trigger(LONG, {"seconds": seconds})["dag_run_id"]
+    faults.wait_task(api, LONG, run_id, "long_training", {"running"}, timeout=600)
+    runs.append((LONG, run_id))
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def disrupted(fault_stack) -> dict:
     fs, api, cfg = fault_stack, fault_stack.api, fault_stack.cfg
@@ -114,7 +125,10 @@ def disrupted(fault_stack) -> dict:
         out["retrain_failed"] = faults.wait_task(api, RETRAIN, retrain, "retrain_model", {"up_for_retry", "failed"},
                                                  map_index=index, timeout=300, poll=0.5)
 
-        # 3. Redis, while a heavy task runs and another waits for the one heavy slot left.
+        # 3. Redis, while a heavy task runs and another waits for the one heavy slot left (the
+        # retries wait behind the long training).
+        _pace(api, runs, 40)
+
         def running_and_queued():
             heavy = [t for t in _in_flight(api, runs, {"running", "queued"}) if t["queue"] == "heavy"]
             running = [t for t in heavy if t["state"] == "running"]
@@ -130,15 +144,18 @@ def disrupted(fault_stack) -> dict:
 
         # 4. The api-server, while a task runs: one on its first try (a restart longer than the
         # heartbeat timeout, as on an overloaded machine, costs the running tasks a retry).
+        _pace(api, runs, 30)
         out["api_at"] = faults.wait_for(lambda: (lambda r: r if r and all(t["try_number"] == 1 for t in r) else None)(
             _in_flight(api, runs, {"running"})), "a task running on its first try", 600, poll=0.3)
         out["api"] = _recover(fs, faults.restart(cfg, "airflow:api-server"), runs)
 
         # 5. PostgreSQL, mid-run.
+        _pace(api, runs, 20)
         faults.wait_for(lambda: _in_flight(api, runs, {"running", "queued"}), "a task in flight", 600, poll=0.3)
         out["postgres"] = _recover(fs, faults.restart(cfg, "postgres"), runs)
 
         # 6. The scheduler, mid-run.
+        _pace(api, runs, 20)
         faults.wait_for(lambda: _in_flight(api, runs, {"running", "queued"}), "a task in flight", 600, poll=0.3)
         pid_before = faults.program_tree(cfg, "airflow:scheduler")[0].pid
         out["scheduler"] = _recover(fs, faults.kill_tree(cfg, "airflow:scheduler", "SIGKILL of the scheduler"), runs)
@@ -146,6 +163,7 @@ def disrupted(fault_stack) -> dict:
 
         out["pipeline"] = faults.wait_run(api, PIPELINE, pipeline)
         out["retrain"] = faults.wait_run(api, RETRAIN, retrain)
+        out["paced"] = {run_id: faults.wait_run(api, dag_id, run_id)["state"] for dag_id, run_id in runs if dag_id == LONG}
     finally:
         if stopped:
             faults.start(cfg, HEAVY_MAIN)
@@ -194,18 +212,16 @@ def test_a_killed_heavy_worker_is_noticed_and_retrain_model_retried(fault_stack,
 def test_redis_restart_keeps_the_queued_tasks_and_the_workers_consume_again(fault_stack, disrupted) -> None:
     _, queued = disrupted["redis_at"]
     assert disrupted["pings"] >= {"light1", "light2", "heavy1"}, disrupted["pings"]
-    runs = {PIPELINE: disrupted["pipeline_id"], RETRAIN: disrupted["retrain_id"]}
     # The tasks that waited in the queue while Redis was down ran from their surviving message.
     for ti in queued:
-        final = faults.task(fault_stack.api, ti["dag_id"], runs[ti["dag_id"]], ti["task_id"], ti["map_index"])
+        final = faults.task(fault_stack.api, ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["map_index"])
         assert final["state"] in ("success", "skipped") and final["try_number"] == ti["try_number"], (ti, final)
     assert disrupted["redis"]["resumed"] is not None
 
 
 def test_api_server_restart_while_a_task_runs(fault_stack, disrupted) -> None:
-    runs = {PIPELINE: disrupted["pipeline_id"], RETRAIN: disrupted["retrain_id"]}
     for ti in disrupted["api_at"]:
-        final = faults.task(fault_stack.api, ti["dag_id"], runs[ti["dag_id"]], ti["task_id"], ti["map_index"])
+        final = faults.task(fault_stack.api, ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["map_index"])
         assert final["state"] in ("success", "skipped"), final
     assert disrupted["api"]["resumed"] is not None
 
@@ -225,5 +241,6 @@ def test_scheduler_killed_mid_run_is_restarted_and_the_runs_go_on(fault_stack, d
 
 
 def test_all_these_faults_leave_nothing_half_done(fault_stack, disrupted) -> None:
+    assert disrupted["paced"] and set(disrupted["paced"].values()) == {"success"}, disrupted["paced"]
     assert_nothing_half_done(fault_stack, disrupted["before"],
                              [(PIPELINE, disrupted["pipeline_id"]), (RETRAIN, disrupted["retrain_id"])], trainings=2)
