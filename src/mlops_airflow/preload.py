@@ -62,6 +62,19 @@ COMMON = (
     "statsd",
     "yaml",
 )
+# Fitting, loading and scoring a model and talking to MLflow: shared by the drift and training groups.
+MODELLING = (
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.metrics",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "threadpoolctl",
+    "skops.io",
+    "mlflow",
+)
 GROUPS: dict[str, tuple[str, ...]] = {
     # validate_data, the data_validation_dag checks, preprocess (its DVC run is a subprocess).
     "validation": (
@@ -80,16 +93,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     # check_drift, evaluate, deploy and the registry tasks: the champion loaded and scored.
     "drift": (
-        "pandas",
-        "pyarrow.parquet",
-        "sklearn.compose",
-        "sklearn.ensemble",
-        "sklearn.metrics",
-        "sklearn.pipeline",
-        "sklearn.preprocessing",
-        "threadpoolctl",
-        "skops.io",
-        "mlflow",
+        *MODELLING,
         "mlflow.artifacts",
         "mlflow.exceptions",
         "mlflow.models",
@@ -106,16 +110,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     # train and retrain_model: fitting, logging the model and registering it.
     "training": (
-        "pandas",
-        "pyarrow.parquet",
-        "sklearn.compose",
-        "sklearn.ensemble",
-        "sklearn.metrics",
-        "sklearn.pipeline",
-        "sklearn.preprocessing",
-        "threadpoolctl",
-        "skops.io",
-        "mlflow",
+        *MODELLING,
         "mlflow.exceptions",
         "mlflow.models",
         "mlflow.sklearn",
