@@ -85,9 +85,12 @@ demo: install
 demo-local: install
 	@$(VENV)/bin/mlops demo --until 2013-W10 --first-until 2013-W08
 
-# Benchmarks: each prints one JSON object (the stack benchmark brings up its own stack).
+# Benchmarks: each prints one JSON object (the stack benchmarks bring up stacks of their own;
+# stack_latency.py restarts the one of .env).
 bench: install
 	$(PY) benchmarks/ml_core.py
 	$(PY) benchmarks/stack_latency.py
+	$(PY) benchmarks/pipeline_overhead.py
+	$(PY) benchmarks/load.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/faults.py

@@ -290,6 +290,7 @@ def main() -> int:
             "overhead_s": round(dag_wall - inprocess_s, 2),
             "tasks": tasks,
             "queue_isolation": round(ratio, 2),
+            "idle_pss_mb": round(pss),
         }
     print(json.dumps(result))
     return 0

@@ -340,7 +340,7 @@ def components(cfg: StackConfig) -> list[Component]:
     pg_bin = postgres_bin() or Path("/usr/lib/postgresql/missing/bin")
     airflow = str(VENV_BIN / "airflow")
     mlflow_home = cfg.home / "mlflow"
-    mlflow_cmd = [str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", cfg.bind_address,
+    mlflow_cmd = [str(VENV_BIN / "python"), "-m", "stack.mlflow_server", "--app-name", "basic-auth", "--host", cfg.bind_address,
                   "--port", str(p["MLFLOW_PORT"]), "--workers", "1",
                   "--artifacts-destination", str(mlflow_home / "artifacts")]
     if mlflow_metrics_available():

@@ -110,6 +110,31 @@ class Worker:
         return QUEUE_PRELOAD.get(self.queue, "")
 
 
+# Light workers on this host and the task slots of each (LIGHT_WORKERS, LIGHT_WORKER_CONCURRENCY;
+# docs/architecture.md "Load" for what they buy). A worker process holds the preloaded validation
+# and drift stack (about 0.4 GiB); a slot costs a pool process sharing it.
+LIGHT_WORKERS_DEFAULT = 1
+LIGHT_CONCURRENCY_DEFAULT = 8
+MAX_LIGHT_WORKERS = 8
+MAX_LIGHT_CONCURRENCY = 32
+
+
+def _count(env: dict[str, str], env_file: Path, var: str, default: int, most: int, what: str) -> int:
+    """A count from 1 to `most` in `var` (empty: `default`); EnvFileError naming file and variable."""
+    raw = env.get(var, "").strip() or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise envfile.EnvFileError(f"{env_file}: {var}={raw!r} is not a number of {what} from 1 to {most}")
+    return int(raw)
+
+
+def light_workers(env: dict[str, str], env_file: Path) -> list[Worker]:
+    """The light workers LIGHT_WORKERS and LIGHT_WORKER_CONCURRENCY ask for."""
+    count = _count(env, env_file, "LIGHT_WORKERS", LIGHT_WORKERS_DEFAULT, MAX_LIGHT_WORKERS, "light workers")
+    slots = _count(env, env_file, "LIGHT_WORKER_CONCURRENCY", LIGHT_CONCURRENCY_DEFAULT, MAX_LIGHT_CONCURRENCY,
+                   "task slots")
+    return [Worker(f"light{i}", "light", slots) for i in range(1, count + 1)]
+
+
 @dataclass
 class StackConfig:
     """Everything the stack scripts need, with absolute paths and integer ports."""
@@ -353,6 +378,6 @@ def load(env_file: Path | None = None, bench_bundle: bool = False) -> StackConfi
     # On one host every worker writes to the same log folder, records the same hostname in the
     # task instance, and the api-server asks one port per hostname: one log server (its own
     # program, see stack/components.py) serves the running tasks of all workers.
-    workers = [Worker("light1", "light", 2), Worker("light2", "light", 2), Worker("heavy1", "heavy", 1)]
+    workers = [*light_workers(env, env_file), Worker("heavy1", "heavy", 1)]
     address = bind_address(env.get("BIND_ADDRESS", ""), env_file)
     return StackConfig(env_file, env, home, data_dir, ports, bench_bundle, workers, added, address, address)

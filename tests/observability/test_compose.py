@@ -328,7 +328,7 @@ def test_mlflow_runs_with_logins(rendered: tuple[dict, dict]) -> None:
     config, values = rendered
     mlflow = config["services"]["mlflow"]
     script = _command(mlflow)
-    assert "mlflow server --app-name basic-auth" in script
+    assert "python -m stack.mlflow_server --app-name basic-auth" in script
     assert 'get_template("mlflow_basic_auth.ini.j2")' in script and "0o600" in script
     env = _env(mlflow)
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/tmp/mlflow-auth/basic_auth.ini"

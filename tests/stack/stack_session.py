@@ -4,7 +4,8 @@ and tests/faults (registered for both by tests/conftest.py; the fault suite runs
 It replays a few weeks of data, brings the stack up with `python -m stack.ctl up` and tears it down
 at the end, checking no process is left. Its root folder stays mode 700 (as mkdtemp makes it): `up`
 must grant the stack's users traversal. The env file adds the test-only DAG bundle tests/stack/dags
-(stack_security_probe, stack_alert_probe) and two TEST-ONLY switches of the stack: the
+(stack_security_probe, stack_alert_probe) and the benchmark bundle (bench_fanout for the load
+test), runs two light workers, and sets two TEST-ONLY switches of the stack: the
 statsd-exporter test double (tests/observability/statsd_double.py) runs in place of the exporter,
 which has no build here, so the stack's Prometheus scrapes the Airflow metrics the stack really
 sends (the double also records every line: `stack.statsd`); and the alert clock is compressed
@@ -66,6 +67,8 @@ DRIFT_WEEK = "2013-W27"
 DRIFT_SHARE = "0.2"
 PRODUCT_DAGS = ("data_validation_dag", "ml_pipeline_dag", "model_retraining_dag")
 PROBE_DAGS = REPO / "tests" / "stack" / "dags"
+# The benchmark bundle: bench_fanout for the load test.
+BENCH_DAGS = REPO / "benchmarks" / "dags"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
@@ -281,7 +284,8 @@ def stack() -> StackHandle:
     root = Path(tempfile.mkdtemp(prefix="mlops-stack-test-", dir="/tmp"))
     env_file = root / "stack.env"
     bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
-               {"name": "stack-probe", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(PROBE_DAGS)}}]
+               {"name": "stack-probe", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(PROBE_DAGS)}},
+               {"name": "benchmarks", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(BENCH_DAGS)}}]
     envfile.ensure(env_file, stack_config.EXAMPLE_ENV, overrides={
         **TEST_PORTS,
         "STACK_HOME": str(root / "stack"),
@@ -291,6 +295,10 @@ def stack() -> StackHandle:
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
         # Queued/running task counts every 5 s (default 30 s): the queue alerts see them sooner.
         "AIRFLOW__SCHEDULER__TI_METRICS_INTERVAL": "5",
+        # Two light workers of four slots (the default: one of eight): the tests see the light
+        # queue shared by two workers, as the compose stack's two light replicas share it.
+        "LIGHT_WORKERS": "2",
+        "LIGHT_WORKER_CONCURRENCY": "4",
         # TEST-ONLY switches (stack/components.py, stack/render.py); .env.example has neither.
         "MLOPS_TEST_STATSD_DOUBLE": str(STATSD_DOUBLE),
         "MLOPS_TEST_FAST_ALERTS": "1",

@@ -141,6 +141,18 @@ def test_scheduler_is_the_wake_on_work_runner(stack) -> None:
     assert states and set(states) <= {"idle", "active"}, states
 
 
+def test_mlflow_is_one_process(stack) -> None:
+    """MLflow's CLI prepared the server and exec'd it (stack/mlflow_server.py): supervisord's
+    `mlflow` program is the uvicorn server itself, no launcher beside it, and it answers."""
+    import psutil
+
+    pid = health.supervisor(stack.cfg).supervisor.getProcessInfo("mlflow")["pid"]
+    proc = psutil.Process(pid)
+    assert proc.cmdline()[1:3] == ["-m", "uvicorn"], proc.cmdline()
+    assert proc.children(recursive=True) == []
+    assert requests.get(f"{stack.cfg.mlflow_url}/health", timeout=10).status_code == 200
+
+
 def test_work_state_matches_the_metadata_database(stack) -> None:
     """WorkStateProbe on the stack's PostgreSQL: prepared, and its counts are the database's."""
     script = """
