@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,11 +289,16 @@ def _airflow(cfg: StackConfig, name: str, command: list[str], phase: str = "airf
                      priority=priority)
 
 
+NICE_BIN = shutil.which("nice") or "/usr/bin/nice"
+
+
 def worker(cfg: StackConfig, spec: Worker) -> Component:
     """A Celery worker: its own user and AIRFLOW_HOME, the broker and nothing else secret. It
     serves no logs (the log-server program does: it needs the key that signs UI sessions). Worker
     hosts (stack/workerhost.py) run the same program."""
-    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{spec.name}@%h",
+    # coreutils' nice execs the worker at its queue's priority (supervisord has no such setting).
+    niced = [NICE_BIN, "-n", str(spec.nice)] if spec.nice else []
+    command = [*niced, str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{spec.name}@%h",
                "--queues", spec.queue, "--concurrency", str(spec.concurrency), "--without-gossip",
                "--without-mingle", "--skip-serve-logs"]
     # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.

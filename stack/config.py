@@ -70,6 +70,10 @@ REQUIRED_VARS = (
 # (MLOPS_WORKER_PRELOAD, groups of mlops_airflow.preload): the training stack on `heavy`,
 # validation and drift (with the registry and scoring they use) on `light`.
 QUEUE_PRELOAD = {"light": "validation,drift", "heavy": "training"}
+# CPU priority (nice) of each queue's workers and so of their tasks: a training uses every idle
+# core, and must not slow the short light tasks and the control plane beside it when they need a
+# core (benchmarks/pipeline_overhead.py `queue_isolation`); an idle machine still gives it all.
+QUEUE_NICE = {"light": 0, "heavy": 10}
 
 
 # The address of the listeners other hosts (worker hosts, operators' browsers) reach: the broker,
@@ -108,6 +112,11 @@ class Worker:
     def preload(self) -> str:
         """The preload groups of its queue (MLOPS_WORKER_PRELOAD)."""
         return QUEUE_PRELOAD.get(self.queue, "")
+
+    @property
+    def nice(self) -> int:
+        """The CPU priority its queue runs at (QUEUE_NICE)."""
+        return QUEUE_NICE.get(self.queue, 0)
 
 
 # Light workers on this host and the task slots of each (LIGHT_WORKERS, LIGHT_WORKER_CONCURRENCY;

@@ -59,6 +59,18 @@ def test_workers_have_their_own_names_and_queues(stack) -> None:
     assert by_worker == {"light1": ["light"], "light2": ["light"], "heavy1": ["heavy"]}
 
 
+def test_the_heavy_queue_runs_at_a_lower_cpu_priority(stack) -> None:
+    """The heavy worker and every process under it (its pool, its tasks) run at nice 10, the light
+    workers at 0: a training yields the CPU to light tasks and the control plane."""
+    import psutil
+
+    sup = health.supervisor(stack.cfg).supervisor
+    for program, nice in (("airflow:worker-heavy1", 10), ("airflow:worker-light1", 0), ("airflow:scheduler", 0)):
+        root = psutil.Process(sup.getProcessInfo(program)["pid"])
+        assert "celery" in " ".join(root.cmdline()) or program == "airflow:scheduler", root.cmdline()
+        assert {p.nice() for p in [root, *root.children(recursive=True)]} == {nice}, program
+
+
 def test_supervisord_restarts_a_crashed_component(stack) -> None:
     rpc = health.supervisor(stack.cfg)
     before = rpc.supervisor.getProcessInfo("prometheus")["pid"]

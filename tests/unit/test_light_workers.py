@@ -65,3 +65,11 @@ def test_a_burst_plan_holds_exactly_the_tasks_asked_for(tasks: int, runs: int) -
 def test_a_burst_too_small_for_its_runs_is_refused() -> None:
     with pytest.raises(ValueError, match="fewer than"):
         plan_runs(6, 3)
+
+
+def test_the_heavy_worker_starts_niced_the_light_ones_not(tmp_path: Path) -> None:
+    by_name = {c.name: c for c in components(_cfg(tmp_path, "2"))}
+    heavy = by_name["worker-heavy1"].command
+    assert Path(heavy[0]).name == "nice" and heavy[1:3] == ["-n", "10"] and Path(heavy[0]).is_file()
+    for name in ("worker-light1", "worker-light2"):
+        assert Path(by_name[name].command[0]).name == "airflow", by_name[name].command
