@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,29 +186,19 @@ def run_all(bench: Bench, out: dict[str, dict], keep: bool) -> None:
         out["scheduler_kill"] = bench.measure(PIPELINE, None, running(api, PIPELINE, "train"),
                                               lambda run_id: faults.kill_tree(cfg, "airflow:scheduler"))
 
-        def redis(run_id: str) -> faults.Fault:
-            fault = faults.stop(cfg, "redis")
-            time.sleep(REDIS_DOWN_S)
-            faults.start(cfg, "redis")
-            return fault
-
         # One heavy slot, so that retrain_model tasks wait in the queue.
         faults.stop(remote, HEAVY_REMOTE)
         out["redis_restart"] = bench.measure(RETRAIN, {"recipes": ["recent_6", "recent_12"], "max_rows": 2000},
-                                             heavy_running_and_queued(api), redis)
+                                             heavy_running_and_queued(api),
+                                             lambda run_id: faults.outage(cfg, "redis", REDIS_DOWN_S))
         faults.start(remote, HEAVY_REMOTE)
         out["postgres_restart"] = bench.measure(PIPELINE, None, running(api, PIPELINE, "train"),
                                                 lambda run_id: faults.restart(cfg, "postgres"))
         out["apiserver_restart"] = bench.measure(PIPELINE, None, running(api, PIPELINE, "train"),
                                                  lambda run_id: faults.restart(cfg, "airflow:api-server"))
 
-        def mlflow(run_id: str) -> faults.Fault:
-            fault = faults.stop(cfg, "mlflow")
-            time.sleep(MLFLOW_OUTAGE_S)
-            faults.start(cfg, "mlflow")
-            return fault
-
-        out["mlflow_outage"] = bench.measure(PIPELINE, None, running(api, PIPELINE, "train"), mlflow)
+        out["mlflow_outage"] = bench.measure(PIPELINE, None, running(api, PIPELINE, "train"),
+                                             lambda run_id: faults.outage(cfg, "mlflow", MLFLOW_OUTAGE_S))
 
         # The second host's worker runs `train` (the main host's is stopped until then), then dies.
         faults.stop(cfg, HEAVY_MAIN)

@@ -12,7 +12,8 @@ not in success at the end), `stuck` (not finished at the deadline), `queued_time
 scheduler's task_queued_timeout events), `heavy_on` (the workers that ran heavy tasks),
 `peak_cpu_pct` (the machine's busy CPU less this process, percent of one core, 1 s samples),
 `peak_pss_mb` (the stack's processes), `scheduler_heartbeat_max_age_s` (the oldest the
-scheduler's heartbeat got, from /api/v2/monitor/health each second) and `cpu_s_by_component`
+scheduler's heartbeat got, from /api/v2/monitor/health each second; `health_checks_unanswered`
+counts the seconds that check gave no time) and `cpu_s_by_component`
 (CPU seconds each supervisord program's process tree used during the burst, its reaped task
 processes included; supervisord itself; this benchmark; `unattributed`: the machine's busy time
 less all of those; `cpu_s_per_task` divides by the tasks).
@@ -80,6 +81,7 @@ class Sampler(threading.Thread):
         self.peak_cpu_pct = 0.0
         self.peak_pss_mb = 0.0
         self.heartbeat_max_age_s = 0.0
+        self.health_unanswered = 0
 
     def run(self) -> None:
         me = psutil.Process()
@@ -97,16 +99,23 @@ class Sampler(threading.Thread):
             busy0, total0, own0 = busy1, total1, own1
             if tick % 2 == 0:
                 self.peak_pss_mb = max(self.peak_pss_mb, pss_mb(stack_processes(self.cfg)))
-            self.heartbeat_max_age_s = max(self.heartbeat_max_age_s, self._heartbeat_age())
+            age = self._heartbeat_age()
+            if age is None:
+                self.health_unanswered += 1
+            else:
+                self.heartbeat_max_age_s = max(self.heartbeat_max_age_s, age)
             tick += 1
 
-    def _heartbeat_age(self) -> float:
+    def _heartbeat_age(self) -> float | None:
+        """Seconds since the scheduler's last heartbeat; None when the health check gave no time
+        (counted apart, never taken for a fresh heartbeat)."""
         try:
-            beat = requests.get(f"{self.cfg.api_url}/api/v2/monitor/health", timeout=5).json()
-            latest = ts(beat["scheduler"]["latest_scheduler_heartbeat"])
+            resp = requests.get(f"{self.cfg.api_url}/api/v2/monitor/health", timeout=5)
+            resp.raise_for_status()
+            latest = ts(resp.json()["scheduler"]["latest_scheduler_heartbeat"])
         except (requests.RequestException, KeyError, ValueError, TypeError):
-            return 0.0
-        return max(0.0, time.time() - latest) if latest else 0.0
+            return None
+        return None if latest is None else max(0.0, time.time() - latest)
 
 
 def _tree_cpu_s(root: psutil.Process) -> float:
@@ -163,6 +172,7 @@ def measure(cfg: StackConfig, api: Airflow, tasks: int) -> dict[str, Any]:
         "peak_cpu_pct": round(sampler.peak_cpu_pct, 1),
         "peak_pss_mb": round(sampler.peak_pss_mb),
         "scheduler_heartbeat_max_age_s": round(sampler.heartbeat_max_age_s, 1),
+        "health_checks_unanswered": sampler.health_unanswered,
         "cpu_s_by_component": used,
         "cpu_s_per_task": {name: round(s / tasks, 3) for name, s in used.items()},
     })

@@ -16,7 +16,9 @@ champion), then replays one new week and measures:
   work (train's `fit_seconds`);
 - `queue_isolation`: the wall time of `data_validation_dag` (one history week) while the heavy
   queue runs a training (the `model_retraining_dag` run the measured run's drift check triggered,
-  else one triggered here), divided by its best of two on the idle stack (after the history).
+  else one triggered here), divided by its best of two on the idle stack (after the history);
+- `idle_pss_mb`: the idle stack's summed PSS after the history run (workers warm, no task
+  running; target 2.5 GiB).
 
 The in-process round runs once that retraining has ended (no competition from the stack). On
 stderr: progress, the per-task breakdown and the idle stack's PSS (summed over every process of the

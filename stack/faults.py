@@ -84,6 +84,14 @@ def start(cfg: StackConfig, program: str) -> None:
     health.supervisor(cfg).supervisor.startProcess(program, False)
 
 
+def outage(cfg: StackConfig, program: str, seconds: float) -> Fault:
+    """Stop `program`, leave it down `seconds`, start it again."""
+    fault = stop(cfg, program)
+    time.sleep(seconds)
+    start(cfg, program)
+    return Fault(f"{program} down {seconds:.0f} s", fault.at)
+
+
 def restart(cfg: StackConfig, program: str) -> Fault:
     """Stop then start `program`, as an operator's `supervisorctl restart` does."""
     fault = stop(cfg, program)

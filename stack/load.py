@@ -128,7 +128,9 @@ def task_instances(api: Airflow, dag_id: str, run_id: str) -> list[dict]:
 def celery_workers(cfg: StackConfig, run_ids: list[str]) -> dict[str, set[str]]:
     """task id -> the Celery workers (names before '@') Flower saw run it, in the given runs."""
     auth = (cfg.env["FLOWER_USER"], cfg.env["FLOWER_PASSWORD"])
-    tasks = requests.get(f"{cfg.flower_url}/api/tasks", auth=auth, timeout=60).json()
+    resp = requests.get(f"{cfg.flower_url}/api/tasks", auth=auth, timeout=60)
+    resp.raise_for_status()
+    tasks = resp.json()
     wanted = set(run_ids)
     out: dict[str, set[str]] = {}
     for task in tasks.values():

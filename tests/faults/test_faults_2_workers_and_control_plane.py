@@ -23,7 +23,6 @@ Both runs end `success` with nothing half-done.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests
@@ -136,10 +135,7 @@ def disrupted(fault_stack) -> dict:
             return (running, queued) if running and queued else None
 
         out["redis_at"] = faults.wait_for(running_and_queued, "a heavy task running and one queued", 600, poll=0.3)
-        fault = faults.stop(cfg, "redis")
-        time.sleep(REDIS_DOWN_S)
-        faults.start(cfg, "redis")
-        out["redis"] = _recover(fs, fault, runs)
+        out["redis"] = _recover(fs, faults.outage(cfg, "redis", REDIS_DOWN_S), runs)
         out["pings"] = celery_ping(cfg, timeout=5)
 
         # 4. The api-server, while a task runs: one on its first try (a restart longer than the

@@ -50,7 +50,6 @@ def test_the_scheduler_heartbeat_keeps_coming(burst, dags_ready) -> None:
              if line.startswith(HEARTBEAT) and burst.started <= t <= burst.ended]
     marks = [burst.started, *beats, burst.ended]
     gaps = [b - a for a, b in zip(marks, marks[1:])]
-    print(f"scheduler heartbeats during the {burst.wall_s:.0f} s burst: {len(beats)}, longest pause {max(gaps):.1f} s")
     assert beats, f"no {HEARTBEAT} line during the {burst.wall_s:.0f} s burst"
     assert max(gaps) <= MISSED_BEATS * interval, (
         f"the scheduler's heartbeat stopped for {max(gaps):.1f} s during the burst (interval {interval:.0f} s)")
