@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import __version__, config, metrics
 from mlops.config import Schema, load_schema
 from mlops.errors import TrainingError
+from mlops.model_store import SKOPS_TRUSTED_TYPES
 from mlops.util import WEEK_RE, sha256_file, to_jsonable
 
 if TYPE_CHECKING:
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 
-SKOPS_TRUSTED_TYPES = [
-    "functools.partial",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-]
 
 
 _TABLE: dict[str, tuple[tuple[int, int], "pd.DataFrame"]] = {}
