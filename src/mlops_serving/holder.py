@@ -74,9 +74,13 @@ class Holder:
 
     def _client(self) -> Any:
         if self.client is None:
+            import mlflow
             from mlflow.tracking import MlflowClient
 
             uri = config.tracking_uri()
+            # models:/ URIs are resolved against the process-wide registry URI.
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self.client
 
