@@ -370,3 +370,27 @@ def test_a_crash_loses_at_most_the_last_second_of_logs(stack, versions, week_row
     window = fault.at - min((t for t, _ in lost), default=fault.at)
     print(f"crash loss: {len(lost)} of {len(answered)} answered requests, answered within the last {window:.2f} s")
     assert window <= 1.0, (len(lost), window)
+
+
+def test_the_log_is_partitioned_by_day_and_old_days_are_dropped(stack) -> None:
+    """The writer's retention pruning (run hourly by the service) on the stack's real table: a day
+    older than PREDICTIONS_RETENTION_DAYS is dropped, today's partition stays."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlops_serving.predlog import partition_ddl, partition_name, prune
+
+    now = datetime.now(timezone.utc)
+    old = now - timedelta(days=400)
+    with _db(stack, "PREDICTIONS_DB_USER", "PREDICTIONS_DB_PASSWORD") as conn:
+        with conn.cursor() as cur:
+            cur.execute(partition_ddl(old))
+            cur.execute("INSERT INTO predictions VALUES ('old', %s, '1', 'k', '2013-W01', 0.5)", (old,))
+        conn.commit()
+        assert prune(conn, 90) == [partition_name(old)]
+        with conn.cursor() as cur:
+            cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'predictions'")
+            names = {row[0] for row in cur.fetchall()}
+            cur.execute("SELECT count(*) FROM predictions WHERE request_id = 'old'")
+            assert cur.fetchone()[0] == 0
+    assert partition_name(now) in names and partition_name(old) not in names
