@@ -49,7 +49,7 @@ class Service:
         from mlops import tracking
 
         for key, value in {**tracking.HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
             os.environ.setdefault(key, value)
         self.settings = settings
         self.schema = load_schema()
@@ -215,6 +215,7 @@ def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[by
 
 def _app_from_env() -> FastAPI:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry per poll while MLflow is down
     return create_app()
 
 

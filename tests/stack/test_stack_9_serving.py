@@ -41,7 +41,11 @@ class Service:
         self.auth = {"Authorization": f"Bearer {stack.cfg.env['SERVING_TOKEN']}"}
 
     def health(self) -> dict:
-        return requests.get(f"{self.url}/health", timeout=10).json()
+        """/health's JSON ({} while nothing answers, e.g. during a restart)."""
+        try:
+            return requests.get(f"{self.url}/health", timeout=10).json()
+        except (requests.ConnectionError, ValueError):
+            return {}
 
     def predict(self, rows: list[dict], headers: dict | None = None, **kwargs) -> requests.Response:
         return requests.post(f"{self.url}/predict", json={"rows": rows} if rows is not None else None,
@@ -361,7 +365,7 @@ def test_a_crash_loses_at_most_the_last_second_of_logs(stack, versions, week_row
         time.sleep(0.5)
     answered = [(t, rid) for t, status, _, rid in load.answers if status == 200 and t <= fault.at]
     assert len(answered) > 10
-    faults.wait_for(lambda: service.health().get("status") == "ready", "serving back after SIGKILL", 60, 0.5)
+    faults.wait_for(lambda: service.health().get("status") == "ready", "serving back after SIGKILL", 180, 0.5)
     with _db(stack, "PREDICTIONS_READER_USER", "PREDICTIONS_READER_PASSWORD") as conn, conn.cursor() as cur:
         cur.execute("SELECT DISTINCT request_id FROM predictions WHERE request_id = ANY(%s)",
                     ([rid for _, rid in answered],))
