@@ -56,3 +56,12 @@ class RegistryError(MlopsError):
 
 class DriftError(MlopsError):
     """Drift detection has no batch or no reference to compare."""
+
+
+class MonitoringError(MlopsError):
+    """Served predictions cannot be monitored as asked (no labelled batch, no prediction log set)."""
+
+
+class PredictionLogError(ConnectionError):
+    """The prediction log could not be read (database down, refused, query failed). Not an
+    MlopsError: an outage is retried, never read as "nothing was served"."""
