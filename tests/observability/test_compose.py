@@ -256,7 +256,8 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
                    "api-secret-key": {"AIRFLOW_API_SECRET_KEY"}, "celery-broker": {"REDIS_PASSWORD"},
                    "flower-login": {"FLOWER_PASSWORD"}}
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
-                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD"} if name == "airflow-init" else set()
+                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD",
+                 "PREDICTIONS_READER_PASSWORD"} if name == "airflow-init" else set()
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
