@@ -5,12 +5,14 @@
 #                 the task-log server, Flower, MLflow, Prometheus, Redis
 #   mlops-worker  the Celery workers, and so every task
 #   mlops-shared  group of both, for the folders both need (task logs, the ML data folder)
-# No home, no login shell, no password. stack/users.py names the same three.
+#   mlops-serving the prediction service (not in mlops-shared: it reads no data folder)
+# No home, no login shell, no password. stack/config.py names the same.
 set -euo pipefail
 
 CONTROL_USER=mlops
 WORKER_USER=mlops-worker
 SHARED_GROUP=mlops-shared
+SERVING_USER=mlops-serving
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -28,3 +30,7 @@ for user in "$CONTROL_USER" "$WORKER_USER"; do
     echo "system-users: added $user to group $SHARED_GROUP"
   fi
 done
+if ! getent passwd "$SERVING_USER" >/dev/null; then
+  $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVING_USER"
+  echo "system-users: created user $SERVING_USER (group: $SERVING_USER)"
+fi

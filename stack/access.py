@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from stack.components import Folder
-from stack.config import CONTROL_USER, REPO, SHARED_GROUP, VENV_BIN, WORKER_USER
+from stack.config import CONTROL_USER, REPO, SERVING_USER, SHARED_GROUP, VENV_BIN, WORKER_USER
 from stack.run import StackError, run_logged
 
 USERS_SCRIPT = REPO / "scripts" / "system-users.sh"
@@ -30,7 +30,7 @@ USERS_SCRIPT = REPO / "scripts" / "system-users.sh"
 def missing_accounts() -> list[str]:
     """The stack's users and group that do not exist on this machine."""
     missing = []
-    for user in (CONTROL_USER, WORKER_USER):
+    for user in (CONTROL_USER, WORKER_USER, SERVING_USER):
         try:
             pwd.getpwnam(user)
         except KeyError:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from stack import alerting, health, keys
-from stack.config import (CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary,
+from stack.config import (CONTROL_USER, LOOPBACK, REPO, SERVING_USER, VENV_BIN, WORKER_USER, StackConfig, Worker,
+                          optional_binary,
                           postgres_bin)
 
 # When `up` starts a component: `base` with supervisord, `mlflow` once its database exists,
@@ -192,6 +193,7 @@ def folders(cfg: StackConfig) -> list[Folder]:
         Folder(cfg.home / "mlflow" / "artifacts", CONTROL_USER, 0o700),
         Folder(cfg.airflow_home, CONTROL_USER, 0o700),
         Folder(cfg.worker_home, WORKER_USER, 0o700),
+        Folder(cfg.home / "serving", SERVING_USER, 0o700),
         *([Folder(cfg.home / "grafana", CONTROL_USER, 0o700)] if optional_binary("grafana", "grafana-server") else []),
     ]
 
@@ -322,6 +324,51 @@ def statsd_double(cfg: StackConfig) -> str | None:
     if optional_binary("statsd_exporter", "statsd-exporter"):
         return None
     return cfg.env.get(STATSD_DOUBLE_SWITCH) or None
+
+
+def _serving_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    """The service answers /health: ready with a version, or waiting for a first champion (a fresh
+    stack has none: that is not a fault); a version it refused is named."""
+    import requests
+
+    try:
+        resp = requests.get(f"{cfg.serving_url}/health", timeout=5)
+        doc = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        return False, f"no answer ({type(exc).__name__})"
+    refused = ", ".join(f"v{v}" for v in doc.get("refused_versions") or {})
+    tail = (f"; refused {refused}" if refused else "") + (f"; registry check {doc.get('registry_check_age_s')} s ago")
+    if resp.status_code == 200:
+        return True, f"serving v{doc.get('model_version')}{tail}"
+    return resp.status_code == 503, f"HTTP {resp.status_code}: no champion loaded yet{tail}"
+
+
+# What the prediction service reads from the env file besides its own secrets (empty: its default).
+SERVING_TUNABLES = ("SERVING_POLL_S", "SERVING_MAX_ROWS", "SERVING_MAX_BODY_BYTES", "SERVING_LOG_FLUSH_S",
+                    "PREDICTIONS_RETENTION_DAYS", "MLOPS_DECISION_THRESHOLD", "MLOPS_SCHEMA")
+
+
+def serving(cfg: StackConfig) -> Component:
+    """The prediction service (src/mlops_serving) under its own user. It holds its token, the
+    prediction log's login and a read-only MLflow login: no Airflow, Redis or superuser secret."""
+    e, port = cfg.env, cfg.ports["SERVING_PORT"]
+
+    def env() -> dict[str, str]:
+        return {"SERVING_TOKEN": e["SERVING_TOKEN"], "MLFLOW_TRACKING_URI": cfg.mlflow_url,
+                "MLFLOW_TRACKING_USERNAME": e["MLFLOW_SERVING_USER"],
+                "MLFLOW_TRACKING_PASSWORD": e["MLFLOW_SERVING_PASSWORD"], "MLOPS_MODEL_NAME": e["MLOPS_MODEL_NAME"],
+                "PREDICTIONS_DB_HOST": LOOPBACK, "PREDICTIONS_DB_PORT": str(cfg.ports["POSTGRES_PORT"]),
+                "PREDICTIONS_DB": e["PREDICTIONS_DB"], "PREDICTIONS_DB_USER": e["PREDICTIONS_DB_USER"],
+                "PREDICTIONS_DB_PASSWORD": e["PREDICTIONS_DB_PASSWORD"],
+                # One OpenMP thread: single rows answer faster without thread wake-ups.
+                "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                **{k: e[k] for k in SERVING_TUNABLES if e.get(k)}}
+
+    return Component(name="serving", phase="airflow", user=SERVING_USER, home=cfg.home / "serving", priority=45,
+                     command=[str(VENV_BIN / "uvicorn"), "mlops_serving.app:app", "--host", cfg.bind_address,
+                              "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "10"],
+                     extra_env=env, health=_serving_health, stopwait=15,
+                     listeners=(Listener("SERVING_PORT", port, served=True),))
 
 
 def log_server(cfg: StackConfig) -> Component:
@@ -461,6 +508,7 @@ def components(cfg: StackConfig) -> list[Component]:
         _airflow(cfg, "triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
         log_server(cfg),
         *(worker(cfg, w) for w in cfg.workers),
+        serving(cfg),
         _airflow(cfg, "flower", [airflow, "celery", "flower"], priority=50, health_check=_flower_health,
                  listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"], served=True),)),
         Component(
@@ -499,7 +547,7 @@ def users(cfg: StackConfig) -> list[str]:
 def reach(cfg: StackConfig) -> dict[str, list[Path]]:
     """What each unprivileged user must be able to reach (stack/access.py grants traversal):
     every program starts the venv's Python from the repository; PostgreSQL needs only its data."""
-    return {user: [cfg.home] if user == "postgres" else [cfg.home, cfg.data_dir]
+    return {user: [cfg.home] if user in ("postgres", SERVING_USER) else [cfg.home, cfg.data_dir]
             for user in users(cfg) if user != "root"}
 
 

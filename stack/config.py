@@ -24,6 +24,8 @@ EXAMPLE_ENV = REPO / ".env.example"
 # the Celery workers (and so every task), and the group of both for the folders they share.
 CONTROL_USER = "mlops"
 WORKER_USER = "mlops-worker"
+# The prediction service (mlops_serving): not in SHARED_GROUP, it reads no data folder.
+SERVING_USER = "mlops-serving"
 SHARED_GROUP = "mlops-shared"
 
 PORT_VARS = (
@@ -40,6 +42,7 @@ PORT_VARS = (
     "POSTGRES_PORT",
     "REDIS_PORT",
     "AIRFLOW_LOG_SERVER_PORT",
+    "SERVING_PORT",
 )
 REQUIRED_VARS = (
     "STACK_HOME",
@@ -63,6 +66,14 @@ REQUIRED_VARS = (
     "FLOWER_USER",
     "FLOWER_PASSWORD",
     "MLOPS_MODEL_NAME",
+    "SERVING_TOKEN",
+    "PREDICTIONS_DB",
+    "PREDICTIONS_DB_USER",
+    "PREDICTIONS_DB_PASSWORD",
+    "PREDICTIONS_READER_USER",
+    "PREDICTIONS_READER_PASSWORD",
+    "MLFLOW_SERVING_USER",
+    "MLFLOW_SERVING_PASSWORD",
 )
 
 
@@ -260,6 +271,11 @@ class StackConfig:
         return f"http://{self.control_address}:{self.ports['MLFLOW_PORT']}"
 
     @property
+    def serving_url(self) -> str:
+        """Base URL of the prediction service (MLOPS_SERVING_URL of its clients)."""
+        return f"http://{self.bind_address}:{self.ports['SERVING_PORT']}"
+
+    @property
     def prometheus_url(self) -> str:
         """Base URL of Prometheus."""
         return f"http://{self.control_address}:{self.ports['PROMETHEUS_PORT']}"
@@ -341,6 +357,8 @@ class StackConfig:
         # The prediction log's read-only login, for the Connection `predictions_db` (when the
         # env file has it: the monitoring of served predictions reads through it).
         predictions = ({"PREDICTIONS_READER_PASSWORD": self.env["PREDICTIONS_READER_PASSWORD"],
+                        "PREDICTIONS_READER_USER": self.env.get("PREDICTIONS_READER_USER", ""),
+                        "PREDICTIONS_DB": self.env.get("PREDICTIONS_DB", ""),
                         "PREDICTIONS_DB_HOST": LOOPBACK,
                         "PREDICTIONS_DB_PORT": str(self.ports["POSTGRES_PORT"])}
                        if self.env.get("PREDICTIONS_READER_PASSWORD") else {})

@@ -155,6 +155,8 @@ def cmd_up(cfg: StackConfig) -> float:
     postgres.wait_ready(cfg)
     for name in postgres.ensure_databases(cfg, [cfg.env["POSTGRES_DB"], cfg.env["MLFLOW_DB"], cfg.env["MLFLOW_AUTH_DB"]]):
         log(f"created database {name}")
+    for line in postgres.ensure_predictions(cfg):
+        log(f"prediction log: created {line}")
     start_phase(cfg, "mlflow")
     log(f"postgres, redis, prometheus, mlflow started ({time.monotonic() - started:.1f} s); migrating the Airflow database")
     # The CLI calls run as the control-plane user with the scheduler's environment.

@@ -26,7 +26,7 @@ import requests
 from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
 from stack.api import Airflow
-from stack.config import LOOPBACK, VENV_BIN, StackConfig
+from stack.config import VENV_BIN, StackConfig
 
 MONITOR_DAG_ID = "served_monitoring_dag"
 
@@ -34,10 +34,7 @@ MONITOR_DAG_ID = "served_monitoring_dag"
 def serving_url(cfg: StackConfig) -> str:
     """The prediction service of this stack (MLOPS_SERVING_URL, else SERVING_PORT on loopback)."""
     url = os.environ.get("MLOPS_SERVING_URL") or cfg.env.get("MLOPS_SERVING_URL")
-    if url:
-        return url.rstrip("/")
-    host = cfg.bind_address if cfg.bind_address not in ("", "0.0.0.0") else LOOPBACK
-    return f"http://{host}:{cfg.env.get('SERVING_PORT') or 8000}"
+    return (url or cfg.serving_url).rstrip("/")
 
 
 def health(url: str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 # Empty values of these variables are generated; anything else must have a value.
-_SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY", "_FERNET_KEY")
+_SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY", "_FERNET_KEY", "_TOKEN")
 
 
 class EnvFileError(Exception):

@@ -8,7 +8,8 @@ module then makes sure that
   (MLFLOW_VIEWER_USER, which Prometheus scrapes /metrics with) exist with the passwords of `.env`;
 - the experiment and the registered model of the pipeline exist (created by the admin, so that no
   other logged-in user can create them first and own them);
-- the pipeline account holds PIPELINE_PERMISSION on both (register versions, move aliases).
+- the pipeline account holds PIPELINE_PERMISSION on both (register versions, move aliases), the
+  prediction service's account (MLFLOW_SERVING_USER) SERVING_PERMISSION (read only).
 
 `python -m stack.mlflow_auth` does the same for any MLflow server from the environment alone
 (MLFLOW_TRACKING_URI, the MLFLOW_* logins, MLOPS_MODEL_NAME, MLOPS_EXPERIMENT): for the compose stack.
@@ -27,6 +28,8 @@ from stack.run import StackError
 # EDIT: read, create runs and model versions, set tags and aliases; no delete, no permission
 # management (MANAGE would add both).
 PIPELINE_PERMISSION = "EDIT"
+# The prediction service's account: reads the alias and the versions' artifacts, changes nothing.
+SERVING_PERMISSION = "READ"
 API2 = "/api/2.0/mlflow"
 API3 = "/api/3.0/mlflow"
 
@@ -72,16 +75,17 @@ def _ensure_user(admin: MlflowAdmin, user: str, password: str) -> str | None:
     return f"MLflow user {user}: created"
 
 
-def _ensure_grant(admin: MlflowAdmin, user: str, resource_type: str, resource_id: str, label: str) -> str | None:
-    """`user` holds exactly PIPELINE_PERMISSION on one resource; a line when it changed."""
+def _ensure_grant(admin: MlflowAdmin, user: str, resource_type: str, resource_id: str, label: str,
+                  permission: str = PIPELINE_PERMISSION) -> str | None:
+    """`user` holds exactly `permission` on one resource; a line when it changed."""
     have = admin.call("GET", f"{API3}/users/permissions/get",
                       params={"username": user, "resource_type": resource_type, "resource_id": resource_id}).json()
-    if have.get("permission") == PIPELINE_PERMISSION:
+    if have.get("permission") == permission:
         return None
     body = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
     admin.call("POST", f"{API3}/users/permissions/revoke", expect=(200, 404), json=body)
-    admin.call("POST", f"{API3}/users/permissions/grant", json={**body, "permission": PIPELINE_PERMISSION})
-    return f"MLflow user {user}: {PIPELINE_PERMISSION} on {label} (was {have.get('permission')})"
+    admin.call("POST", f"{API3}/users/permissions/grant", json={**body, "permission": permission})
+    return f"MLflow user {user}: {permission} on {label} (was {have.get('permission')})"
 
 
 def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
@@ -96,6 +100,7 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
     changes = [line for line in (
         _ensure_user(admin, e["MLFLOW_PIPELINE_USER"], e["MLFLOW_PIPELINE_PASSWORD"]),
         _ensure_user(admin, e["MLFLOW_VIEWER_USER"], e["MLFLOW_VIEWER_PASSWORD"]),
+        _ensure_user(admin, e["MLFLOW_SERVING_USER"], e["MLFLOW_SERVING_PASSWORD"]),
     ) if line]
     experiment = e.get("MLOPS_EXPERIMENT") or e["MLOPS_MODEL_NAME"]
     resp = admin.call("GET", f"{API2}/experiments/get-by-name", expect=(200, 404), params={"experiment_name": experiment})
@@ -110,14 +115,17 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
         changes.append(f"MLflow registered model {model}: created")
     for resource_type, resource_id, label in (("experiment", experiment_id, f"experiment {experiment}"),
                                               ("registered_model", model, f"registered model {model}")):
-        line = _ensure_grant(admin, e["MLFLOW_PIPELINE_USER"], resource_type, resource_id, label)
-        if line:
-            changes.append(line)
+        for user, permission in ((e["MLFLOW_PIPELINE_USER"], PIPELINE_PERMISSION),
+                                 (e["MLFLOW_SERVING_USER"], SERVING_PERMISSION)):
+            line = _ensure_grant(admin, user, resource_type, resource_id, label, permission)
+            if line:
+                changes.append(line)
     return changes
 
 
 VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_USER",
-             "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_USER", "MLFLOW_VIEWER_PASSWORD", "MLOPS_MODEL_NAME")
+             "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_USER", "MLFLOW_VIEWER_PASSWORD", "MLFLOW_SERVING_USER", "MLFLOW_SERVING_PASSWORD",
+             "MLOPS_MODEL_NAME")
 
 
 def main() -> int:

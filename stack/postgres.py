@@ -64,3 +64,48 @@ def ensure_databases(cfg: StackConfig, names: list[str]) -> list[str]:
     finally:
         conn.close()
     return created
+
+
+def ensure_predictions(cfg: StackConfig) -> list[str]:
+    """The prediction log's database (docs/security.md): owned by the login role
+    PREDICTIONS_DB_USER (no superuser, no CREATEDB/CREATEROLE), readable by PREDICTIONS_READER_USER
+    (SELECT only), nobody else may connect; its partitioned table created by its owner. Passwords
+    follow the env file. Return a line per thing created."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from mlops_serving.predlog import ensure_schema
+
+    e = cfg.env
+    db, owner, reader = e["PREDICTIONS_DB"], e["PREDICTIONS_DB_USER"], e["PREDICTIONS_READER_USER"]
+    conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=e["POSTGRES_USER"],
+                            password=e["POSTGRES_PASSWORD"], dbname="postgres")
+    conn.autocommit = True
+    created = []
+    try:
+        with conn.cursor() as cur:
+            for role, password in ((owner, e["PREDICTIONS_DB_PASSWORD"]), (reader, e["PREDICTIONS_READER_PASSWORD"])):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                                    "PASSWORD %s").format(sql.Identifier(role)), (password,))
+                if verb == "CREATE":
+                    created.append(f"role {role}")
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner)))
+                created.append(f"database {db} (owner {owner})")
+            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(reader)))
+    finally:
+        conn.close()
+    conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=owner,
+                            password=e["PREDICTIONS_DB_PASSWORD"], dbname=db)
+    try:
+        with conn.cursor() as cur:  # public schema of PostgreSQL 15: only its owner creates in it
+            cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.commit()
+        ensure_schema(conn, reader)
+    finally:
+        conn.close()
+    return created

@@ -186,6 +186,7 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
         "mlflow-metrics:5001": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
         "localhost:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
+        "model-server:8000": (f"{here}:{p['SERVING_PORT']}", True),
         "prometheus:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
     }
     source = OBS_PROMETHEUS / "prometheus.yml"

@@ -133,17 +133,22 @@ def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataF
     import pandas as pd
 
     schema = schema or load_schema()
-    out = pd.DataFrame(index=df.index)
+    # Built as one frame from its columns (inserting them one by one costs more than the data
+    # itself on the prediction service's single rows).
+    out: dict[str, pd.Series] = {}
     for c in schema.categorical:
         out[c] = df[c].astype("object").where(df[c].notna(), None)
     for c in schema.numeric:
         out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    times: dict[str, pd.Series] = {}
     for name, spec in schema.derived.items():
-        t = local_time(df[spec["from"]], schema)
+        if spec["from"] not in times:
+            times[spec["from"]] = local_time(df[spec["from"]], schema)
+        t = times[spec["from"]]
         part = spec["part"]
         val = t.dt.isocalendar()["week"] if part == "weekofyear" else getattr(t.dt, part)
         out[name] = val.astype("float64")
-    return out
+    return pd.DataFrame(out, index=df.index)
 
 
 def make_target(df: "pd.DataFrame", schema: Schema | None = None) -> tuple["pd.Series", "pd.Series"]:

@@ -58,6 +58,17 @@ class DriftError(MlopsError):
     """Drift detection has no batch or no reference to compare."""
 
 
+class ModelIntegrityError(MlopsError):
+    """A registered version's artifact is not what was registered, or not in the one safe format
+    (sklearn flavor, skops serialization, the project's trusted types); nothing of it was loaded."""
+
+    def __init__(self, version: str | int, path: str, detail: str) -> None:
+        self.version = str(version)
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"model version {version}: {path}: {detail}; refused, nothing loaded")
+
+
 class MonitoringError(MlopsError):
     """Served predictions cannot be monitored as asked (no labelled batch, no prediction log set)."""
 

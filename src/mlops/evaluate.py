@@ -3,7 +3,6 @@ champion on the same rows. Deciding what the scores mean is :mod:`mlops.promotio
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from mlops import config, registry
@@ -11,26 +10,12 @@ from mlops.config import load_schema
 from mlops.errors import RegistryError
 from mlops.util import to_jsonable
 
-# Registered versions never change: a loaded model is kept for the life of the process (the
-# year-replay benchmark scores the same champion many times).
-_MODELS: "OrderedDict[tuple[str, str, str], Any]" = OrderedDict()
-_MODELS_KEPT = 8
-
-
 def load_version(version: str | int) -> Any:
-    """The sklearn pipeline of a registered version (cached per process)."""
-    import mlflow
+    """The verified sklearn pipeline of a registered version (:func:`mlops.model_store.load_version`:
+    skops only, the project's trusted types, digest checked; cached per process)."""
+    from mlops import model_store
 
-    key = (config.tracking_uri(), config.model_name(), str(version))
-    if key in _MODELS:
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
-    registry.version_info(version)  # RegistryError when it does not exist
-    model = mlflow.sklearn.load_model(f"models:/{config.model_name()}/{version}")
-    _MODELS[key] = model
-    while len(_MODELS) > _MODELS_KEPT:
-        _MODELS.popitem(last=False)
-    return model
+    return model_store.load_version(version)
 
 
 def score_version(version: str | int, rows: Any) -> dict[str, float]:

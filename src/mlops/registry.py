@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from mlops import config, metrics, tracking
+from mlops import config, metrics, model_store, tracking
 from mlops.errors import RegistryError
 from mlops.util import file_lock, to_jsonable
 
@@ -125,8 +125,11 @@ def register(run_id: str, fingerprint: str, tags: dict[str, str]) -> dict[str, A
         found = _version_with_fingerprint(client, fingerprint)
         if found is not None:
             return {"version": found, "registered": False}
+        # The digest the loaders verify (mlops.model_store), taken from the logged files by the
+        # registering account and recorded with the version in the same call.
+        digest = model_store.artifact_digest(f"runs:/{run_id}/model", client=client)
         mv = mlflow.register_model(f"runs:/{run_id}/model", name,
-                                   tags={"fingerprint": fingerprint, **tags})
+                                   tags={"fingerprint": fingerprint, **tags, model_store.DIGEST_TAG: digest})
         version = str(mv.version)
     return {"version": version, "registered": True}
 

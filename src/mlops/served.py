@@ -52,3 +52,18 @@ def row_keys(frame: "pd.DataFrame", schema: Schema) -> list[str]:
             column = pd.to_numeric(column, errors="coerce")
         parts.append([_key_part(v, dtype) for v in column.tolist()])
     return [KEY_SEPARATOR.join(values) for values in zip(*parts)]
+
+
+def request_columns(schema: Schema) -> tuple[list[str], list[str]]:
+    """``(required, optional)`` raw columns of a row sent to the prediction service.
+
+    Required: what the features are derived from (``mlops.data.make_features``), the row key and
+    the time column (the week). Optional: every other column of the schema known before departure.
+    Never the outcome columns (``leaking`` and the target's column): the service refuses them.
+    """
+    outcome = {*schema.leaking, schema.target_column}
+    needed = [*schema.categorical, *schema.numeric,
+              *(spec["from"] for spec in schema.derived.values()), *schema.row_key, schema.time_column]
+    required = [c for c in dict.fromkeys(needed) if c not in outcome]
+    optional = [c for c in schema.columns if c not in outcome and c not in required]
+    return required, optional

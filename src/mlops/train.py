@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import __version__, config, metrics
 from mlops.config import Schema, load_schema
 from mlops.errors import TrainingError
+from mlops.model_store import SKOPS_TRUSTED_TYPES
 from mlops.util import WEEK_RE, sha256_file, to_jsonable
 
 if TYPE_CHECKING:
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 
-SKOPS_TRUSTED_TYPES = [
-    "functools.partial",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-]
 
 
 _TABLE: dict[str, tuple[tuple[int, int], "pd.DataFrame"]] = {}
@@ -80,17 +76,16 @@ def limited_threads():  # -> contextlib.AbstractContextManager
 def model_input(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":
     """Feature columns in model order; categoricals as object with NaN for missing."""
     import numpy as np
+    import pandas as pd
 
     schema = schema or load_schema()
     missing = [c for c in schema.features if c not in df.columns]
     if missing:
         raise TrainingError(f"feature columns missing from the data: {missing}")
-    x = df[schema.features].copy()
-    for c in schema.categorical:
-        x[c] = x[c].astype("object").where(x[c].notna(), np.nan)
-    for c in [*schema.numeric, *schema.derived]:
-        x[c] = x[c].astype("float64")
-    return x
+    categorical = set(schema.categorical)
+    # One frame from its columns (cheaper than copying and replacing them one by one).
+    return pd.DataFrame({c: df[c].astype("object").where(df[c].notna(), np.nan) if c in categorical
+                         else df[c].astype("float64") for c in schema.features}, index=df.index)
 
 
 def build_pipeline(schema: Schema, params: dict[str, Any] | None = None,
