@@ -5,8 +5,8 @@ When a week's labelled batch is accepted, the predictions the service logged for
 are joined with the batch's labels by :func:`mlops.served.row_keys`, and per served version this
 computes: the realised ROC AUC, the rows served and the rows labelled (joined), and the drift of
 the served score distribution against the champion's scores on its own holdout week (Evidently,
-through :func:`mlops.drift.column_drift`). The result goes to ``reports/<week>/served.json`` and to
-the Pushgateway (job ``serving_monitor``).
+through :func:`mlops.column_drift.column_drift`). The result goes to
+``reports/<week>/served.json`` and to the Pushgateway (job ``serving_monitor``).
 
 A row scored several times by one version counts once for that version (its latest score). The
 prediction log being unreadable raises :class:`~mlops.errors.PredictionLogError`: an outage is
@@ -173,7 +173,7 @@ def score_drift(served_scores: "pd.Series", reference: "pd.Series") -> dict[str,
     for a numeric column of this size): ``method``, ``score``, ``threshold``, ``drifted``."""
     import pandas as pd
 
-    from mlops.drift import column_drift
+    from mlops.column_drift import column_drift
 
     cur = pd.DataFrame({SCORE: served_scores.to_numpy(dtype="float64")})
     ref = pd.DataFrame({SCORE: reference.to_numpy(dtype="float64")})
