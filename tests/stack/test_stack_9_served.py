@@ -18,11 +18,12 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from .stack_session import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 WEEK = "2013-W45"
 MLOPS = str(REPO / ".venv" / "bin" / "mlops")
