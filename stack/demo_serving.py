@@ -129,7 +129,7 @@ def monitoring_run(api: Airflow, week: str, since: float, timeout: float = 90) -
 
     @retry(retry=retry_if_result(lambda run: run is None), stop=stop_after_delay(20), wait=wait_fixed(2))
     def triggered() -> dict | None:
-        runs = api.get(f"/dags/{MONITOR_DAG_ID}/dagRuns", order_by="-start_date", limit=5)["dag_runs"]
+        runs = api.get(f"/dags/{MONITOR_DAG_ID}/dagRuns", limit=100)["dag_runs"]
         fresh = [r for r in runs if (_stamp(r.get("queued_at") or r.get("start_date")) or 0) >= since]
         return fresh[0] if fresh else None
 

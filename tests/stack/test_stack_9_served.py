@@ -134,7 +134,9 @@ def served(runs, stack) -> dict:
     drift = _xcom(stack, "ml_pipeline_dag", run_id, "check_drift", key="drift")
 
     def monitor_run() -> dict | None:
-        runs_ = stack.api("GET", f"/dags/{MONITOR_DAG}/dagRuns", params={"order_by": "-queued_at"}).json()["dag_runs"]
+        resp = stack.api("GET", f"/dags/{MONITOR_DAG}/dagRuns", params={"limit": 100})
+        assert resp.status_code == 200, resp.text
+        runs_ = resp.json()["dag_runs"]
         return next((r for r in runs_ if r["run_type"] == "asset_triggered"
                      and r["queued_at"] and _stamp(r["queued_at"]) >= t0), None)
 
