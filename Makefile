@@ -94,3 +94,4 @@ bench: install
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/faults.py
+	$(PY) benchmarks/serving.py

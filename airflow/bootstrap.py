@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Apply the Airflow state that both stacks declare: the roles and users of airflow/rbac.yaml
-(FAB auth manager), the pools of airflow/pools.yaml and the Connection `mlflow_default` (the
+(FAB auth manager), the pools of airflow/pools.yaml, the Connection `mlflow_default` (the
 MLflow server and the pipeline's service account, from MLFLOW_TRACKING_URI, MLFLOW_PIPELINE_USER
-and MLFLOW_PIPELINE_PASSWORD; its password is stored Fernet-encrypted).
+and MLFLOW_PIPELINE_PASSWORD) and the Connection `predictions_db` (the prediction log's read-only
+login, from PREDICTIONS_DB_HOST, PREDICTIONS_DB_PORT, PREDICTIONS_DB and
+PREDICTIONS_READER_PASSWORD); their passwords are stored Fernet-encrypted.
 
 Idempotent: run it at every start, after `airflow db migrate` (native `make up`, compose
 `airflow-init`). Needs only the Airflow environment (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...) and
@@ -30,6 +32,7 @@ import yaml
 RBAC_FILE = Path(__file__).resolve().with_name("rbac.yaml")
 POOLS_FILE = Path(__file__).resolve().with_name("pools.yaml")
 MLFLOW_CONN_ID = "mlflow_default"
+PREDICTIONS_CONN_ID = "predictions_db"
 
 
 class RbacError(Exception):
@@ -200,7 +203,8 @@ def sync(roles: list[RoleSpec], users: list[UserSpec]) -> list[str]:
 
 @dataclass
 class ConnectionSpec:
-    """An Airflow Connection to an HTTP service with a login."""
+    """An Airflow Connection to a service with a login (``schema``: the URL scheme of an HTTP
+    service, the database of a Postgres one)."""
 
     conn_id: str
     conn_type: str
@@ -208,6 +212,7 @@ class ConnectionSpec:
     port: int | None
     login: str
     password: str
+    schema: str | None = None
 
 
 def load_mlflow_connection(environ: dict[str, str] | None = None) -> ConnectionSpec | None:
@@ -225,6 +230,25 @@ def load_mlflow_connection(environ: dict[str, str] | None = None) -> ConnectionS
     return ConnectionSpec(MLFLOW_CONN_ID, parts.scheme, parts.hostname, parts.port, user, password)
 
 
+def load_predictions_connection(environ: dict[str, str] | None = None) -> ConnectionSpec | None:
+    """`predictions_db`: the prediction log with the read-only login predictions_reader (the
+    monitoring of served predictions reads it); None when PREDICTIONS_READER_PASSWORD is not set."""
+    environ = dict(os.environ) if environ is None else environ
+    password = environ.get("PREDICTIONS_READER_PASSWORD")
+    if not password:
+        return None
+    host = environ.get("PREDICTIONS_DB_HOST", "")
+    if not host:
+        raise RbacError("environment variable PREDICTIONS_DB_HOST is not set (the host of the "
+                        "predictions database)")
+    port = environ.get("PREDICTIONS_DB_PORT", "5432")
+    if not port.isdigit():
+        raise RbacError(f"PREDICTIONS_DB_PORT={port!r} is not a port number")
+    return ConnectionSpec(PREDICTIONS_CONN_ID, "postgres", host, int(port),
+                          environ.get("PREDICTIONS_READER_USER") or "predictions_reader", password,
+                          schema=environ.get("PREDICTIONS_DB") or "predictions")
+
+
 def sync_connection(spec: ConnectionSpec) -> list[str]:
     """Create or update the connection; return a line when it changed (never the password)."""
     from airflow.models.connection import Connection
@@ -233,7 +257,7 @@ def sync_connection(spec: ConnectionSpec) -> list[str]:
     with create_session() as session:
         have = session.query(Connection).filter(Connection.conn_id == spec.conn_id).one_or_none()
         wanted = {"conn_type": spec.conn_type, "host": spec.host, "port": spec.port, "login": spec.login,
-                  "schema": spec.conn_type}
+                  "schema": spec.schema or spec.conn_type}
         if have is None:
             session.add(Connection(conn_id=spec.conn_id, password=spec.password, **wanted))
             return [f"connection {spec.conn_id}: created ({spec.conn_type}://{spec.host}:{spec.port}, login {spec.login})"]
@@ -252,11 +276,16 @@ def main() -> int:
         roles, users = load_spec()
         pools = load_pools()
         mlflow_conn = load_mlflow_connection()
+        predictions_conn = load_predictions_connection()
         changes = sync(roles, users) + sync_pools(pools)
         if mlflow_conn is None:
             print(f"bootstrap: {MLFLOW_CONN_ID} not managed (MLFLOW_PIPELINE_USER is not set)")
         else:
             changes += sync_connection(mlflow_conn)
+        if predictions_conn is None:
+            print(f"bootstrap: {PREDICTIONS_CONN_ID} not managed (PREDICTIONS_READER_PASSWORD is not set)")
+        else:
+            changes += sync_connection(predictions_conn)
     except RbacError as exc:
         print(f"bootstrap: error: {exc}", file=sys.stderr)
         return 1

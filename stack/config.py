@@ -354,7 +354,15 @@ class StackConfig:
         """What airflow/bootstrap.py reads besides the Airflow settings: the logins of rbac.yaml and
         the MLflow pipeline account it stores in the Connection `mlflow_default`."""
         logins = {k: v for k, v in self.env.items() if k.startswith("AIRFLOW_") and k.endswith(("_USER", "_PASSWORD"))}
-        return {**logins, "MLFLOW_TRACKING_URI": self.mlflow_url,
+        # The prediction log's read-only login, for the Connection `predictions_db` (when the
+        # env file has it: the monitoring of served predictions reads through it).
+        predictions = ({"PREDICTIONS_READER_PASSWORD": self.env["PREDICTIONS_READER_PASSWORD"],
+                        "PREDICTIONS_READER_USER": self.env.get("PREDICTIONS_READER_USER", ""),
+                        "PREDICTIONS_DB": self.env.get("PREDICTIONS_DB", ""),
+                        "PREDICTIONS_DB_HOST": LOOPBACK,
+                        "PREDICTIONS_DB_PORT": str(self.ports["POSTGRES_PORT"])}
+                       if self.env.get("PREDICTIONS_READER_PASSWORD") else {})
+        return {**logins, **predictions, "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "MLFLOW_PIPELINE_USER": self.env["MLFLOW_PIPELINE_USER"],
                 "MLFLOW_PIPELINE_PASSWORD": self.env["MLFLOW_PIPELINE_PASSWORD"]}
 

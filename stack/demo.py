@@ -1,9 +1,13 @@
 """`make demo`: bring the native stack up and show the lifecycle on it, through the REST API.
 
 1. replay 2013-W01..DEMO_UNTIL (default 2013-W08) and run ml_pipeline_dag: the first champion;
-2. replay the week DEMO_DRIFT_WEEK (default 2013-W17, a week on which a drift signal fires
-   against that champion with the default thresholds, see the README) and run ml_pipeline_dag
-   again: its check_drift triggers model_retraining_dag, which trains every recipe;
+2. send the flights of the week DEMO_DRIFT_WEEK (default 2013-W17) to the prediction service's
+   /predict, where the first champion answers them (stack/demo_serving.py); then replay that
+   week (one on which a drift signal fires against that champion with the default thresholds,
+   see the README) and run ml_pipeline_dag again: its check_drift (on the served predictions)
+   triggers model_retraining_dag, which trains every recipe and deploys or rolls back; the
+   service follows the alias, and served_monitoring_dag joins what was served with the week's
+   labels (the version that served, the swap, the realised ROC AUC are printed);
 3. print which drift signals fired and by how much, the recipes tried with their validation and
    holdout scores, the outcome (deploy or rollback) and its reason, the champion;
 4. print the Prometheus queries (with their values over the runs just made, and graph URLs) of the
@@ -28,7 +32,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from stack import alerting, envfile
+from stack import alerting, demo_serving, envfile
 from stack.api import Airflow, flower_workers
 from stack.config import VENV_BIN, StackConfig, load
 from stack.ctl import StackError, cmd_up
@@ -135,7 +139,8 @@ def drift(api: Airflow, run: dict) -> dict | None:
             value = (f"share of drifted columns {sig['share']:.3f} "
                      f"({', '.join(sig['drifted_columns']) or 'none'})")
         elif name == "model":
-            value = (f"roc_auc {sig['roc_auc']:.4f} vs {sig['reference_roc_auc']:.4f} on its holdout "
+            value = (f"roc_auc {sig['roc_auc']:.4f} ({sig.get('source', 'replayed')} predictions) vs "
+                     f"{sig['reference_roc_auc']:.4f} on its holdout "
                      f"{sig['reference_week']}: drop {sig['drop']:+.4f}" if sig.get("drop") is not None
                      else f"not measured ({sig.get('note')})")
         else:
@@ -280,6 +285,8 @@ def main() -> int:
         api.wait_dag(RETRAIN_DAG_ID)
         demo_started = time.time()
         first, _ = pipeline_round(cfg, api, "2/4 the first champion", ("2013-W01", until))
+        serving_since = time.time()
+        watch = demo_serving.before_batch(cfg, drift_week)
         run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts", (drift_week, drift_week))
         print("\n== 4/4 summary", flush=True)
         for each in (first, run, retrain):
@@ -291,6 +298,8 @@ def main() -> int:
         elif xcom(api, run, "check_drift", key="drift"):
             print(f"  no signal fired on {drift_week}: no retraining (try DEMO_DRIFT_WEEK=2013-W38)")
         champion(cfg)
+        if watch is not None:
+            demo_serving.after_pipeline(cfg, api, watch, drift_week, serving_since, run, retrain)
         metrics_and_alerts(cfg, demo_started)
         logins(cfg)
         print(f"\ndemo finished in {time.monotonic() - started:.0f} s")

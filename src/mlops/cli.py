@@ -137,6 +137,18 @@ def _champion(a: argparse.Namespace) -> Any:
     return {"champion": get_champion()}
 
 
+def _monitor_served(a: argparse.Namespace) -> Any:
+    from mlops.monitoring import monitor_served
+
+    return monitor_served(week=a.week, db_url=a.db_url)
+
+
+def _serve_replay(a: argparse.Namespace) -> Any:
+    from mlops.serve_replay import serve_week
+
+    return serve_week(a.week, url=a.url, chunk=a.chunk)
+
+
 def _demo(a: argparse.Namespace) -> Any:
     from mlops.demo import run_demo
 
@@ -214,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reason", required=True)
     sp.add_argument("--candidate", help="a retrained version that lost: tag it, keep the champion")
     add("champion", _champion, "show the current champion")
+
+    sp = add("monitor-served", _monitor_served,
+             "join the predictions served for a week with its accepted labelled batch: realised "
+             "ROC AUC, rows served and labelled, score drift per served version")
+    sp.add_argument("--week", help="ISO week, e.g. 2013-W17 (default: the newest accepted batch)")
+    sp.add_argument("--db-url", help="prediction log, read-only login "
+                                     "(default $MLOPS_PREDICTIONS_DB_URL)")
+
+    sp = add("serve-replay", _serve_replay,
+             "send a week's flights (outcome columns dropped) to the prediction service's "
+             "/predict ($MLOPS_SERVING_URL, token $SERVING_TOKEN)")
+    sp.add_argument("--week", required=True, help="ISO week, e.g. 2013-W17")
+    sp.add_argument("--url", help="service base URL (default $MLOPS_SERVING_URL)")
+    sp.add_argument("--chunk", type=int, default=500, help="rows per request (default 500)")
 
     sp = add("demo", _demo, "the local lifecycle without Airflow, with a summary")
     sp.add_argument("--until", default="2013-W10", help="last week to replay (default 2013-W10)")

@@ -324,6 +324,24 @@ def pushgateway_url() -> str | None:
     return os.environ.get("MLOPS_PUSHGATEWAY_URL", "").strip() or None
 
 
+def predictions_db_url() -> str | None:
+    """SQLAlchemy URL of the prediction log with a read-only login (``MLOPS_PREDICTIONS_DB_URL``,
+    e.g. ``postgresql+psycopg2://predictions_reader:...@127.0.0.1:15432/predictions``); None
+    when unset (served predictions are then not looked at)."""
+    return os.environ.get("MLOPS_PREDICTIONS_DB_URL") or None
+
+
+def serving_url() -> str:
+    """Base URL of the prediction service (``MLOPS_SERVING_URL``, default http://127.0.0.1:8000)."""
+    return (os.environ.get("MLOPS_SERVING_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+
+def served_min_rows() -> int:
+    """Labelled served rows a version needs before its realised ROC AUC is reported and the
+    drift check's model signal uses served predictions (``MLOPS_SERVED_MIN_ROWS``)."""
+    return int(_env_number("MLOPS_SERVED_MIN_ROWS", 50))
+
+
 def dvc_template() -> Path:
     """The committed ``dvc.yaml`` (run inside the data folder)."""
     env = os.environ.get("MLOPS_DVC_YAML")

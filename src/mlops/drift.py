@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import config, metrics, registry
+from mlops.column_drift import column_drift
 from mlops.config import Schema, load_schema
 from mlops.errors import DriftError
 from mlops.util import atomic_write_text, to_jsonable, write_json
@@ -49,35 +50,10 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
     monitored = list(columns)
     columns = [c for c in schema.features if c in current.columns and c in reference.columns
                and (report_all or c in monitored)]
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
     cats = [c for c in columns if c in schema.categorical]
-    nums = [c for c in columns if c not in cats]
-    cur = current[columns].copy()
-    ref = reference[columns].copy()
-    for frame in (cur, ref):
-        for c in cats:
-            frame[c] = frame[c].astype("object")
-        for c in nums:
-            frame[c] = frame[c].astype("float64")
-    definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
-    snapshot = Report([DataDriftPreset(columns=columns, drift_share=drift_share)]).run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition))
-    drifted, scores = [], {}
-    for m in snapshot.dict()["metrics"]:
-        cfg = m.get("config", {})
-        kind = str(cfg.get("type", ""))
-        if kind.endswith("ValueDrift"):
-            col, value = cfg.get("column"), m["value"]
-            method, thr = str(cfg.get("method", "")), float(cfg.get("threshold", 0.1))
-            # p-value tests drift below the threshold; distances drift at or above it
-            is_drift = value < thr if "p_value" in method else value >= thr
-            scores[col] = {"method": method, "score": value, "threshold": thr,
-                           "drifted": bool(is_drift)}
-            if is_drift:
-                drifted.append(col)
+    snapshot, scores = column_drift(current, reference, [c for c in columns if c not in cats],
+                                    cats, drift_share)
+    drifted = [c for c, s in scores.items() if s["drifted"]]
     hits = sorted(c for c in drifted if c in monitored)
     share = len(hits) / len(monitored) if monitored else 0.0
     return snapshot, {"share": share, "count": len(hits), "drifted_columns": hits,
@@ -130,10 +106,19 @@ def data_signal(current: "pd.DataFrame", reference: "pd.DataFrame", schema: Sche
 
 
 def model_signal(roc_auc: float | None, reference_roc_auc: float | None, auc_drop: float,
-                 reference_week: str | None = None) -> dict[str, Any]:
-    """Model drift: the champion's ROC AUC on the batch vs on its own holdout week."""
+                 reference_week: str | None = None,
+                 served: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Model drift: the champion's ROC AUC on the batch vs on its own holdout week.
+
+    ``source`` says what the ROC AUC was measured on: ``served`` (the probabilities the
+    prediction service logged for the batch's rows; ``served`` holds their ``rows_labelled``
+    and ``versions``) or ``replayed`` (the champion scoring the batch now).
+    """
     base = {"roc_auc": roc_auc, "reference_roc_auc": reference_roc_auc,
-            "reference_week": reference_week, "threshold": auc_drop}
+            "reference_week": reference_week, "threshold": auc_drop,
+            "source": "served" if served else "replayed",
+            "served_rows": served["rows_labelled"] if served else None,
+            "served_versions": served["versions"] if served else None}
     if roc_auc is None or reference_roc_auc is None:
         return {**base, "fired": False, "drop": None,
                 "note": "no champion" if reference_roc_auc is None else "batch has one class"}
@@ -156,7 +141,8 @@ def summary(signals: dict[str, dict[str, Any]]) -> str:
     parts = [f"data: share {d['share']:.2f} (threshold {d['threshold']})"
              f"{' FIRED' if d['fired'] else ''}"]
     if m.get("drop") is not None:
-        parts.append(f"model: roc_auc {m['roc_auc']:.4f} vs {m['reference_roc_auc']:.4f} at "
+        parts.append(f"model: roc_auc {m['roc_auc']:.4f} ({m.get('source', 'replayed')}) vs "
+                     f"{m['reference_roc_auc']:.4f} at "
                      f"training, drop {m['drop']:+.4f} (threshold {m['threshold']})"
                      f"{' FIRED' if m['fired'] else ''}")
     else:
@@ -191,6 +177,17 @@ def _champion_scores(champion: dict[str, Any], raw: "pd.DataFrame",
     return float(roc_auc_score(y.to_numpy(), proba)), rate
 
 
+def _served(week: str, raw: "pd.DataFrame", schema: Schema) -> dict[str, Any] | None:
+    """ROC AUC of the predictions served for the batch's rows (``mlops.monitoring``), or None
+    when no prediction log is configured or too few labelled rows were served. An unreadable
+    log raises (PredictionLogError): the check is retried, not silently replayed."""
+    if not config.predictions_db_url():
+        return None
+    from mlops import monitoring
+
+    return monitoring.served_auc(monitoring.read_served(week), monitoring.labels_of(raw, schema))
+
+
 def _float_tag(tags: dict[str, str], key: str) -> float | None:
     try:
         return float(tags[key])
@@ -221,6 +218,9 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
         source = f"champion v{champion['version']}"
         tags = champion["tags"]
         auc, rate = _champion_scores(champion, raw, schema)
+        served = _served(week, raw, schema)
+        if served is not None:
+            auc = served["roc_auc"]
         ref_auc, ref_rate = _float_tag(tags, "holdout_roc_auc"), _float_tag(tags, "train_positive_rate")
         ref_week = tags.get("holdout_week")
     else:
@@ -237,10 +237,11 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
         source = "training table"
         keep, y = make_target(raw, schema)
         auc, rate = None, float(y[keep].mean()) if keep.any() else 0.0
+        served = None
         ref_auc, ref_rate, ref_week = None, float(others[schema.target_name].mean()), None
     snapshot, data = data_signal(current, reference, schema, th["drift_share"])
     signals = {"data": data,
-               "model": model_signal(auc, ref_auc, th["auc_drop"], ref_week),
+               "model": model_signal(auc, ref_auc, th["auc_drop"], ref_week, served),
                "label": label_signal(rate, ref_rate, th["label_shift"])}
     fired = [name for name in SIGNALS if signals[name]["fired"]]
     out_dir = config.reports_dir() / week

@@ -67,3 +67,12 @@ class ModelIntegrityError(MlopsError):
         self.path = str(path)
         self.detail = detail
         super().__init__(f"model version {version}: {path}: {detail}; refused, nothing loaded")
+
+
+class MonitoringError(MlopsError):
+    """Served predictions cannot be monitored as asked (no labelled batch, no prediction log set)."""
+
+
+class PredictionLogError(ConnectionError):
+    """The prediction log could not be read (database down, refused, query failed). Not an
+    MlopsError: an outage is retried, never read as "nothing was served"."""

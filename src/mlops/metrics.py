@@ -32,6 +32,7 @@ JOBS = {
     "champion": "mlops_champion",
     "retraining": "mlops_retraining",
     "dag_run": "mlops_dag_run",
+    "serving_monitor": "serving_monitor",
 }
 LAST_SUCCESS = "mlops_last_success_timestamp_seconds"
 # Seconds a push may take before it is given up (a task must never hang on its metrics).
@@ -116,4 +117,12 @@ HELP = {
     "mlops_champion_holdout_roc_auc": "ROC AUC of the champion on its own holdout week at training time.",
     "mlops_retraining_deployed": "1 when the latest retraining deployed its candidate, 0 when it rolled back.",
     "mlops_retraining_candidate_version": "Registry version of the latest retraining's candidate.",
+    "mlops_served_week_rows": "Predictions logged for rows of the latest monitored week.",
+    "mlops_served_roc_auc": "Realised ROC AUC of what the version served for the latest monitored week.",
+    "mlops_served_rows": "Predictions the version served for rows of the latest monitored week.",
+    "mlops_served_labelled_rows": "Distinct served rows of the version joined with a label.",
+    "mlops_served_score_drifted": "1 when the version's served scores drifted from the champion's "
+                                  "holdout scores (Evidently), else 0.",
+    "mlops_served_score_drift_value": "Evidently's drift statistic of the version's served scores "
+                                      "against the champion's holdout scores.",
 }

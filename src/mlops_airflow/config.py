@@ -13,6 +13,8 @@ from mlops_airflow import LIGHT_QUEUE, OWNER
 log = logging.getLogger("mlops_airflow")
 
 MLFLOW_CONN_ID = "mlflow_default"
+# The prediction log with the read-only login predictions_reader (airflow/bootstrap.py).
+PREDICTIONS_CONN_ID = "predictions_db"
 
 LIGHT_TIMEOUT = timedelta(minutes=20)
 HEAVY_TIMEOUT = timedelta(hours=2)
@@ -143,3 +145,25 @@ def configure_mlflow() -> str | None:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or None
     log.info("MLflow tracking URI from the environment: %s", uri or "(mlops package default)")
     return uri
+
+
+def configure_predictions_db() -> str | None:
+    """Point this task process at the prediction log (``MLOPS_PREDICTIONS_DB_URL``) from the
+    Airflow Connection ``predictions_db`` when defined, else keep the environment's. Returns the
+    URL in use (None: served predictions are not looked at)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(PREDICTIONS_CONN_ID)
+    except AirflowNotFoundException:
+        conn = None
+    if conn is not None:
+        from sqlalchemy.engine import URL
+
+        url = URL.create("postgresql+psycopg2", username=conn.login, password=conn.password,
+                         host=conn.host, port=conn.port, database=conn.schema)
+        os.environ["MLOPS_PREDICTIONS_DB_URL"] = url.render_as_string(hide_password=False)
+        log.info("Prediction log from Connection %s: %s", PREDICTIONS_CONN_ID,
+                 url.render_as_string(hide_password=True))
+    return os.environ.get("MLOPS_PREDICTIONS_DB_URL") or None

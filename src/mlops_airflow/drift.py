@@ -54,10 +54,11 @@ class DriftTriggerOperator(TriggerDagRunOperator):
 
     def execute(self, context: Any) -> Any:
         """Run drift detection, then hand over to TriggerDagRunOperator when drift is detected."""
-        from mlops_airflow.config import configure_mlflow, threshold_kwargs
+        from mlops_airflow.config import configure_mlflow, configure_predictions_db, threshold_kwargs
         from mlops_airflow.tasks import fail_fast
 
         configure_mlflow()
+        configure_predictions_db()  # the model signal then uses what was served, when it can
         from mlops.drift import detect_drift
         from mlops.util import week_of
 

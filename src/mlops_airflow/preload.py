@@ -102,6 +102,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "mlops.drift",
         "mlops.evaluate",
         "mlops.model_store",
+        "mlops.monitoring",
         "mlops.promotion",
         "mlops.registry",
         "mlops.tracking",

@@ -25,6 +25,12 @@ PROMETHEUS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "proces
 SRC = Path(__file__).resolve().parents[2] / "src"
 # What the Pushgateway adds to every pushed group.
 PUSHGATEWAY = {"push_time_seconds", "push_failure_time_seconds"}
+# The prediction service's /metrics (scrape job `serving`; names fixed in docs/architecture.md).
+SERVING = {"mlops_serving_requests_total", "mlops_serving_rows_total", "mlops_serving_model_version",
+           "mlops_serving_registry_check_age_seconds", "mlops_serving_model_load_failures_total",
+           "mlops_serving_prediction_log_dropped_total",
+           *(f"mlops_serving_{h}{s}" for h in ("request_duration_seconds", "score")
+             for s in HISTOGRAM_SUFFIXES)}
 
 
 def _package_file(package: str, name: str) -> Path:
@@ -72,7 +78,7 @@ def test_every_pushed_metric_has_help_and_a_job() -> None:
     pushed = pushed_families()
     assert len(pushed) > 20 and "mlops_drift_detected" in pushed
     assert pushed == set(metrics.HELP), pushed ^ set(metrics.HELP)
-    assert all(job.startswith("mlops_") for job in metrics.JOBS.values())
+    assert all(job.startswith("mlops_") or job == "serving_monitor" for job in metrics.JOBS.values())
 
 
 def test_ml_metrics_match_the_architecture_contract(repo: Path) -> None:
@@ -81,7 +87,7 @@ def test_ml_metrics_match_the_architecture_contract(repo: Path) -> None:
 
     doc = (repo / "docs" / "architecture.md").read_text()
     section = doc.split("## ML metrics", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`(mlops_[a-z_]+)[`{]", section))
+    named = set(re.findall(r"`((?:mlops|serving)_[a-z_]+)[`{]", section))
     jobs = set(metrics.JOBS.values())
     assert jobs <= named, jobs - named
     assert named - jobs == pushed_families(), (named - jobs) ^ pushed_families()
@@ -95,7 +101,8 @@ def test_flower_families_match_the_shared_notes() -> None:
 
 
 def test_every_queried_metric_is_produced(mapping: StatsdMapping, alert_rules: list[dict]) -> None:
-    produced = mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS | pushed_families() | PUSHGATEWAY
+    produced = (mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS | pushed_families()
+                | PUSHGATEWAY | SERVING)
     queries = dashboard_queries() + [(f"alert {r['alert']}", r["expr"]) for r in alert_rules]
     missing = [f"{where}: {name}" for where, expr in queries for name in sorted(metric_names(expr))
                if name not in produced]

@@ -18,6 +18,9 @@ REQUIRED_ALERTS = {
     "AirflowSchedulerHeartbeatStalled", "AirflowDagRunFailed", "AirflowTaskFailingRepeatedly",
     "AirflowTasksQueuedTooLong", "AirflowQueueHasNoWorker", "MlDriftDetected", "MlChampionAucBelowFloor",
     "MlBatchRejected", "MlPipelineRunOverdue", "ScrapeTargetDown",
+    # issue 21: the prediction service and the monitoring of what it served
+    "ServingDown", "ServingErrorRate", "ServingStaleModel", "ServingModelLoadRefused",
+    "MlServedAucBelowFloor",
 }
 
 
@@ -28,7 +31,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_config(promtool: str) -> None:
     out = _run([promtool, "check", "config", str(PROM / "prometheus.yml")])
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 2 rule files found" in out.stdout
+    assert "SUCCESS: 3 rule files found" in out.stdout
 
 
 def test_scrape_targets_alerting_and_rule_files() -> None:
@@ -52,7 +55,7 @@ def test_promtool_check_rules(promtool: str) -> None:
 
 
 def test_promtool_test_rules(promtool: str) -> None:
-    assert [p.name for p in UNIT_TESTS] == ["alerts_days_test.yml", "alerts_test.yml"]
+    assert [p.name for p in UNIT_TESTS] == ["alerts_days_test.yml", "alerts_test.yml", "serving_test.yml"]
     out = _run([promtool, "test", "rules", *map(str, UNIT_TESTS)])
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("SUCCESS") == len(UNIT_TESTS)
