@@ -16,6 +16,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from stack import safefs
+
 REPO = Path(__file__).resolve().parents[1]
 
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
@@ -111,13 +113,9 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only (it holds secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Write `text` to `path` readable by its owner only (it holds secrets): atomically and
+    durably (file and folder synced, so a power loss leaves the old file or the new one)."""
+    safefs.write_file(path, text, mode=0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
