@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        from mlops.runas import drop_to_data_owner
+
+        drop_to_data_owner()
         result = args.func(args)
     except BatchValidationError as exc:
         _print({"status": "failed", "file": exc.path, "check": exc.check,

@@ -296,13 +296,22 @@ def experiment_name() -> str:
     return os.environ.get("MLOPS_EXPERIMENT") or model_name()
 
 
+def local_store_dir() -> Path:
+    """Folder of the default local MLflow store: ``<data folder>-mlflow`` beside the data folder,
+    never inside it (tasks write into the data folder; whoever loads a model from the store
+    trusts what is there)."""
+    root = data_dir()
+    path = root.with_name(root.name + "-mlflow")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or a local SQLite store under ``$MLOPS_DATA_DIR/mlflow/``."""
+    """``MLFLOW_TRACKING_URI`` or a local SQLite store in :func:`local_store_dir`."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    store = sub_dir("mlflow")
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{local_store_dir() / 'mlflow.db'}"
 
 
 def artifact_location() -> str | None:
@@ -312,7 +321,7 @@ def artifact_location() -> str | None:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        return (sub_dir("mlflow") / "artifacts").as_uri()
+        return (local_store_dir() / "artifacts").as_uri()
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
     return None

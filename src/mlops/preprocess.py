@@ -48,7 +48,9 @@ def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env["MLOPS_DATA_DIR"] = str(cwd)
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+    # -I: the data folder (the working directory, which tasks write to) is never on sys.path,
+    # nor is anything from PYTHON* variables or the user's site folder.
+    return subprocess.run([sys.executable, "-I", "-m", "dvc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, check=False)
 
 

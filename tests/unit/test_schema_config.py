@@ -62,7 +62,8 @@ def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> N
 
     assert batches.landing_dir() == tmp_path / "d" / "landing"
     assert config.processed_table() == tmp_path / "d" / "processed" / "training.parquet"
-    assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
+    assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd-mlflow' / 'mlflow.db'}"
+    assert config.artifact_location() == (tmp_path / 'd-mlflow' / 'artifacts').as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert config.tracking_uri() == "http://mlflow:5000" and config.artifact_location() is None
     monkeypatch.setenv("MLOPS_MODEL_NAME", "m")
