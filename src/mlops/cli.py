@@ -41,7 +41,7 @@ def _thresholds(a: argparse.Namespace, step: str) -> dict[str, float]:
     """The threshold flags of ``step`` given on the command line (the rest keep their defaults)."""
     from mlops.config import thresholds_of
 
-    return {t.name: getattr(a, t.name) for t in thresholds_of(step)
+    return {t.name: t.check(getattr(a, t.name), f"option {t.flag}") for t in thresholds_of(step)
             if getattr(a, t.name) is not None}
 
 
