@@ -106,7 +106,7 @@ def validate_batch(path: str | Path, checks: list[str] | None = None, html: bool
     accepted_exists = batches.accepted_path(week).exists()
     targets: list[tuple[Path, Path]] = []
     if found.failed:
-        moved = batches.quarantine(path, week)
+        moved = batches.quarantine(path, week, sha)
         if moved is not None:
             run["quarantined_to"] = str(moved)
             targets.append(batches.quarantine_report(moved))
