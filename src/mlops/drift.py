@@ -17,8 +17,10 @@ model signal cannot be measured.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,36 @@ SIGNALS = ("data", "model", "label")
 def drift_columns(schema: Schema, available: list[str]) -> list[str]:
     """Feature columns that count in the drift decision (schema ``drift.exclude`` left out)."""
     return [c for c in schema.features if c not in schema.drift_exclude and c in available]
+
+
+_PLAIN_CATEGORY = re.compile(r"^[A-Za-z0-9 _.,:+-]{0,64}$")
+
+
+def html_safe_categories(frame: "pd.DataFrame", schema: Schema, cats: list[str]) -> "pd.DataFrame":
+    """``frame`` with every category value that the schema does not list and that is not plain
+    text replaced by ``unlisted-<hash>``. Evidently writes category values unescaped into a
+    ``<script>`` of its HTML: a batch value ``</script><script>...`` would run in the reports.
+    The mapping is one to one, so every statistic (and drift decision) stays the same."""
+    import pandas as pd
+
+    def safe(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return value
+        text = str(value)
+        if text in listed or _PLAIN_CATEGORY.match(text):
+            return value
+        return "unlisted-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    out = frame.copy()
+    for c in cats:
+        listed = set(schema.columns[c].categories or ()) if c in schema.columns else set()
+        col = out[c].astype("object")
+        uniques = pd.unique(col)
+        mapping = {v: safe(v) for v in uniques if v is not None and v == v}
+        if any(k != v for k, v in mapping.items()):
+            col = col.map(lambda v: mapping.get(v, v) if v is not None and v == v else v)
+        out[c] = col
+    return out
 
 
 def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: Schema,
@@ -56,9 +88,8 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
     nums = [c for c in columns if c not in cats]
     cur = current[columns].copy()
     ref = reference[columns].copy()
+    cur, ref = html_safe_categories(cur, schema, cats), html_safe_categories(ref, schema, cats)
     for frame in (cur, ref):
-        for c in cats:
-            frame[c] = frame[c].astype("object")
         for c in nums:
             frame[c] = frame[c].astype("float64")
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)

@@ -498,9 +498,9 @@ def summary_snapshot(cur: "pd.DataFrame", schema: Schema, cols: list[str]) -> An
 
     cats = [c for c in cols if c in schema.categorical]
     nums = [c for c in cols if c not in cats]
-    data = cur[cols].copy()
-    for c in cats:
-        data[c] = data[c].astype("object")
+    from mlops.drift import html_safe_categories
+
+    data = html_safe_categories(cur[cols], schema, cats)
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
