@@ -16,7 +16,7 @@ from typing import Any
 from mlops import batches, config
 from mlops.config import load_schema
 from mlops.errors import PreprocessError
-from mlops.util import atomic_write_bytes, file_lock, to_jsonable, week_of
+from mlops.util import atomic_write_bytes, durable_replace, file_lock, to_jsonable, week_of
 
 
 def build_training_table(accepted: str | Path | None = None, out: str | Path | None = None,
@@ -36,7 +36,7 @@ def build_training_table(accepted: str | Path | None = None, out: str | Path | N
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     table.to_parquet(tmp, index=False)
-    os.replace(tmp, dest)
+    durable_replace(tmp, dest)
     weeks = sorted(table["week"].unique())
     return to_jsonable({"table": dest, "rows": len(table), "weeks": weeks,
                         "positive_rate": float(table[schema.target_name].mean()) if len(table) else None})
