@@ -138,11 +138,13 @@ def quarantine(path: Path, week: str, sha256: str | None = None) -> Path | None:
     if in_quarantine(path):
         return path if path.is_file() else None
     with file_lock(f"quarantine-{week}"):
-        try:
-            digest = sha256 or sha256_file(path)
-        except FileNotFoundError:
-            return None
-        already = _quarantined_copy(week, digest)
+        already = None
+        if list(quarantine_dir().glob(f"{week}*{SUFFIX}")):
+            try:
+                digest = sha256 or sha256_file(path)
+            except FileNotFoundError:
+                return None
+            already = _quarantined_copy(week, digest)
         if not path.is_file():
             return already  # a parallel validation moved it
         if already is not None:

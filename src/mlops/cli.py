@@ -51,7 +51,7 @@ def _add_thresholds(parser: argparse.ArgumentParser, step: str) -> None:
 
     for t in thresholds_of(step):
         parser.add_argument(t.flag, dest=t.name, type=float, metavar="X",
-                            help=f"{t.help} (default {t.default}; env {t.env})".replace("%", "%%"))
+                            help=f"{t.help} (default {t.default_text}; env {t.env})".replace("%", "%%"))
 
 
 def _validate(a: argparse.Namespace) -> Any:

@@ -82,6 +82,12 @@ class Threshold:
         """The CLI option of the step's ``mlops`` subcommand."""
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def default_text(self) -> str:
+        """The default as .env.example and the CLI help write it."""
+        return str(int(self.default)) if float(self.default).is_integer() and abs(self.default) >= 1e6 \
+            else f"{self.default:g}"
+
     def check(self, value: Any, source: str) -> float:
         """``value`` if it is a finite number within this threshold's range, else ThresholdError."""
         return checked_number(f"threshold {self.name}", value, source, self.low, self.high)
@@ -90,6 +96,11 @@ class Threshold:
 #: Steps that take thresholds: ``validate`` (mlops validate), ``drift`` (mlops drift),
 #: ``deploy`` (mlops evaluate / deploy).
 THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
+    # 50 times a genuine weekly batch of the flights data (1.3 MB): a file this big is no
+    # delivery of this feed, and reading it would cost the worker several times its size.
+    Threshold("max_batch_bytes", 67108864, "validate",
+              "largest batch file, in bytes, that is read at all (a bigger one is refused before "
+              "reading)", low=1.0, high=math.inf),
     Threshold("max_null_share", 0.1, "validate",
               "maximum share of nulls per column (the schema may set its own per column)"),
     Threshold("max_duplicate_share", 0.01, "validate", "maximum share of duplicated rows"),

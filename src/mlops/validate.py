@@ -32,10 +32,11 @@ def _run_checks(found: Findings, path: Path, week: str, wanted: list[str],
     schema = load_schema()
     sha, snapshot = None, None
     try:
-        data = sniff.read_bytes(found, path)
+        data = sniff.read_bytes(found, path, th["max_batch_bytes"])
         sha = hashlib.sha256(data).hexdigest()
         check.check_batch_name(found, week, path.name)
         batch = sniff.parse(found, data, schema)
+        del data  # the frame is all the checks need: the file's bytes do not stay for the peak
         found.group = "schema"
         check.check_schema(found, batch, schema)
         if "quality" in wanted:

@@ -106,4 +106,4 @@ def test_env_example_lists_every_threshold_with_its_default() -> None:
     """.env.example documents each MLOPS_<NAME> override with the default it overrides."""
     text = (REPO / ".env.example").read_text()
     for t in config.THRESHOLDS.values():
-        assert f"# {t.env}={t.default:g}\n" in text, t.env
+        assert f"# {t.env}={t.default_text}\n" in text, t.env
