@@ -121,9 +121,13 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     Threshold("max_target_odds_ratio", 4.0, "validate",
               "largest factor by which the batch's odds of a positive label may differ from "
               "those of the recently accepted batches, either way", low=1.0, high=math.inf),
+    # Genuine 2013 days have at least 0.67 of their week's median day (Thanksgiving).
+    Threshold("min_day_row_ratio", 0.25, "validate",
+              "smallest ratio of the rows on an expected day of a batch (time.expected_days) to "
+              "the batch's median day: a day cut short"),
     Threshold("min_row_count_ratio", 0.25, "validate",
-              "smallest ratio of the batch's rows per day (of its period, within the data set's "
-              "date range) to that of the recently accepted batches"),
+              "smallest ratio of the batch's rows per day (over its whole week within the data "
+              "set's date range, not the days present) to that of the recently accepted batches"),
     Threshold("max_row_count_ratio", 2.0, "validate",
               "largest ratio of the batch's rows per day to that of the recently accepted "
               "batches", low=1.0, high=math.inf),
@@ -442,6 +446,9 @@ class Schema:
     row_key: tuple[str, ...] = ()
     #: What a column the schema does not declare does to a batch: "reject" or "warn".
     extra_columns: str = "reject"
+    #: Days of its week (inside the date range) a batch must have rows on: "every", "weekdays"
+    #: (Monday to Friday) or "any" (no requirement).
+    expected_days: str = "any"
 
     @property
     def calendar_columns(self) -> tuple[str, ...]:
@@ -467,6 +474,8 @@ _DTYPES = {"int", "float", "string", "datetime"}
 _DERIVED_PARTS = {"dayofweek", "dayofyear", "hour", "month", "weekofyear"}
 _TIME_PARTS = ("year", "month", "day", "hour")
 _EXTRA_POLICIES = ("reject", "warn")
+#: time.expected_days: the weekdays (0 = Monday) a batch must cover, inside the date range.
+EXPECTED_DAYS = {"every": (0, 1, 2, 3, 4, 5, 6), "weekdays": (0, 1, 2, 3, 4), "any": ()}
 
 
 def _parse_date(path: Path, value: Any) -> date | None:
@@ -528,7 +537,10 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         time_parts={str(k): str(v) for k, v in (time.get("parts") or {}).items()},
         row_key=tuple(str(c) for c in raw.get("row_key") or ()),
         extra_columns=str((raw.get("header") or {}).get("extra_columns", "reject")),
+        expected_days=str(time.get("expected_days", "any")),
     )
+    if schema.expected_days not in EXPECTED_DAYS:
+        raise SchemaError(f"{path}: time.expected_days is {schema.expected_days!r}; one of {list(EXPECTED_DAYS)}")
     bad = [c for c in schema.features if c in schema.leaking or c == schema.target_column]
     if bad:
         raise SchemaError(f"{path}: features leak the outcome: {bad}")

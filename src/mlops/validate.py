@@ -43,7 +43,7 @@ def _run_checks(found: Findings, path: Path, week: str, wanted: list[str],
             found.group = "quality"
             check.check_quality(found, batch, schema, th)
         found.group = "schema"
-        check.check_temporal(found, batch, schema, week)
+        check.check_temporal(found, batch, schema, week, th["min_day_row_ratio"])
         index = (AcceptedIndex.load(schema)
                  if "anomalies" in wanted or "distribution" in wanted else None)
         ref_weeks = check.reference_weeks(week, list(index.entries)) if index else []
