@@ -6,8 +6,11 @@ fit_seconds_w1_44 (fit on W01..W44), peak_rss_mb, validate_seconds (one genuine 
 every check, warm process; target <= 1.5 s), validate_cold_seconds (the same as a fresh
 `mlops validate` command; target <= 4 s), validate_cold_html_seconds (with --html: Evidently's
 report written too), their *_cpu_seconds, and the context (threads, load average, rows).
+validate_100mb_peak_ratio: the peak memory one validation adds to its process (over the process
+after its imports) on a 100 MB batch, as a multiple of the file's size (target <= 3), with
+validate_100mb_file_mb, validate_100mb_peak_mb and validate_100mb_seconds.
 
-Run: .venv/bin/python benchmarks/ml_core.py [--rolling 2013-W28,2013-W29,2013-W30] [--only validate]
+Run: .venv/bin/python benchmarks/ml_core.py [--rolling 2013-W28,2013-W29,2013-W30] [--only validate|memory]
 """
 
 from __future__ import annotations
@@ -42,8 +45,16 @@ def baseline_scores(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rolling", default="2013-W28,2013-W29,2013-W30")
-    ap.add_argument("--only", choices=["validate"], help="only the validation timings")
+    ap.add_argument("--only", choices=["validate", "memory"], help="only the validation timings / peak memory")
     args = ap.parse_args()
+    if args.only == "memory":
+        from mlops.config import load_schema
+        from mlops.data import load_source, week_labels
+
+        schema = load_schema()
+        raw = load_source(schema)
+        print(json.dumps(validation_memory(raw, week_labels(raw, schema))))
+        return
     if args.only == "validate":
         from mlops.config import load_schema
         from mlops.data import load_source, week_labels
@@ -104,6 +115,7 @@ def main() -> None:
     out["fit_rows_w1_44"] = int(mask44.sum())
 
     out.update(validate_timing(raw, weeks))
+    out.update(validation_memory(raw, weeks))
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
@@ -154,6 +166,48 @@ def validate_timing(raw: pd.DataFrame, weeks: pd.Series) -> dict[str, float]:
         return {"validate_seconds": round(secs, 2),
                 "validate_first_call_seconds": round(first_s, 2),
                 "validate_rows": int(res["rows"]), **cold}
+
+
+# Run in a fresh process: its RSS after the imports is the base, ru_maxrss the peak.
+_MEMORY_PROBE = """
+import json, os, resource, sys, time
+from mlops.errors import BatchValidationError
+from mlops.validate import validate_batch
+import pandas, numpy, sklearn  # noqa: F401 (loaded before the base is taken)
+base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+t0 = time.perf_counter()
+try:
+    status = validate_batch(sys.argv[1], max_batch_bytes=float(sys.argv[2]))["status"]
+except BatchValidationError as exc:
+    status = "failed: " + exc.check
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"base": base, "peak": peak, "seconds": time.perf_counter() - t0, "status": status}))
+"""
+
+
+def validation_memory(raw: pd.DataFrame, weeks: pd.Series, target_mb: int = 100) -> dict[str, object]:
+    """Peak memory of one validation of a ``target_mb`` MB batch (genuine rows of one week,
+    repeated: every check up to the duplicate checks runs on it), in a fresh process."""
+    import subprocess
+
+    week = raw[weeks == "2013-W30"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "landing" / "2013-W30.csv"
+        path.parent.mkdir()
+        one = week.to_csv(index=False)
+        copies = target_mb * 10**6 // len(one) + 1
+        pd.concat([week] * copies, ignore_index=True).to_csv(path, index=False)
+        size = path.stat().st_size
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+        env["MLOPS_DATA_DIR"] = str(Path(tmp) / "data")
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(2 * size)], env=env,
+                              capture_output=True, text=True, cwd=tmp)
+        assert proc.returncode == 0, proc.stderr
+        probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    added = probe["peak"] - probe["base"]
+    return {"validate_100mb_file_mb": round(size / 2**20, 1), "validate_100mb_peak_mb": round(added / 2**20, 1),
+            "validate_100mb_peak_ratio": round(added / size, 2), "validate_100mb_seconds": round(probe["seconds"], 1),
+            "validate_100mb_status": probe["status"]}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stack import safefs
 from stack.components import Folder
 from stack.config import CONTROL_USER, REPO, SERVING_USER, SHARED_GROUP, VENV_BIN, WORKER_USER
 from stack.run import StackError, run_logged
@@ -82,11 +83,19 @@ def _ids(folder: Folder) -> tuple[int, int]:
     return account.pw_uid, gid
 
 
-def _setfacl(args: list[str], path: Path) -> None:
+def _setfacl(args: list[str], folder_fd: int, path: Path) -> None:
+    """setfacl on the folder opened as `folder_fd` (its /proc/self/fd path: the folder itself, not
+    whatever a path names by the time setfacl runs); -R walks physically (-P: no link followed)."""
     setfacl = shutil.which("setfacl")
     if setfacl is None:
         raise StackError(f"setfacl is missing (needed for {path}): install the `acl` package (`make system-deps`)")
-    proc = subprocess.run([setfacl, *args, str(path)], capture_output=True, text=True)
+    if "-R" in args:
+        # -P skips link arguments, and /proc/self/fd/N is one: run it in the folder on ".".
+        proc = subprocess.run([setfacl, "-P", *args, "."], capture_output=True, text=True,
+                              cwd=f"/proc/self/fd/{folder_fd}", pass_fds=(folder_fd,))
+    else:
+        proc = subprocess.run([setfacl, *args, f"/proc/self/fd/{folder_fd}"], capture_output=True, text=True,
+                              pass_fds=(folder_fd,))
     if proc.returncode != 0:
         raise StackError(f"setfacl {' '.join(args)} {path} failed: {proc.stderr.strip()}")
 
@@ -95,25 +104,25 @@ def prepare_folders(folders: list[Folder]) -> list[str]:
     """Create each folder with its owner and mode. A folder whose owner is wrong (state of an older
     stack that ran everything as root) is handed over with all its content; a shared folder gets
     a default ACL so that what anyone creates in it (e.g. batches replayed by root) stays writable
-    for the group. Return a line per folder handed over."""
+    for the group. Return a line per folder handed over. Every folder is opened without following
+    links and changed through its descriptor (stack/safefs.py): a link planted by a service user
+    where a folder is expected is refused."""
     changes = []
     for folder in folders:
-        folder.path.mkdir(parents=True, exist_ok=True)
         uid, gid = _ids(folder)
-        st = folder.path.stat()
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            if folder.owner != "root":
-                for root, dirs, files in os.walk(folder.path):
-                    for name in (*dirs, *files):
-                        os.lchown(os.path.join(root, name), uid, gid)
-                changes.append(f"{folder.path} (with its content) now owned by {folder.owner}"
-                               + (f":{SHARED_GROUP}" if folder.shared else ""))
-                if folder.shared:
-                    _setfacl(["-R", "-m", f"g:{SHARED_GROUP}:rwX,d:g:{SHARED_GROUP}:rwX"], folder.path)
-            os.chown(folder.path, uid, gid)
-        folder.path.chmod(folder.mode)
-        if folder.shared and not _shared_acl_in_place(folder.path, gid):
-            _setfacl(["-m", f"g:{SHARED_GROUP}:rwx,d:g:{SHARED_GROUP}:rwx,d:m::rwx"], folder.path)
+        with safefs.directory(folder.path, create=True) as fd:
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                if folder.owner != "root":
+                    safefs.chown_tree(fd, uid, gid)
+                    changes.append(f"{folder.path} (with its content) now owned by {folder.owner}"
+                                   + (f":{SHARED_GROUP}" if folder.shared else ""))
+                    if folder.shared:
+                        _setfacl(["-R", "-m", f"g:{SHARED_GROUP}:rwX,d:g:{SHARED_GROUP}:rwX"], fd, folder.path)
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, folder.mode)
+            if folder.shared and not _shared_acl_in_place(Path(f"/proc/self/fd/{fd}"), gid):
+                _setfacl(["-m", f"g:{SHARED_GROUP}:rwx,d:g:{SHARED_GROUP}:rwx,d:m::rwx"], fd, folder.path)
     return changes
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stack import access, airflow_cli, envfile, health, keys, mlflow_auth, postgres, render, task_logs
+from stack import access, airflow_cli, envfile, health, keys, mlflow_auth, postgres, render, safefs, task_logs
 from stack.components import by_name, check_all, components, folders, mlflow_metrics_available, program_env, reach
 from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, StackConfig, load, postgres_bin
 from stack.procs import stack_process_list, stack_processes, terminate, wait_gone
@@ -98,7 +98,8 @@ def _prepare(cfg: StackConfig) -> None:
         log(line)
     for line in access.prepare_folders(folders(cfg)):
         log(line)
-    shutil.rmtree(cfg.home / "mlflow" / "metrics", ignore_errors=True)  # multiprocess metric files of a previous run
+    # Multiprocess metric files of a previous run (rmtree works on descriptors and never follows a link).
+    shutil.rmtree(cfg.home / "mlflow" / "metrics", ignore_errors=True)
     for user, paths in reach(cfg).items():
         granted = access.grant_traversal([user], [*access.code_paths(), *paths])
         if granted:
@@ -333,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. the env file (root's, mode 600) read by another user: `bin/airflow` without sudo.
         print(f"stack: error: {exc}: run it as root (sudo)", file=sys.stderr)
         return 1
-    except (StackError, envfile.EnvFileError) as exc:
+    except (StackError, envfile.EnvFileError, safefs.UnsafePathError) as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
-        if args.cmd == "up" and isinstance(exc, StackError):
+        if args.cmd == "up" and isinstance(exc, (StackError, safefs.UnsafePathError)):
             print("stack: what did start keeps running: see `make status`, stop it with `make down`",
                   file=sys.stderr)
         return 1

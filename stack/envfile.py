@@ -16,6 +16,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from stack import safefs
+
 REPO = Path(__file__).resolve().parents[1]
 
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
@@ -65,6 +67,35 @@ def parse(path: Path) -> dict[str, str]:
     return values
 
 
+# Secrets the stack's data is made with: PostgreSQL's cluster is initialised with the password,
+# Airflow encrypts Connections and Variables with the Fernet key. A new value locks the stack out
+# of its own data, so they are never generated when that data exists.
+DATA_BOUND_SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY")
+
+
+def stack_data(env_path: Path, values: dict[str, str], example: dict[str, str]) -> Path | None:
+    """The native stack's PostgreSQL data folder of this env file when it holds a cluster (STACK_HOME
+    from the file, else the example's, relative to the file's folder like stack/config.py)."""
+    home = values.get("STACK_HOME") or example.get("STACK_HOME") or ""
+    if not home:
+        return None
+    pgdata = (env_path.parent / home).resolve() / "postgres"
+    return pgdata if (pgdata / "PG_VERSION").exists() else None
+
+
+def _refuse_data_bound(env_path: Path, missing: list[str], values: dict[str, str],
+                       example: dict[str, str]) -> None:
+    """EnvFileError when a data-bound secret would be generated while the stack's data exists."""
+    bound = sorted(set(missing) & set(DATA_BOUND_SECRETS))
+    pgdata = stack_data(env_path, values, example) if bound else None
+    if pgdata is not None:
+        raise EnvFileError(
+            f"{env_path}: {', '.join(bound)} missing or empty, but the stack's data in {pgdata} was made with "
+            f"the old value{'s' if len(bound) > 1 else ''}: a new secret would lock the stack out of its database "
+            f"and lose every encrypted Connection. Restore {env_path.name} from a backup (was it truncated?), or remove {pgdata.parent} to "
+            "start a new stack; nothing was generated or written")
+
+
 def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Create `env_path` from the example on first use, fill empty secrets, keep existing values.
 
@@ -78,6 +109,7 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
     if unknown:
         raise EnvFileError(f"{example_path}: overrides name unknown variables {unknown}")
     if not env_path.exists():
+        _refuse_data_bound(env_path, [k for k in DATA_BOUND_SECRETS if not overrides.get(k)], overrides, example)
         lines = []
         extra = {k: v for k, v in overrides.items() if k not in example}
         for raw in example_path.read_text().splitlines():
@@ -100,6 +132,7 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
             additions.append(f"{key}={value or (generate_secret(key) if is_secret(key) else '')}")
         elif not current[key] and is_secret(key):
             fills[key] = generate_secret(key)
+    _refuse_data_bound(env_path, [k for k in DATA_BOUND_SECRETS if not current.get(k)], current, example)
     if additions or fills:
         text = env_path.read_text()
         for key, value in fills.items():
@@ -111,13 +144,9 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only (it holds secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Write `text` to `path` readable by its owner only (it holds secrets): atomically and
+    durably (file and folder synced, so a power loss leaves the old file or the new one)."""
+    safefs.write_file(path, text, mode=0o600)
 
 
 def main(argv: list[str] | None = None) -> int:

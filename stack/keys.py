@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import pwd
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from stack import safefs
 
 ALGORITHM = "EdDSA"
 
@@ -36,27 +37,24 @@ def public_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
 
 
 def ensure_key_pair(private_path: Path, jwks_path: Path, owner: str) -> bool:
-    """Create the signing key once and (re)write its public JWKS; True when the key is new."""
+    """Create the signing key once and (re)write its public JWKS; True when the key is new. The
+    folder belongs to `owner`: everything is done through stack/safefs.py (no link followed)."""
     account = pwd.getpwnam(owner)
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chown(private_path.parent, account.pw_uid, account.pw_gid)
-    private_path.parent.chmod(0o700)
+    uid, gid = account.pw_uid, account.pw_gid
+    safefs.make_dir(private_path.parent, uid, gid, 0o700)
     created = False
-    if private_path.exists():
-        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    pem = safefs.read_file(private_path)
+    if pem is not None:
+        key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{private_path}: not an Ed25519 private key")
+        safefs.set_owner(private_path, uid, gid, 0o600)
     else:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        created = True
-    os.chown(private_path, account.pw_uid, account.pw_gid)
-    private_path.chmod(0o600)
-    jwks_path.write_text(json.dumps({"keys": [public_jwk(key)]}, indent=1) + "\n")
-    os.chown(jwks_path, account.pw_uid, account.pw_gid)
-    jwks_path.chmod(0o644)
+        created = safefs.create_file(private_path, pem, uid, gid, 0o600)
+        if not created:
+            raise safefs.UnsafePathError(f"{private_path} appeared while it was being created; run again")
+    safefs.write_file(jwks_path, json.dumps({"keys": [public_jwk(key)]}, indent=1) + "\n", uid, gid, 0o644)
     return created

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import pwd
 import time
 from pathlib import Path
 
-from stack import health
+from stack import health, safefs
 from stack.config import StackConfig
 from stack.render import write_private
 from stack.run import StackError, run_logged
@@ -19,11 +18,9 @@ def init_cluster(cfg: StackConfig, pg_bin: Path) -> bool:
     if (cfg.pgdata / "PG_VERSION").exists():
         return False
     pg_user = pwd.getpwnam("postgres")
-    cfg.pgdata.mkdir(mode=0o700)
-    os.chown(cfg.pgdata, pg_user.pw_uid, pg_user.pw_gid)
+    safefs.make_dir(cfg.pgdata, pg_user.pw_uid, pg_user.pw_gid, 0o700)
     pwfile = cfg.run_dir / "initdb.pw"
-    write_private(pwfile, cfg.env["POSTGRES_PASSWORD"] + "\n")
-    os.chown(pwfile, pg_user.pw_uid, pg_user.pw_gid)
+    write_private(pwfile, cfg.env["POSTGRES_PASSWORD"] + "\n", "postgres")
     try:
         run_logged(["runuser", "-u", "postgres", "--", str(pg_bin / "initdb"), "-D", str(cfg.pgdata),
                     "-U", cfg.env["POSTGRES_USER"], f"--pwfile={pwfile}", "--auth-host=scram-sha-256",

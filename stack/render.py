@@ -8,7 +8,6 @@ back to Airflow's defaults (it points at bin/airflow, stack/airflow_cli.py)."""
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import re
 import shlex
@@ -20,7 +19,7 @@ from urllib.parse import quote
 import jinja2
 import yaml
 
-from stack import alerting
+from stack import alerting, safefs
 from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, by_name, components,
                               mlflow_metrics_available, program_env)
 from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig
@@ -31,16 +30,10 @@ LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 
 
 def write_private(path: Path, text: str, owner: str = "root") -> None:
-    """Write a file only `owner` may read (atomically: readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    if owner != "root":
-        account = pwd.getpwnam(owner)
-        os.chown(tmp, account.pw_uid, account.pw_gid)
-    os.replace(tmp, path)
+    """Write a file only `owner` may read, atomically and durably, never through a link another
+    user planted (stack/safefs.py)."""
+    account = pwd.getpwnam(owner)
+    safefs.write_file(path, text, account.pw_uid, account.pw_gid, 0o600)
 
 
 def _supervisor_value(value: object) -> str:
@@ -79,7 +72,6 @@ def render_supervisord(cfg: StackConfig, table: list[Component]) -> str:
 
 def write_env_files(cfg: StackConfig, table: list[Component]) -> None:
     """One JSON environment per present program, readable only by its owner."""
-    cfg.env_dir.mkdir(parents=True, exist_ok=True)
     for comp in table:
         if comp.present:
             write_private(env_file(cfg, comp), json.dumps(program_env(cfg, comp), indent=1, sort_keys=True) + "\n",
@@ -255,16 +247,14 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
 def write_fast_rules(cfg: StackConfig, clock: AlertClock) -> None:
     """The rule files on the compressed clock, into $STACK_HOME/prometheus/rules (test stacks)."""
     folder = cfg.home / "prometheus" / "rules"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.yml"):
-        old.unlink()
+    account = pwd.getpwnam(CONTROL_USER)
+    safefs.make_dir(folder, account.pw_uid, account.pw_gid, 0o700)
+    with safefs.directory(folder) as folder_fd:
+        safefs.remove_matching(folder_fd, "*.yml")
     for source in sorted((OBS_PROMETHEUS / "rules").glob("*.yml")):
         doc = compress_rules(yaml.safe_load(source.read_text()) or {}, clock)
         write_private(folder / source.name, f"# {source} on the TEST alert clock (stack/render.py)\n"
                       + yaml.safe_dump(doc, sort_keys=False), CONTROL_USER)
-    account = pwd.getpwnam(CONTROL_USER)
-    os.chown(folder, account.pw_uid, account.pw_gid)
-    os.chmod(folder, 0o700)
 
 
 def write_prometheus(cfg: StackConfig) -> str:

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlops import config
-from mlops.util import WEEK_RE, atomic_write_bytes, file_lock, week_of, write_json
+from mlops.util import WEEK_RE, atomic_write_bytes, file_lock, sha256_file, week_of, write_json
 
 SUFFIX = ".csv"
 
@@ -119,21 +119,46 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
 
 
-def quarantine(path: Path, week: str) -> Path | None:
+def _quarantined_copy(week: str, sha256: str) -> Path | None:
+    """A file of ``week`` already in quarantine with exactly this content."""
+    for candidate in sorted(quarantine_dir().glob(f"{week}*{SUFFIX}")):
+        stem = candidate.name[: -len(SUFFIX)]
+        if (stem == week or stem.startswith(f"{week}.")) and sha256_file(candidate) == sha256:
+            return candidate
+    return None
+
+
+def quarantine(path: Path, week: str, sha256: str | None = None) -> Path | None:
     """Move a rejected batch into ``quarantine/`` (never over an earlier rejected file) and
-    return where it is; an accepted batch is copied, never moved; None when it is no file."""
-    if not path.is_file():
-        return None
+    return where it is; an accepted batch is copied, never moved; None when it is no file.
+
+    Under the week's quarantine lock: validations of the same batch racing (the daily DAG runs
+    its checks in parallel) leave exactly one quarantine file, and each returns it. ``sha256``
+    is the content that was validated (read from ``path`` when not given)."""
     if in_quarantine(path):
-        return path
-    qdir = quarantine_dir()
-    stem = week if not (qdir / f"{week}{SUFFIX}").exists() else f"{week}.{_stamp()}"
-    dest = qdir / f"{stem}{SUFFIX}"
-    if in_accepted(path):
-        shutil.copy2(path, dest)
-    else:
-        shutil.move(str(path), dest)
-    return dest
+        return path if path.is_file() else None
+    with file_lock(f"quarantine-{week}"):
+        already = None
+        if list(quarantine_dir().glob(f"{week}*{SUFFIX}")):
+            try:
+                digest = sha256 or sha256_file(path)
+            except FileNotFoundError:
+                return None
+            already = _quarantined_copy(week, digest)
+        if not path.is_file():
+            return already  # a parallel validation moved it
+        if already is not None:
+            if not in_accepted(path):
+                path.unlink()  # the same content is in quarantine already: keep one copy
+            return already
+        qdir = quarantine_dir()
+        stem = week if not (qdir / f"{week}{SUFFIX}").exists() else f"{week}.{_stamp()}"
+        dest = qdir / f"{stem}{SUFFIX}"
+        if in_accepted(path):
+            shutil.copy2(path, dest)
+        else:
+            shutil.move(str(path), dest)
+        return dest
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ def _thresholds(a: argparse.Namespace, step: str) -> dict[str, float]:
     """The threshold flags of ``step`` given on the command line (the rest keep their defaults)."""
     from mlops.config import thresholds_of
 
-    return {t.name: getattr(a, t.name) for t in thresholds_of(step)
+    return {t.name: t.check(getattr(a, t.name), f"option {t.flag}") for t in thresholds_of(step)
             if getattr(a, t.name) is not None}
 
 
@@ -51,7 +51,7 @@ def _add_thresholds(parser: argparse.ArgumentParser, step: str) -> None:
 
     for t in thresholds_of(step):
         parser.add_argument(t.flag, dest=t.name, type=float, metavar="X",
-                            help=f"{t.help} (default {t.default}; env {t.env})".replace("%", "%%"))
+                            help=f"{t.help} (default {t.default_text}; env {t.env})".replace("%", "%%"))
 
 
 def _validate(a: argparse.Namespace) -> Any:
@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        from mlops.runas import drop_to_data_owner
+
+        drop_to_data_owner()
         result = args.func(args)
     except BatchValidationError as exc:
         _print({"status": "failed", "file": exc.path, "check": exc.check,

@@ -4,10 +4,44 @@ of served scores (:mod:`mlops.monitoring`, on the probability column) both measu
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.config import Schema
+
+
+_PLAIN_CATEGORY = re.compile(r"^[A-Za-z0-9 _.,:+-]{0,64}$")
+
+
+def html_safe_categories(frame: "pd.DataFrame", schema: Schema, cats: list[str]) -> "pd.DataFrame":
+    """``frame`` with every category value that the schema does not list and that is not plain
+    text replaced by ``unlisted-<hash>``. Evidently writes category values unescaped into a
+    ``<script>`` of its HTML: a batch value ``</script><script>...`` would run in the reports.
+    The mapping is one to one, so every statistic (and drift decision) stays the same."""
+    import pandas as pd
+
+    def safe(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return value
+        text = str(value)
+        if text in listed or _PLAIN_CATEGORY.match(text):
+            return value
+        return "unlisted-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    out = frame.copy()
+    for c in cats:
+        listed = set(schema.columns[c].categories or ()) if c in schema.columns else set()
+        col = out[c].astype("object")
+        uniques = pd.unique(col)
+        mapping = {v: safe(v) for v in uniques if v is not None and v == v}
+        if any(k != v for k, v in mapping.items()):
+            col = col.map(lambda v: mapping.get(v, v) if v is not None and v == v else v)
+        out[c] = col
+    return out
 
 
 def column_drift(current: "pd.DataFrame", reference: "pd.DataFrame", numerical: list[str],

@@ -10,6 +10,7 @@ Airflow tasks can change the environment between calls. Paths are resolved at ca
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -17,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import RecipeError, SchemaError
+from mlops.errors import MlopsError, RecipeError, SchemaError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # src/mlops/config.py -> repository root (editable install, Airflow bundle, CI checkout).
@@ -35,6 +36,24 @@ def _env_number(name: str, default: float) -> float:
         raise ValueError(f"environment {name}={raw!r} is not a number") from exc
 
 
+class ThresholdError(MlopsError, ValueError):
+    """A threshold (or setting) is NaN, infinite or outside its range; names it and its source."""
+
+
+def checked_number(name: str, value: Any, source: str, low: float, high: float = math.inf) -> float:
+    """``value`` as a finite float within [low, high], else ThresholdError naming ``name`` and
+    where the value came from (``share > nan`` is always false: a NaN would switch a check off).
+    ``source`` is e.g. "environment MLOPS_X", "Airflow Variable mlops_x", "option --x"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ThresholdError(f"{name}: {source}={value!r} is not a number") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        span = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"of at least {low:g} (finite)"
+        raise ThresholdError(f"{name}: {source}={value!r} is not a number {span}")
+    return number
+
+
 # --- thresholds ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Threshold:
@@ -44,6 +63,9 @@ class Threshold:
     default: float
     step: str
     help: str
+    # The values that make sense (inclusive); NaN and infinities never do.
+    low: float = 0.0
+    high: float = 1.0
 
     @property
     def variable(self) -> str:
@@ -60,10 +82,25 @@ class Threshold:
         """The CLI option of the step's ``mlops`` subcommand."""
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def default_text(self) -> str:
+        """The default as .env.example and the CLI help write it."""
+        return str(int(self.default)) if float(self.default).is_integer() and abs(self.default) >= 1e6 \
+            else f"{self.default:g}"
+
+    def check(self, value: Any, source: str) -> float:
+        """``value`` if it is a finite number within this threshold's range, else ThresholdError."""
+        return checked_number(f"threshold {self.name}", value, source, self.low, self.high)
+
 
 #: Steps that take thresholds: ``validate`` (mlops validate), ``drift`` (mlops drift),
 #: ``deploy`` (mlops evaluate / deploy).
 THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
+    # 50 times a genuine weekly batch of the flights data (1.3 MB): a file this big is no
+    # delivery of this feed, and reading it would cost the worker several times its size.
+    Threshold("max_batch_bytes", 67108864, "validate",
+              "largest batch file, in bytes, that is read at all (a bigger one is refused before "
+              "reading)", low=1.0, high=math.inf),
     Threshold("max_null_share", 0.1, "validate",
               "maximum share of nulls per column (the schema may set its own per column)"),
     Threshold("max_duplicate_share", 0.01, "validate", "maximum share of duplicated rows"),
@@ -83,26 +120,33 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     # is a drifted but genuine batch, hence the wide volume floor.
     Threshold("max_target_odds_ratio", 4.0, "validate",
               "largest factor by which the batch's odds of a positive label may differ from "
-              "those of the recently accepted batches, either way"),
+              "those of the recently accepted batches, either way", low=1.0, high=math.inf),
+    # Genuine 2013 days have at least 0.67 of their week's median day (Thanksgiving).
+    Threshold("min_day_row_ratio", 0.25, "validate",
+              "smallest ratio of the rows on an expected day of a batch (time.expected_days) to "
+              "the batch's median day: a day cut short"),
     Threshold("min_row_count_ratio", 0.25, "validate",
-              "smallest ratio of the batch's rows per day (of its period, within the data set's "
-              "date range) to that of the recently accepted batches"),
+              "smallest ratio of the batch's rows per day (over its whole week within the data "
+              "set's date range, not the days present) to that of the recently accepted batches"),
     Threshold("max_row_count_ratio", 2.0, "validate",
               "largest ratio of the batch's rows per day to that of the recently accepted "
-              "batches"),
+              "batches", low=1.0, high=math.inf),
     # The drift defaults are chosen with benchmarks/lifecycle.py (see the README): retraining
     # fires on some weeks of 2013, not on most, and never on a resample of the reference.
     Threshold("drift_share", 0.3, "drift",
               "share of drifted decision columns (batch vs the champion's training reference) "
-              "at or above which data drift is declared"),
+              "at or above which data drift is declared (above 1: never)", high=math.inf),
     Threshold("auc_drop", 0.06, "drift",
               "drop of the champion's ROC AUC on the batch below its ROC AUC on its own holdout "
-              "week at training time, at or above which model drift is declared"),
+              "week at training time, at or above which model drift is declared (above 1: never)",
+              high=math.inf),
     Threshold("label_shift", 0.2, "drift",
               "absolute difference between the batch's delayed rate and the champion's training "
-              "rows' delayed rate at or above which label drift is declared"),
+              "rows' delayed rate at or above which label drift is declared (above 1: never)",
+              high=math.inf),
     Threshold("deploy_margin", 0.005, "deploy",
-              "ROC AUC by which a candidate must beat the champion on the holdout to be deployed"),
+              "ROC AUC by which a candidate must beat the champion on the holdout to be deployed "
+              "(-1: any candidate)", low=-1.0),
 )}
 
 
@@ -115,15 +159,19 @@ def thresholds_of(step: str) -> list[Threshold]:
     return found
 
 
-def threshold(name: str, value: float | None = None) -> float:
+def threshold(name: str, value: float | None = None, source: str | None = None) -> float:
     """The value of threshold ``name``: ``value`` when given, else ``MLOPS_<NAME>``, else its
-    default."""
+    default; NaN, infinities and values outside its range are a ThresholdError naming it and
+    where the value came from (``source``, by default "keyword argument <name>")."""
     spec = THRESHOLDS.get(name)
     if spec is None:
         raise TypeError(f"unknown threshold {name!r}; known: {sorted(THRESHOLDS)}")
     if value is not None:
-        return float(value)
-    return _env_number(spec.env, spec.default)
+        return spec.check(value, source or f"keyword argument {name}")
+    raw = os.environ.get(spec.env)
+    if raw is None or raw.strip() == "":
+        return spec.default
+    return spec.check(raw.strip(), f"environment {spec.env}")
 
 
 def resolve_thresholds(step: str, given: dict[str, float | None]) -> dict[str, float]:
@@ -139,13 +187,15 @@ def resolve_thresholds(step: str, given: dict[str, float | None]) -> dict[str, f
 # --- other settings (read when used) -------------------------------------------------------------
 def reference_rows() -> int:
     """Rows of training features kept as the drift reference of a model (``MLOPS_REFERENCE_ROWS``)."""
-    return int(_env_number("MLOPS_REFERENCE_ROWS", 5000))
+    return int(checked_number("MLOPS_REFERENCE_ROWS", _env_number("MLOPS_REFERENCE_ROWS", 5000),
+                              "environment MLOPS_REFERENCE_ROWS", 1))
 
 
 def decision_threshold() -> float:
     """Predicted probability at or above which a flight counts as delayed, for F1
     (``MLOPS_DECISION_THRESHOLD``)."""
-    return _env_number("MLOPS_DECISION_THRESHOLD", 0.5)
+    return checked_number("MLOPS_DECISION_THRESHOLD", _env_number("MLOPS_DECISION_THRESHOLD", 0.5),
+                          "environment MLOPS_DECISION_THRESHOLD", 0.0, 1.0)
 
 
 #: The check groups of ``mlops validate --checks`` (one data_validation_dag task each). The file,
@@ -296,13 +346,22 @@ def experiment_name() -> str:
     return os.environ.get("MLOPS_EXPERIMENT") or model_name()
 
 
+def local_store_dir() -> Path:
+    """Folder of the default local MLflow store: ``<data folder>-mlflow`` beside the data folder,
+    never inside it (tasks write into the data folder; whoever loads a model from the store
+    trusts what is there)."""
+    root = data_dir()
+    path = root.with_name(root.name + "-mlflow")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or a local SQLite store under ``$MLOPS_DATA_DIR/mlflow/``."""
+    """``MLFLOW_TRACKING_URI`` or a local SQLite store in :func:`local_store_dir`."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    store = sub_dir("mlflow")
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{local_store_dir() / 'mlflow.db'}"
 
 
 def artifact_location() -> str | None:
@@ -312,7 +371,7 @@ def artifact_location() -> str | None:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        return (sub_dir("mlflow") / "artifacts").as_uri()
+        return (local_store_dir() / "artifacts").as_uri()
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
     return None
@@ -405,6 +464,9 @@ class Schema:
     row_key: tuple[str, ...] = ()
     #: What a column the schema does not declare does to a batch: "reject" or "warn".
     extra_columns: str = "reject"
+    #: Days of its week (inside the date range) a batch must have rows on: "every", "weekdays"
+    #: (Monday to Friday) or "any" (no requirement).
+    expected_days: str = "any"
 
     @property
     def calendar_columns(self) -> tuple[str, ...]:
@@ -430,6 +492,8 @@ _DTYPES = {"int", "float", "string", "datetime"}
 _DERIVED_PARTS = {"dayofweek", "dayofyear", "hour", "month", "weekofyear"}
 _TIME_PARTS = ("year", "month", "day", "hour")
 _EXTRA_POLICIES = ("reject", "warn")
+#: time.expected_days: the weekdays (0 = Monday) a batch must cover, inside the date range.
+EXPECTED_DAYS = {"every": (0, 1, 2, 3, 4, 5, 6), "weekdays": (0, 1, 2, 3, 4), "any": ()}
 
 
 def _parse_date(path: Path, value: Any) -> date | None:
@@ -491,7 +555,10 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         time_parts={str(k): str(v) for k, v in (time.get("parts") or {}).items()},
         row_key=tuple(str(c) for c in raw.get("row_key") or ()),
         extra_columns=str((raw.get("header") or {}).get("extra_columns", "reject")),
+        expected_days=str(time.get("expected_days", "any")),
     )
+    if schema.expected_days not in EXPECTED_DAYS:
+        raise SchemaError(f"{path}: time.expected_days is {schema.expected_days!r}; one of {list(EXPECTED_DAYS)}")
     bad = [c for c in schema.features if c in schema.leaking or c == schema.target_column]
     if bad:
         raise SchemaError(f"{path}: features leak the outcome: {bad}")

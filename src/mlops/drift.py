@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import config, metrics, registry
-from mlops.column_drift import column_drift
+from mlops.column_drift import column_drift, html_safe_categories
 from mlops.config import Schema, load_schema
 from mlops.errors import DriftError
 from mlops.util import atomic_write_text, to_jsonable, write_json
@@ -51,6 +51,8 @@ def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: 
     columns = [c for c in schema.features if c in current.columns and c in reference.columns
                and (report_all or c in monitored)]
     cats = [c for c in columns if c in schema.categorical]
+    current = html_safe_categories(current[columns], schema, cats)
+    reference = html_safe_categories(reference[columns], schema, cats)
     snapshot, scores = column_drift(current, reference, [c for c in columns if c not in cats],
                                     cats, drift_share)
     drifted = [c for c, s in scores.items() if s["drifted"]]

@@ -16,7 +16,7 @@ from typing import Any
 from mlops import batches, config
 from mlops.config import load_schema
 from mlops.errors import PreprocessError
-from mlops.util import atomic_write_bytes, file_lock, to_jsonable, week_of
+from mlops.util import atomic_write_bytes, durable_replace, file_lock, to_jsonable, week_of
 
 
 def build_training_table(accepted: str | Path | None = None, out: str | Path | None = None,
@@ -36,7 +36,7 @@ def build_training_table(accepted: str | Path | None = None, out: str | Path | N
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     table.to_parquet(tmp, index=False)
-    os.replace(tmp, dest)
+    durable_replace(tmp, dest)
     weeks = sorted(table["week"].unique())
     return to_jsonable({"table": dest, "rows": len(table), "weeks": weeks,
                         "positive_rate": float(table[schema.target_name].mean()) if len(table) else None})
@@ -48,7 +48,9 @@ def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env["MLOPS_DATA_DIR"] = str(cwd)
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+    # -I: the data folder (the working directory, which tasks write to) is never on sys.path,
+    # nor is anything from PYTHON* variables or the user's site folder.
+    return subprocess.run([sys.executable, "-I", "-m", "dvc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, check=False)
 
 

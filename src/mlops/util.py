@@ -29,19 +29,43 @@ def file_lock(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or creation in ``folder`` survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: Path, dest: Path) -> None:
+    """Rename a finished temporary file over ``dest`` after syncing it, then sync the folder."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers never see it half written."""
+    """Write a file so readers never see it half written, and durably: the file is synced before
+    the rename and its folder after it (a power loss leaves the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; other stack users (workers, MLflow) read these
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; other stack users (workers, MLflow) read these
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

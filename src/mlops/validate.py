@@ -32,17 +32,18 @@ def _run_checks(found: Findings, path: Path, week: str, wanted: list[str],
     schema = load_schema()
     sha, snapshot = None, None
     try:
-        data = sniff.read_bytes(found, path)
+        data = sniff.read_bytes(found, path, th["max_batch_bytes"])
         sha = hashlib.sha256(data).hexdigest()
         check.check_batch_name(found, week, path.name)
         batch = sniff.parse(found, data, schema)
+        del data  # the frame is all the checks need: the file's bytes do not stay for the peak
         found.group = "schema"
         check.check_schema(found, batch, schema)
         if "quality" in wanted:
             found.group = "quality"
             check.check_quality(found, batch, schema, th)
         found.group = "schema"
-        check.check_temporal(found, batch, schema, week)
+        check.check_temporal(found, batch, schema, week, th["min_day_row_ratio"])
         index = (AcceptedIndex.load(schema)
                  if "anomalies" in wanted or "distribution" in wanted else None)
         ref_weeks = check.reference_weeks(week, list(index.entries)) if index else []
@@ -106,7 +107,7 @@ def validate_batch(path: str | Path, checks: list[str] | None = None, html: bool
     accepted_exists = batches.accepted_path(week).exists()
     targets: list[tuple[Path, Path]] = []
     if found.failed:
-        moved = batches.quarantine(path, week)
+        moved = batches.quarantine(path, week, sha)
         if moved is not None:
             run["quarantined_to"] = str(moved)
             targets.append(batches.quarantine_report(moved))

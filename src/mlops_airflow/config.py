@@ -85,13 +85,17 @@ def threshold_kwargs(step: str) -> dict[str, float]:
     """Keyword arguments of an mlops step from the Airflow Variables ``mlops_<name>`` of its
     thresholds (``mlops.config.THRESHOLDS``) that are defined; the others are left out, so the
     package's environment or default applies. Read at every call (inside the task)."""
-    from mlops.config import thresholds_of
+    from mlops.config import ThresholdError, thresholds_of
 
     kwargs: dict[str, float] = {}
     for spec in thresholds_of(step):
         value = float_variable(spec.variable)
         if value is not None:
-            kwargs[spec.name] = value
+            try:
+                kwargs[spec.name] = spec.check(value, f"Airflow Variable {spec.variable}")
+            except ThresholdError as exc:
+                raise ConfigurationError(f"{exc}; fix it with `airflow variables set {spec.variable} <number>` "
+                                         "or delete it to use the package default") from None
     return kwargs
 
 

@@ -72,3 +72,14 @@ def test_threshold_variables(airflow_db, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", "half")
     with pytest.raises(ConfigurationError, match="Variable 'mlops_drift_share' must be a number"):
         threshold_kwargs("drift")
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "-0.1", "1.5"])
+def test_threshold_variables_refuse_nan_infinities_and_out_of_range(airflow_db, monkeypatch, raw: str) -> None:
+    from mlops_airflow.config import ConfigurationError, threshold_kwargs
+
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_MAX_NULL_SHARE", raw)
+    with pytest.raises(ConfigurationError, match=f"threshold max_null_share: Airflow Variable "
+                                                  f"mlops_max_null_share={float(raw)!r} is not a number in"):
+        threshold_kwargs("validate")
+

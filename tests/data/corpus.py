@@ -228,12 +228,12 @@ def delays_in_hours_not_minutes(w: Weeks, path: Path) -> None:
     _write(df, path)
 
 
-@case("2013-W09.csv", "volume.row_count")
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
 def a_few_hundred_rows(w: Weeks, path: Path) -> None:
     _write(w["W09"].head(300), path)
 
 
-@case("2013-W09.csv", "volume.row_count")
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
 def one_day_of_the_week(w: Weeks, path: Path) -> None:
     _write(w["W09"][w["W09"]["day"] == "26"], path)
 
@@ -246,6 +246,60 @@ def three_times_the_flights(w: Weeks, path: Path) -> None:
     twice["origin"] = twice["origin"].map(rotate).map(rotate)
     df = pd.concat([w["W09"], once, twice], ignore_index=True)
     _write(df.drop_duplicates(subset=list(KEY)), path)
+
+
+# --- partial and re-cut deliveries (W09: Mon 2013-02-25 .. Sun 03-03) ------------------------------
+def _days(df: pd.DataFrame, *days: tuple[int, int]) -> pd.Series:
+    """Rows whose (month, day) is one of ``days`` (the calendar columns are the local date)."""
+    md = list(zip(df["month"].astype(int), df["day"].astype(int)))
+    return pd.Series([x in days for x in md], index=df.index)
+
+
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
+def a_truncated_extract_of_three_days(w: Weeks, path: Path) -> None:
+    _write(w["W09"][_days(w["W09"], (2, 25), (2, 26), (2, 27))], path)
+
+
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
+def the_week_cut_in_two_files_first_part(w: Weeks, path: Path) -> None:
+    _write(w["W09"][_days(w["W09"], (2, 25), (2, 26), (2, 27), (2, 28))], path)
+
+
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
+def the_week_cut_in_two_files_second_part(w: Weeks, path: Path) -> None:
+    _write(w["W09"][_days(w["W09"], (3, 1), (3, 2), (3, 3))], path)
+
+
+@case("2013-W09.csv", "temporal.missing_days", "time_hour")
+def a_day_missing_in_the_middle(w: Weeks, path: Path) -> None:
+    _write(w["W09"][~_days(w["W09"], (2, 27))], path)
+
+
+@case("2013-W09.csv", "temporal.week", "time_hour")
+def a_week_cut_sunday_to_saturday(w: Weeks, path: Path) -> int:
+    """US weeks: the previous Sunday (accepted in W08) instead of this week's Sunday."""
+    sunday = w["W08"][_days(w["W08"], (2, 24))]
+    df = pd.concat([sunday, w["W09"][~_days(w["W09"], (3, 3))]], ignore_index=True)
+    _write(df, path)
+    return 2
+
+
+@case("2013-W09.csv", "temporal.partial_day", "time_hour")
+def the_last_day_cut_off_in_the_morning(w: Weeks, path: Path) -> None:
+    df = w["W09"]
+    _write(df[~_days(df, (3, 3)) | (df["hour"].astype(int) < 8)], path)
+
+
+@case("2013-W09.csv", "volume.row_count")
+def every_day_but_a_tenth_of_the_flights(w: Weeks, path: Path) -> None:
+    _write(w["W09"].sample(frac=0.1, random_state=3).sort_index(), path)
+
+
+@case("2013-W09.csv", "anomalies.duplicates")
+def the_last_day_sent_again(w: Weeks, path: Path) -> int:
+    df = pd.concat([w["W09"], w["W09"][_days(w["W09"], (3, 3))]], ignore_index=True)
+    _write(df, path)
+    return _line(df, len(w["W09"]))
 
 
 # --- header and bytes ----------------------------------------------------------------------------

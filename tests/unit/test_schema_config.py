@@ -62,7 +62,8 @@ def test_default_locations_follow_the_data_dir(tmp_path: Path, monkeypatch) -> N
 
     assert batches.landing_dir() == tmp_path / "d" / "landing"
     assert config.processed_table() == tmp_path / "d" / "processed" / "training.parquet"
-    assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
+    assert config.tracking_uri() == f"sqlite:///{tmp_path / 'd-mlflow' / 'mlflow.db'}"
+    assert config.artifact_location() == (tmp_path / 'd-mlflow' / 'artifacts').as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert config.tracking_uri() == "http://mlflow:5000" and config.artifact_location() is None
     monkeypatch.setenv("MLOPS_MODEL_NAME", "m")
@@ -105,4 +106,4 @@ def test_env_example_lists_every_threshold_with_its_default() -> None:
     """.env.example documents each MLOPS_<NAME> override with the default it overrides."""
     text = (REPO / ".env.example").read_text()
     for t in config.THRESHOLDS.values():
-        assert f"# {t.env}={t.default:g}\n" in text, t.env
+        assert f"# {t.env}={t.default_text}\n" in text, t.env

@@ -28,3 +28,14 @@ def days_in_range(week: str, schema: Schema) -> int:
     start = max(monday, first) if first else monday
     end = min(sunday, last) if last else sunday
     return max((end - start).days + 1, 0)
+
+
+def expected_dates(week: str, schema: Schema) -> list[date]:
+    """The days of the week a batch must have rows on: those of ``time.expected_days`` inside
+    the schema's date range (at a year's edge a week holds days outside it)."""
+    from mlops.config import EXPECTED_DAYS
+
+    monday, _ = week_bounds(week)
+    first, last = schema.date_range
+    days = [monday + timedelta(days=i) for i in EXPECTED_DAYS[schema.expected_days]]
+    return [d for d in days if (first is None or d >= first) and (last is None or d <= last)]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops import batches, config
 from mlops.config import Schema
-from mlops.validation.calendar import week_bounds
+from mlops.validation.calendar import expected_dates, week_bounds
 from mlops.validation.findings import Findings, Stop
 from mlops.validation.sniff import ParsedBatch
 
@@ -134,9 +134,12 @@ def _example(batch: ParsedBatch, mask: Any, *columns: str) -> str:
     return f"line {batch.line_of(pos)}: {values}"
 
 
-def check_temporal(found: Findings, batch: ParsedBatch, schema: Schema, week: str) -> None:
+def check_temporal(found: Findings, batch: ParsedBatch, schema: Schema, week: str,
+                   min_day_ratio: float = 0.0) -> None:
     """Every row's local time lies in the named ISO week and in the data set's date range, its
-    calendar columns form a real date and agree with that time."""
+    calendar columns form a real date and agree with that time; the batch covers every day of
+    its week that the data set expects (``time.expected_days``), none cut short (fewer rows than
+    ``min_day_ratio`` times the batch's median day)."""
     import pandas as pd
 
     df, tcol, tz = batch.frame, schema.time_column, schema.timezone
@@ -193,6 +196,7 @@ def check_temporal(found: Findings, batch: ParsedBatch, schema: Schema, week: st
                    f"in {weeks}; e.g. {_example(batch, elsewhere, tcol)}", [tcol],
                    batch.line_of(_first(elsewhere)), weeks_found=dict(counts.head(20)))
         failed = True
+    failed = _check_coverage(found, local[valid], schema, week, tcol, min_day_ratio) or failed
     mismatched: dict[str, Any] = {}
     for part, column in parts.items():
         stated = pd.to_numeric(df[column], errors="coerce")
@@ -215,6 +219,38 @@ def check_temporal(found: Findings, batch: ParsedBatch, schema: Schema, week: st
         failed = True
     if not failed:
         found.ok("temporal", week=week, first=str(local.min()), last=str(local.max()))
+
+
+def _check_coverage(found: Findings, local: "pd.Series", schema: Schema, week: str, tcol: str,
+                    min_day_ratio: float) -> bool:
+    """A partial or re-cut delivery: an expected day without rows, or one with far fewer rows
+    than the batch's median day. True when it failed."""
+    import statistics
+
+    expected = expected_dates(week, schema)
+    if not expected:
+        return False
+    counts = local.dt.date.value_counts()
+    missing = [d for d in expected if d not in counts.index]
+    how = f"time.expected_days: {schema.expected_days} in {schema.path}"
+    if missing:
+        shown = ", ".join(f"{d:%a} {d}" for d in missing[:7])
+        found.fail("temporal.missing_days", f"{tcol}: no row on {len(missing)} of the {len(expected)} day(s) "
+                   f"of week {week} the data set expects ({how}): {shown} ({schema.timezone}); a partial "
+                   f"extract or a week cut across files? Deliver the whole week in one file", [tcol],
+                   missing_days=[str(d) for d in missing])
+        return True
+    rows = [int(counts[d]) for d in expected]
+    median = statistics.median(rows)
+    short = [(d, n) for d, n in zip(expected, rows) if n < min_day_ratio * median]
+    if short:
+        shown = ", ".join(f"{d:%a} {d}: {n} rows" for d, n in short[:7])
+        found.fail("temporal.partial_day", f"{tcol}: {len(short)} day(s) of week {week} cut short: {shown}, "
+                   f"under {min_day_ratio:g} x the {median:g} rows of the batch's median day "
+                   f"(min_day_row_ratio); a partial extract?", [tcol],
+                   short_days={str(d): n for d, n in short})
+        return True
+    return False
 
 
 # --- quality -------------------------------------------------------------------------------------
@@ -498,9 +534,9 @@ def summary_snapshot(cur: "pd.DataFrame", schema: Schema, cols: list[str]) -> An
 
     cats = [c for c in cols if c in schema.categorical]
     nums = [c for c in cols if c not in cats]
-    data = cur[cols].copy()
-    for c in cats:
-        data[c] = data[c].astype("object")
+    from mlops.column_drift import html_safe_categories
+
+    data = html_safe_categories(cur[cols], schema, cats)
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

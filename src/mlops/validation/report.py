@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from mlops.util import atomic_write_text, to_jsonable, write_json
+from mlops.util import atomic_write_text, durable_replace, to_jsonable, write_json
 from mlops.validation.findings import GROUPS
 
 HISTORY_LIMIT = 50
@@ -138,7 +137,7 @@ def write(json_path: Path, html_path: Path, report: dict[str, Any], snapshot: An
     if snapshot is not None:
         tmp = html_path.with_name(f".{html_path.name}.tmp")
         snapshot.save_html(str(tmp))
-        os.replace(tmp, sidecar)
+        durable_replace(tmp, sidecar)
     elif "distribution" in groups:
         sidecar.unlink(missing_ok=True)
     for old in html_path.parent.glob(f".{html_path.stem}.evidently-*.html"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,16 +46,27 @@ class ParsedBatch:
         return self.lines[position]
 
 
-def read_bytes(found: Findings, path: Path) -> bytes:
-    """The file's bytes; a missing path, a folder or an unreadable file stops the run."""
+def read_bytes(found: Findings, path: Path, max_bytes: float | None = None) -> bytes:
+    """The file's bytes; a missing path, a folder, an unreadable file or one over ``max_bytes``
+    (the ``max_batch_bytes`` threshold, checked on the open file before anything is read) stops
+    the run."""
     if not path.exists():
         raise found.stop("readable", f"no such file: {path}")
     if not path.is_file():
         raise found.stop("readable", f"not a regular file: {path}")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise found.stop("readable", f"{path} is {size} bytes, over max_batch_bytes={max_bytes:.0f}: "
+                                 "refused before reading (raise the threshold if such batches are expected)",
+                                 bytes=size)
+            data = handle.read(int(max_bytes) + 1 if max_bytes is not None else -1)
     except OSError as exc:
         raise found.stop("readable", f"cannot read: {exc.strerror or exc}") from exc
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise found.stop("readable", f"{path} grew over max_batch_bytes={max_bytes:.0f} while being read",
+                         bytes=len(data))
     found.ok("readable", bytes=len(data))
     return data
 
@@ -130,8 +142,9 @@ def _oversized_field(text: str, line: int, header: list[str]) -> str | None:
     return None if opened is None else _column(header, opened)
 
 
-def _sniff_bytes(found: Findings, data: bytes) -> str:
-    """The text of a file that looks like CSV; stops on anything else."""
+def _sniff_bytes(found: Findings, data: bytes) -> None:
+    """Stop unless the bytes look like CSV text (UTF-8, no NUL byte, not another format). The
+    decoded text is dropped at once: the structure check and pandas read the bytes."""
     if not data.strip():
         raise found.stop("empty_file", "the file is empty (0 bytes or only whitespace)")
     for magic, kind in _MAGIC:
@@ -150,18 +163,23 @@ def _sniff_bytes(found: Findings, data: bytes) -> str:
         line, column = _locate(data, exc.start, header)
         raise found.stop("format", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} "
                          f"in column {column}", [column] if header else [], line) from exc
-    text = text.removeprefix(_BOM)
-    head = text.lstrip()[:1]
+    head = text.removeprefix(_BOM).lstrip()[:1]
+    del text
     if head in ("{", "["):
         raise found.stop("format", "not a CSV file: looks like JSON")
     if head == "<":
         raise found.stop("format", "not a CSV file: looks like XML/HTML")
-    return text
 
 
-def _check_structure(found: Findings, text: str) -> tuple[list[str], list[int]]:
+def _text_stream(data: bytes) -> io.TextIOWrapper:
+    """The CSV text of ``data`` decoded as it is read (no second copy of the whole file; a
+    leading BOM is dropped)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+
+
+def _check_structure(found: Findings, data: bytes) -> tuple[list[str], list[int]]:
     """Header and row starts of well-formed CSV text; stops on the first structural problem."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(_text_stream(data))
     header: list[str] = []
     starts: list[int] = []
     short: list[tuple[int, int]] = []  # (line, field count) of rows with too few fields
@@ -187,7 +205,7 @@ def _check_structure(found: Findings, text: str) -> tuple[list[str], list[int]]:
     except csv.Error as exc:
         line = consumed + 1
         if "field larger than field limit" in str(exc):
-            column = _oversized_field(text, line, header)
+            column = _oversized_field(data.decode("utf-8").removeprefix(_BOM), line, header)
             raise found.stop("corrupt", f"a field longer than {MAX_FIELD} characters at line {line}"
                              + (f" in column {column}" if column else "")
                              + " (a value too long, or a quote that is never closed)",
@@ -209,7 +227,7 @@ def _check_structure(found: Findings, text: str) -> tuple[list[str], list[int]]:
                           for name in dups)
         raise found.stop("header.duplicate_columns", f"duplicate column name(s) in the header: "
                          f"{where}", dups, 1)
-    if short and short[-1][0] == starts[-1] and not text.endswith(("\n", "\r")):
+    if short and short[-1][0] == starts[-1] and not data.endswith((b"\n", b"\r")):
         line, fields = short[-1]
         raise found.stop("truncated", f"truncated file: the last row (line {line}) has {fields} of "
                          f"{n} fields and no line end", header[fields:], line,
@@ -234,10 +252,10 @@ def parse(found: Findings, data: bytes, schema: Schema) -> ParsedBatch:
 
     from mlops.data import read_batch
 
-    text = _sniff_bytes(found, data)
-    header, starts = _check_structure(found, text)
+    _sniff_bytes(found, data)
+    header, starts = _check_structure(found, data)
     try:
-        frame = read_batch(io.StringIO(text), schema)
+        frame = read_batch(_text_stream(data), schema)
     except (ValueError, pd.errors.ParserError) as exc:
         raise found.stop("corrupt", f"pandas cannot parse the CSV: {exc}") from exc
     if len(frame) != len(starts):
