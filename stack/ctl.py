@@ -153,8 +153,8 @@ def cmd_up(cfg: StackConfig) -> float:
     run_logged([str(VENV_BIN / "supervisord"), "-c", str(cfg.supervisord_conf)], cfg.logs / "supervisord-start.log",
                env=_supervisord_env(cfg), what="supervisord")
     postgres.wait_ready(cfg)
-    for name in postgres.ensure_databases(cfg, [cfg.env["POSTGRES_DB"], cfg.env["MLFLOW_DB"], cfg.env["MLFLOW_AUTH_DB"]]):
-        log(f"created database {name}")
+    for line in postgres.ensure_roles(cfg):
+        log(line)
     start_phase(cfg, "mlflow")
     log(f"postgres, redis, prometheus, mlflow started ({time.monotonic() - started:.1f} s); migrating the Airflow database")
     # The CLI calls run as the control-plane user with the scheduler's environment.

@@ -324,6 +324,13 @@ def pushgateway_url() -> str | None:
     return os.environ.get("MLOPS_PUSHGATEWAY_URL", "").strip() or None
 
 
+def pushgateway_login() -> tuple[str, str] | None:
+    """The basic-auth login the ML steps push with (``MLOPS_PUSHGATEWAY_USER`` and
+    ``MLOPS_PUSHGATEWAY_PASSWORD``; both stacks' Pushgateways refuse anonymous pushes), or None."""
+    user = os.environ.get("MLOPS_PUSHGATEWAY_USER", "").strip()
+    return (user, os.environ.get("MLOPS_PUSHGATEWAY_PASSWORD", "")) if user else None
+
+
 def dvc_template() -> Path:
     """The committed ``dvc.yaml`` (run inside the data folder)."""
     env = os.environ.get("MLOPS_DVC_YAML")
