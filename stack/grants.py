@@ -6,10 +6,9 @@ in `.env.example` (generated into `.env`). `make up` (stack/ctl.py) and the comp
 one-shots (airflow-init, logins-config) apply these tables; nothing else creates a login.
 
 Standard library only at import (psycopg2 and bcrypt are imported where used), so that the compose
-one-shots can run it as root from the image's checkout:
+one-shots can run it as root from the image's checkout (see `main`):
 
-    python -m stack.grants compose-files --redis-acl F --pushgateway-web F --alertmanager-web F \
-        --prometheus-secrets DIR --owner UID:GID ...
+    python -m stack.grants --redis-acl FILE --logins-dir DIR --owner UID:GID
 """
 
 from __future__ import annotations
@@ -164,7 +163,7 @@ def _reassign_objects(connect: Callable[[str], object], database: str, owner: st
 # a script can do no more than the user may. EVAL itself, and every administrative command
 # (CONFIG, FLUSHALL, FLUSHDB, SHUTDOWN, MONITOR, DEBUG, ACL, CLIENT KILL, KEYS, ...), is refused.
 CELERY_COMMANDS = (
-    "ping", "select", "echo", "hello", "auth", "client|setinfo", "client|setname", "client|id", "info",
+    "ping", "select", "echo", "hello", "auth", "client|setname", "client|id", "info",
     "multi", "exec", "discard", "watch", "unwatch",
     # queues and messages
     "lpush", "rpush", "lpop", "rpop", "brpop", "blpop", "llen", "lrange", "lrem", "ltrim", "lindex",
@@ -285,36 +284,41 @@ def _write(path: Path, text: str, owner: tuple[int, int] | None) -> None:
     os.replace(tmp, path)
 
 
+URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
 def _owner(text: str) -> tuple[int, int]:
     uid, _, gid = text.partition(":")
     return int(uid), int(gid or uid)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Compose one-shot: write Redis' ACL file, the web configs and Prometheus' password files
-    from the environment (each file mode 600, owned by the user of the server that reads it)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-acl", type=Path, required=True)
-    parser.add_argument("--redis-owner", type=_owner, required=True)
-    parser.add_argument("--pushgateway-web", type=Path, required=True)
-    parser.add_argument("--alertmanager-web", type=Path, required=True)
-    parser.add_argument("--prometheus-secrets", type=Path, required=True,
-                        help="folder for Prometheus' password files (<server>-password)")
-    parser.add_argument("--owner", type=_owner, required=True, help="uid:gid of the Prometheus-family servers")
+    """Compose one-shot (logins-config): from the environment, write Redis' ACL file (SHA-256
+    digests only) and, for the Pushgateway and Alertmanager, `<dir>/<server>/web.yml` and
+    `<dir>/<server>/prometheus-password` (Prometheus' login), each mode 600 and owned by `--owner`."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--redis-acl", type=Path, required=True,
+                        help="Redis' ACL file (digests only: mode 644, in a volume only Redis mounts)")
+    parser.add_argument("--logins-dir", type=Path, required=True)
+    parser.add_argument("--owner", type=_owner, required=True, help="uid:gid of the Pushgateway, Alertmanager, Prometheus")
     args = parser.parse_args(argv)
     env = dict(os.environ)
-    missing = sorted({u.password_var for u in (*REDIS_USERS, *WEB_USERS) if not env.get(u.password_var)}
-                     | ({REDIS_ADMIN_PASSWORD_VAR} - {k for k, v in env.items() if v}))
+    redis_vars = [REDIS_ADMIN_PASSWORD_VAR, *(u.password_var for u in REDIS_USERS)]
+    missing = sorted(v for v in {*redis_vars, *(u.password_var for u in WEB_USERS)} if not env.get(v))
     if missing:
         print(f"grants: error: not set: {', '.join(missing)} (run `make env`)", file=sys.stderr)
         return 1
-    _write(args.redis_acl, redis_acl(env), args.redis_owner)
-    _write(args.pushgateway_web, web_config(env, "pushgateway"), args.owner)
-    _write(args.alertmanager_web, web_config(env, "alertmanager"), args.owner)
+    unsafe = [v for v in redis_vars if env[v].strip(URL_SAFE)]
+    if unsafe:
+        print(f"grants: error: {', '.join(unsafe)} must be URL-safe (part of the broker URLs)", file=sys.stderr)
+        return 1
+    _write(args.redis_acl, redis_acl(env), None)
+    args.redis_acl.chmod(0o644)
     for server in WEB_SERVERS:
-        _write(args.prometheus_secrets / f"{server}-password", web_login(env, server, "prometheus")[1], args.owner)
-    print(f"grants: wrote {len(REDIS_USERS) + 1} Redis users, the web users of {', '.join(WEB_SERVERS)} "
-          f"and Prometheus' logins")
+        folder = args.logins_dir / server
+        _write(folder / "web.yml", web_config(env, server), args.owner)
+        _write(folder / "prometheus-password", web_login(env, server, "prometheus")[1], args.owner)
+    print(f"grants: wrote {len(REDIS_USERS) + 1} Redis users and the logins of {', '.join(WEB_SERVERS)}")
     return 0
 
 
