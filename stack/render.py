@@ -377,6 +377,11 @@ def render_airflow_cfg(cfg: StackConfig, home: Path) -> str:
         refusal=refusal_command(cfg, home), wrapper=wrapper_command(cfg), cli_user=CONTROL_USER)
 
 
+def render_redis_conf(cfg: StackConfig) -> str:
+    """redis.conf with the ACL users of stack/grants.py."""
+    return render_template("redis.conf.j2", cfg=cfg, acl=grants.redis_acl(cfg.env))
+
+
 def render_template(name: str, **values: object) -> str:
     """One template of stack/templates."""
     return _jinja().get_template(name).render(**values)
@@ -387,7 +392,7 @@ def write_all(cfg: StackConfig) -> list[str]:
     table = components(cfg)
     write_env_files(cfg, table)
     write_private(cfg.supervisord_conf, render_supervisord(cfg, table))
-    write_private(cfg.redis_conf, render_template("redis.conf.j2", cfg=cfg, acl=grants.redis_acl(cfg.env)), CONTROL_USER)
+    write_private(cfg.redis_conf, render_redis_conf(cfg), CONTROL_USER)
     for server in grants.WEB_SERVERS:
         write_private(web_config_file(cfg, server), grants.web_config(cfg.env, server), CONTROL_USER)
     write_private(cfg.mlflow_auth_config, render_template(
