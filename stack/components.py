@@ -417,7 +417,8 @@ def components(cfg: StackConfig) -> list[Component]:
         Component(
             # The ML steps' results (src/mlops/metrics.py), pushed from every worker host; kept across
             # restarts in its persistence file. No --web.enable-lifecycle, no --web.enable-admin-api:
-            # no HTTP shutdown or wipe.
+            # no HTTP shutdown or wipe. Basic-auth users only (stack/grants.py WEB_USERS): the
+            # workers push as `pusher`, Prometheus scrapes as `prometheus`; anonymous calls get 401.
             name="pushgateway", phase="base", user=CONTROL_USER, home=pushgateway_home, priority=20,
             stopasgroup=False,
             command=[_which("prometheus-pushgateway"), f"--web.listen-address={cfg.bind_address}:{p['PUSHGATEWAY_PORT']}",
@@ -428,8 +429,8 @@ def components(cfg: StackConfig) -> list[Component]:
         ),
         Component(
             # Routes Prometheus' alerts to the receivers of the env file (stack/alerting.py renders
-            # its config). No cluster listener (HA gossip would bind 0.0.0.0:9094). Alertmanager
-            # has no switch for its /-/reload endpoint: it stays, on 127.0.0.1 (docs/security.md).
+            # its config). No cluster listener (HA gossip would bind 0.0.0.0:9094). Basic-auth users
+            # only (Prometheus, the operators' admin): silences and /-/reload need a login.
             name="alertmanager", phase="base", user=CONTROL_USER, home=alertmanager_home, priority=20,
             stopasgroup=False,
             command=[_which("prometheus-alertmanager"), f"--config.file={alertmanager_home / 'alertmanager.yml'}",
