@@ -201,7 +201,9 @@ def test_secret_files_are_private(stack) -> None:
     for path, owner in ((cfg.supervisord_conf, "root"), (cfg.redis_conf, CONTROL_USER),
                         (cfg.mlflow_auth_config, CONTROL_USER), (cfg.home / "prometheus" / "prometheus.yml", CONTROL_USER),
                         (cfg.home / "alertmanager" / "alertmanager.yml", CONTROL_USER),
-                        (cfg.jwt_private_key, CONTROL_USER), (stack.env_file, "root")):
+                        (cfg.jwt_private_key, CONTROL_USER), (stack.env_file, "root"),
+                        (cfg.home / "pushgateway" / "web.yml", CONTROL_USER),
+                        (cfg.home / "alertmanager" / "web.yml", CONTROL_USER)):
         st = path.stat()
         assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == (owner, 0o600), path
     for comp in components(cfg):
