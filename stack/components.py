@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stack import alerting, health, keys
+from stack import alerting, grants, health, keys
 from stack.config import (CONTROL_USER, LOOPBACK, REPO, SERVING_USER, VENV_BIN, WORKER_USER, StackConfig, Worker,
                           optional_binary,
                           postgres_bin)
@@ -121,15 +121,21 @@ def secret_settings(cfg: StackConfig) -> dict[str, Callable[[], dict[str, str]]]
         # The public half, for the components that verify tokens.
         "jwt-public-key": lambda: {"AIRFLOW__API_AUTH__TRUSTED_JWKS_URL": str(cfg.jwks_file),
                                    "AIRFLOW__API_AUTH__JWT_ALGORITHM": keys.ALGORITHM},
-        # Signs the UI's session cookies and the api-server's requests to the log server.
+        # [api] secret_key: signs the api-server's requests to the task-log servers (and its log
+        # continuation and DAG file tokens). Every log server holds it, so it signs no UI session.
         "api-secret-key": lambda: {"AIRFLOW__API__SECRET_KEY": cfg.env["AIRFLOW_API_SECRET_KEY"]},
-        # Both hold the Redis password.
-        "celery-broker": lambda: {"AIRFLOW__CELERY__BROKER_URL": cfg.broker_url,
-                                  "AIRFLOW__CELERY__RESULT_BACKEND": cfg.result_backend_url},
+        # The UI's session cookies (the FAB app's Flask SECRET_KEY, airflow/webserver_config.py).
+        "ui-secret-key": lambda: {"AIRFLOW__FAB__CONFIG_FILE": str(WEBSERVER_CONFIG),
+                                  UI_SECRET_VAR: cfg.env[UI_SECRET_VAR]},
+        # The broker and result backend, each program as its own Redis ACL user (stack/grants.py).
+        **{f"broker-{user.name}": (lambda name=user.name: cfg.celery_urls(name)) for user in grants.REDIS_USERS},
         "flower-login": lambda: {
             "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{cfg.env['FLOWER_USER']}:{cfg.env['FLOWER_PASSWORD']}"},
     }
 
+
+WEBSERVER_CONFIG = REPO / "airflow" / "webserver_config.py"
+UI_SECRET_VAR = "AIRFLOW_UI_SECRET_KEY"
 
 # The metadata-database URL of the Airflow programs that must not use the database.
 NO_DATABASE_URL = "postgresql+psycopg2://no-database-access@127.0.0.1:{port}/no-database-access"
@@ -140,6 +146,7 @@ SECRET_AIRFLOW_KEYS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH", "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH",
+    "AIRFLOW__FAB__CONFIG_FILE",
 }
 
 
@@ -251,7 +258,7 @@ def _log_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, s
 
 
 def _alertmanager_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
-    ok, detail = health.check_http(f"{cfg.alertmanager_url}/-/ready")
+    ok, detail = health.check_http(f"{cfg.alertmanager_url}/-/ready", cfg.web_login("alertmanager", "admin"))
     sends = alerting.delivery(alerting.render(alerting.load_template(), cfg.env))
     if any(sends.values()):
         where = "; ".join(f"{name}: {', '.join(kinds) or 'listed only'}" for name, kinds in sends.items())
@@ -260,25 +267,29 @@ def _alertmanager_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool,
     return ok, f"{detail}, receivers {where}"
 
 
-def _port_health(var: str, path: str, served: bool = False) -> HealthCheck:
+def _port_health(var: str, path: str, served: bool = False, login: tuple[str, str] | None = None) -> HealthCheck:
+    """HTTP 200 from `path`; `login`: (server, user) of stack/grants.py WEB_USERS to log in as."""
     def check(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
-        return health.check_http(f"http://{cfg.bind_address if served else LOOPBACK}:{cfg.ports[var]}{path}")
+        auth = cfg.web_login(*login) if login else None
+        return health.check_http(f"http://{cfg.bind_address if served else LOOPBACK}:{cfg.ports[var]}{path}", auth)
 
     return check
 
 
 # ------------------------------------------------------------------------------ the table
 
-# Which secrets each Airflow program holds (secret_settings). Workers: only the broker.
+# Which secrets each Airflow program holds (secret_settings). Workers: only the broker (as the
+# `worker` Redis user). The log server's key signs no UI session (ui-secret-key does).
 CONTROL_GRANTS = {
-    "api-server": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "jwt-public-key", "api-secret-key"}),
-    "scheduler": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "celery-broker"}),
+    "api-server": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "jwt-public-key", "api-secret-key",
+                             "ui-secret-key"}),
+    "scheduler": frozenset({"metadata-db", "fernet-key", "jwt-signing-key", "broker-scheduler"}),
     "dag-processor": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
     "triggerer": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
     "log-server": frozenset({"api-secret-key"}),
-    "flower": frozenset({"celery-broker", "flower-login"}),
+    "flower": frozenset({"broker-flower", "flower-login"}),
 }
-WORKER_GRANTS = frozenset({"celery-broker"})
+WORKER_GRANTS = frozenset({"broker-worker"})
 
 
 def _airflow(cfg: StackConfig, name: str, command: list[str], phase: str = "airflow", stopwait: int = 20,
@@ -306,8 +317,10 @@ def worker(cfg: StackConfig, spec: Worker) -> Component:
     # DVC keeps a per-repository cache under /var/tmp/dvc by default: shared by every user.
     # The ML steps push their results to the Pushgateway (src/mlops/metrics.py); MLOPS_WORKER_PRELOAD:
     # what the worker imports before it forks (mlops_airflow.preload).
+    pusher, push_password = cfg.web_login("pushgateway", "pusher")
     extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
-             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_WORKER_PRELOAD": spec.preload}
+             "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_PUSHGATEWAY_USER": pusher,
+             "MLOPS_PUSHGATEWAY_PASSWORD": push_password, "MLOPS_WORKER_PRELOAD": spec.preload}
     return Component(name=f"worker-{spec.name}", phase="airflow", command=command, health=_worker_health(spec),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
                      extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
@@ -451,24 +464,27 @@ def components(cfg: StackConfig) -> list[Component]:
         Component(
             # The ML steps' results (src/mlops/metrics.py), pushed from every worker host; kept across
             # restarts in its persistence file. No --web.enable-lifecycle, no --web.enable-admin-api:
-            # no HTTP shutdown or wipe.
+            # no HTTP shutdown or wipe. Basic-auth users only (stack/grants.py WEB_USERS): the
+            # workers push as `pusher`, Prometheus scrapes as `prometheus`; anonymous calls get 401.
             name="pushgateway", phase="base", user=CONTROL_USER, home=pushgateway_home, priority=20,
             stopasgroup=False,
             command=[_which("prometheus-pushgateway"), f"--web.listen-address={cfg.bind_address}:{p['PUSHGATEWAY_PORT']}",
-                     f"--persistence.file={pushgateway_home / 'metrics.data'}", "--persistence.interval=1m"],
-            health=_port_health("PUSHGATEWAY_PORT", "/-/ready", served=True),
+                     f"--persistence.file={pushgateway_home / 'metrics.data'}", "--persistence.interval=1m",
+                     f"--web.config.file={web_config_file(cfg, 'pushgateway')}"],
+            health=_port_health("PUSHGATEWAY_PORT", "/-/ready", served=True, login=("pushgateway", "prometheus")),
             listeners=(Listener("PUSHGATEWAY_PORT", p["PUSHGATEWAY_PORT"], served=True),),
         ),
         Component(
             # Routes Prometheus' alerts to the receivers of the env file (stack/alerting.py renders
-            # its config). No cluster listener (HA gossip would bind 0.0.0.0:9094). Alertmanager
-            # has no switch for its /-/reload endpoint: it stays, on 127.0.0.1 (docs/security.md).
+            # its config). No cluster listener (HA gossip would bind 0.0.0.0:9094). Basic-auth users
+            # only (Prometheus, the operators' admin): silences and /-/reload need a login.
             name="alertmanager", phase="base", user=CONTROL_USER, home=alertmanager_home, priority=20,
             stopasgroup=False,
             command=[_which("prometheus-alertmanager"), f"--config.file={alertmanager_home / 'alertmanager.yml'}",
                      f"--storage.path={alertmanager_home / 'data'}",
                      f"--web.listen-address={LOOPBACK}:{p['ALERTMANAGER_PORT']}",
-                     f"--web.external-url={cfg.alertmanager_url}", "--cluster.listen-address="],
+                     f"--web.external-url={cfg.alertmanager_url}", "--cluster.listen-address=",
+                     f"--web.config.file={web_config_file(cfg, 'alertmanager')}"],
             health=_alertmanager_health,
             listeners=(Listener("ALERTMANAGER_PORT", p["ALERTMANAGER_PORT"]),),
         ),
@@ -526,6 +542,11 @@ def components(cfg: StackConfig) -> list[Component]:
         ),
     ]
     return table
+
+
+def web_config_file(cfg: StackConfig, server: str) -> Path:
+    """The `--web.config.file` of the Pushgateway or Alertmanager (basic-auth users; stack/grants.py)."""
+    return cfg.home / server / "web.yml"
 
 
 def _which(name: str) -> str:

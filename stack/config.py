@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from stack import envfile
+from stack import envfile, grants
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -53,6 +53,16 @@ REQUIRED_VARS = (
     "MLFLOW_DB",
     "MLFLOW_AUTH_DB",
     "REDIS_PASSWORD",
+    "REDIS_SCHEDULER_PASSWORD",
+    "REDIS_WORKER_PASSWORD",
+    "REDIS_FLOWER_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
+    "MLFLOW_AUTH_DB_PASSWORD",
+    "PUSHGATEWAY_PUSH_PASSWORD",
+    "PUSHGATEWAY_PROMETHEUS_PASSWORD",
+    "ALERTMANAGER_PROMETHEUS_PASSWORD",
+    "ALERTMANAGER_ADMIN_PASSWORD",
     "MLFLOW_ADMIN_USER",
     "MLFLOW_ADMIN_PASSWORD",
     "MLFLOW_PIPELINE_USER",
@@ -63,6 +73,7 @@ REQUIRED_VARS = (
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_UI_SECRET_KEY",
     "FLOWER_USER",
     "FLOWER_PASSWORD",
     "MLOPS_MODEL_NAME",
@@ -233,26 +244,35 @@ class StackConfig:
         """One rendered environment file per program (stack/launch.py reads it)."""
         return self.run_dir / "env"
 
-    def redis_url(self, db: int) -> str:
-        """URL of database `db` of this stack's Redis, with its password."""
-        return (f"redis://:{quote(self.env['REDIS_PASSWORD'], safe='')}@{self.control_address}:"
-                f"{self.ports['REDIS_PORT']}/{db}")
+    def redis_url(self, db: int, user: str | None = None) -> str:
+        """URL of database `db` of this stack's Redis as ACL user `user` (stack/grants.py
+        REDIS_USERS); None: the admin (`default`, for `up`, status and tests) where this host holds
+        its password, else the workers' user (a worker host)."""
+        if user is None and grants.REDIS_ADMIN_PASSWORD_VAR not in self.env:
+            user = "worker"
+        if user is None:
+            auth = f":{quote(self.env[grants.REDIS_ADMIN_PASSWORD_VAR], safe='')}"
+        else:
+            auth = f"{user}:{quote(self.env[grants.redis_user(user).password_var], safe='')}"
+        return f"redis://{auth}@{self.control_address}:{self.ports['REDIS_PORT']}/{db}"
 
     @property
     def broker_url(self) -> str:
-        """The Celery broker: Redis database 0."""
+        """The Celery broker (Redis database 0) as the admin: for health checks and tests only."""
         return self.redis_url(0)
 
-    @property
-    def result_backend_url(self) -> str:
-        """The Celery result backend: Redis database 1 (not the metadata database, so the workers
-        need no database password)."""
-        return self.redis_url(1)
+    def celery_urls(self, user: str) -> dict[str, str]:
+        """Broker (Redis database 0) and result backend (database 1, not the metadata database: the
+        workers need no database password) as ACL user `user`."""
+        return {"AIRFLOW__CELERY__BROKER_URL": self.redis_url(0, user),
+                "AIRFLOW__CELERY__RESULT_BACKEND": self.redis_url(1, user)}
 
     def db_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
-        """SQLAlchemy URL of `database` on the private Postgres."""
-        user = quote(self.env["POSTGRES_USER"], safe="")
-        password = quote(self.env["POSTGRES_PASSWORD"], safe="")
+        """SQLAlchemy URL of `database` on the private Postgres, as its owner role (never the
+        superuser: stack/grants.py)."""
+        role = grants.pg_role(self.env, database)
+        user = quote(role.name, safe="")
+        password = quote(self.env[role.password_var], safe="")
         return f"{driver}://{user}:{password}@{LOOPBACK}:{self.ports['POSTGRES_PORT']}/{database}"
 
     @property
@@ -289,6 +309,10 @@ class StackConfig:
     def pushgateway_url(self) -> str:
         """Base URL of the Pushgateway (the workers' MLOPS_PUSHGATEWAY_URL, on every worker host)."""
         return f"http://{self.control_address}:{self.ports['PUSHGATEWAY_PORT']}"
+
+    def web_login(self, server: str, user: str) -> tuple[str, str]:
+        """(user, password) of a basic-auth user of the Pushgateway or Alertmanager (stack/grants.py)."""
+        return grants.web_login(self.env, server, user)
 
     @property
     def alertmanager_url(self) -> str:

@@ -154,8 +154,8 @@ def cmd_up(cfg: StackConfig) -> float:
     run_logged([str(VENV_BIN / "supervisord"), "-c", str(cfg.supervisord_conf)], cfg.logs / "supervisord-start.log",
                env=_supervisord_env(cfg), what="supervisord")
     postgres.wait_ready(cfg)
-    for name in postgres.ensure_databases(cfg, [cfg.env["POSTGRES_DB"], cfg.env["MLFLOW_DB"], cfg.env["MLFLOW_AUTH_DB"]]):
-        log(f"created database {name}")
+    for line in postgres.ensure_roles(cfg):
+        log(line)
     for line in postgres.ensure_predictions(cfg):
         log(f"prediction log: created {line}")
     start_phase(cfg, "mlflow")

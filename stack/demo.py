@@ -246,8 +246,9 @@ def logins(cfg: StackConfig) -> None:
     print(f"  Flower      {cfg.flower_url}   {e['FLOWER_USER']} / {e['FLOWER_PASSWORD']}")
     print(f"  MLflow      {cfg.mlflow_url}   admin {e['MLFLOW_ADMIN_USER']} / {e['MLFLOW_ADMIN_PASSWORD']}, "
           f"read-only {e['MLFLOW_VIEWER_USER']} / {e['MLFLOW_VIEWER_PASSWORD']}")
-    print(f"  Prometheus  {cfg.prometheus_url}   (no login; Pushgateway {cfg.pushgateway_url}, "
-          f"Alertmanager {cfg.alertmanager_url})")
+    print(f"  Prometheus  {cfg.prometheus_url}   (no login)")
+    print(f"  Alertmanager {cfg.alertmanager_url}   {' / '.join(cfg.web_login('alertmanager', 'admin'))}; "
+          f"Pushgateway {cfg.pushgateway_url} (pushes: {cfg.web_login('pushgateway', 'pusher')[0]}, see the env file)")
     print(f"  (all from {cfg.env_file})")
 
 

@@ -40,7 +40,7 @@ def generate_secret(name: str) -> str:
         # What cryptography's Fernet.generate_key() returns: 32 random bytes, URL-safe base64.
         return base64.urlsafe_b64encode(os.urandom(32)).decode()
     # URL-safe alphabet: safe inside database URLs, supervisord config and shell words.
-    if name.endswith(("_JWT_SECRET", "_API_SECRET_KEY")):
+    if name.endswith(("_JWT_SECRET", "_API_SECRET_KEY", "_UI_SECRET_KEY")):
         # Airflow signs with them using HS512: under 64 bytes, PyJWT warns on every token.
         return secrets.token_urlsafe(48)
     return secrets.token_urlsafe(24)

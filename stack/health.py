@@ -73,19 +73,21 @@ def _get(url: str, **kwargs) -> requests.Response | None:
         return None
 
 
-def check_postgres(cfg: StackConfig) -> tuple[bool, str]:
-    """`SELECT version()` as the stack's database owner."""
+def check_postgres(cfg: StackConfig, superuser: bool = False) -> tuple[bool, str]:
+    """`SELECT version()` as the metadata database's owner role (as the superuser while `up`
+    waits for the cluster, before the roles exist)."""
     import psycopg2
 
+    from stack import grants
+
+    if superuser:
+        user, password, dbname = cfg.env["POSTGRES_USER"], cfg.env["POSTGRES_PASSWORD"], "postgres"
+    else:
+        role = grants.pg_role(cfg.env, cfg.env["POSTGRES_DB"])
+        user, password, dbname = role.name, cfg.env[role.password_var], role.owns
     try:
-        conn = psycopg2.connect(
-            host="127.0.0.1",
-            port=cfg.ports["POSTGRES_PORT"],
-            user=cfg.env["POSTGRES_USER"],
-            password=cfg.env["POSTGRES_PASSWORD"],
-            dbname="postgres",
-            connect_timeout=2,
-        )
+        conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=user, password=password,
+                                dbname=dbname, connect_timeout=2)
     except psycopg2.Error as exc:
         return False, str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
     with conn:
@@ -93,7 +95,7 @@ def check_postgres(cfg: StackConfig) -> tuple[bool, str]:
             cur.execute("SELECT version()")
             version = cur.fetchone()[0].split(" on ")[0]
     conn.close()
-    return True, version
+    return True, f"{version}, login as {user}"
 
 
 def check_redis(cfg: StackConfig) -> tuple[bool, str]:

@@ -1,4 +1,5 @@
-"""The stack's private PostgreSQL cluster: initdb once, wait for it, create the databases."""
+"""The stack's private PostgreSQL cluster: initdb once, wait for it, create the roles and databases
+(stack/grants.py: one owner role per database, none a superuser)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pwd
 import time
 from pathlib import Path
 
-from stack import health, safefs
+from stack import grants, health, safefs
 from stack.config import StackConfig
 from stack.render import write_private
 from stack.run import StackError, run_logged
@@ -35,7 +36,7 @@ def wait_ready(cfg: StackConfig, timeout: float = 30) -> None:
     """Wait until the private Postgres accepts logins."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ok, _ = health.check_postgres(cfg)
+        ok, _ = health.check_postgres(cfg, superuser=True)
         if ok:
             return
         time.sleep(0.2)
@@ -43,24 +44,21 @@ def wait_ready(cfg: StackConfig, timeout: float = 30) -> None:
                      f"within {timeout:.0f} s; see {cfg.logs / 'postgres.log'}")
 
 
-def ensure_databases(cfg: StackConfig, names: list[str]) -> list[str]:
-    """Create the databases `names` when missing; return those created."""
+def ensure_roles(cfg: StackConfig) -> list[str]:
+    """The login roles and databases of stack/grants.py, applied as the superuser (its only use
+    besides initdb); return what changed."""
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=cfg.env["POSTGRES_USER"],
-                            password=cfg.env["POSTGRES_PASSWORD"], dbname="postgres")
-    conn.autocommit = True
-    created = []
+    def connect(dbname: str):
+        conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=cfg.env["POSTGRES_USER"],
+                                password=cfg.env["POSTGRES_PASSWORD"], dbname=dbname)
+        conn.autocommit = True
+        return conn
+
     try:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cur.fetchone() is None:
-                    cur.execute(f'CREATE DATABASE "{name}"')
-                    created.append(name)
-    finally:
-        conn.close()
-    return created
+        return grants.ensure_pg_roles(connect, cfg.env)
+    except grants.GrantsError as exc:
+        raise StackError(f"{cfg.env_file}: {exc}") from exc
 
 
 def ensure_predictions(cfg: StackConfig) -> list[str]:

@@ -19,9 +19,9 @@ from urllib.parse import quote
 import jinja2
 import yaml
 
-from stack import alerting, safefs
+from stack import alerting, grants, safefs
 from stack.components import (NO_DATABASE_URL, OBS_PROMETHEUS, SECRET_AIRFLOW_KEYS, Component, by_name, components,
-                              mlflow_metrics_available, program_env)
+                              mlflow_metrics_available, program_env, web_config_file)
 from stack.config import CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig
 from stack.run import StackError
 
@@ -228,10 +228,13 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         job = {**job, "static_configs": statics}
         if job.get("basic_auth") and job["job_name"].startswith("flower"):
             job["basic_auth"] = {"username": cfg.env["FLOWER_USER"], "password": cfg.env["FLOWER_PASSWORD"]}
+        if job.get("basic_auth") and job["job_name"] in grants.WEB_SERVERS:
+            job["basic_auth"] = _prometheus_login(cfg, job["job_name"])
         jobs.append(job)
     doc["scrape_configs"] = jobs
     alerting_doc = doc.get("alerting") or {}
-    managers = [{**m, "static_configs": native_statics(m.get("static_configs"))}
+    managers = [{**m, "static_configs": native_statics(m.get("static_configs")),
+                 **({"basic_auth": _prometheus_login(cfg, "alertmanager")} if m.get("basic_auth") else {})}
                 for m in alerting_doc.get("alertmanagers") or []]
     if managers:
         doc["alerting"] = {**alerting_doc, "alertmanagers": [m for m in managers if m["static_configs"]]}
@@ -242,6 +245,13 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         doc["rule_files"] = [str(cfg.home / "prometheus" / "rules" / "*.yml")]
         origin += " (TEST stack: alert clock compressed, stack/render.py AlertClock)"
     return doc, origin
+
+
+def _prometheus_login(cfg: StackConfig, server: str) -> dict[str, str]:
+    """Prometheus' basic-auth login on the Pushgateway or Alertmanager (compose reads it from a
+    password file; the native config holds it inline, mode 600)."""
+    user, password = cfg.web_login(server, "prometheus")
+    return {"username": user, "password": password}
 
 
 def write_fast_rules(cfg: StackConfig, clock: AlertClock) -> None:
@@ -348,7 +358,7 @@ def render_airflow_cfg(cfg: StackConfig, home: Path) -> str:
     sections = airflow_cfg_sections(cfg, home)
     sections.setdefault("database", {})
     workers = home == cfg.worker_home
-    user = quote(cfg.env["POSTGRES_USER"], safe="")
+    user = quote(grants.pg_role(cfg.env, cfg.env["POSTGRES_DB"]).name, safe="")
     database = (NO_DATABASE_URL.format(port=cfg.ports["POSTGRES_PORT"]) + " (the workers have no database access)"
                 if workers else
                 f"postgresql+psycopg2://{user}@127.0.0.1:{cfg.ports['POSTGRES_PORT']}/{cfg.env['POSTGRES_DB']}")
@@ -356,6 +366,11 @@ def render_airflow_cfg(cfg: StackConfig, home: Path) -> str:
         "airflow.cfg.j2", cfg=cfg, home=home, sections=sections, database=database,
         who="the Celery workers" if workers else "the control plane (api-server, scheduler, dag-processor, ...)",
         refusal=refusal_command(cfg, home), wrapper=wrapper_command(cfg), cli_user=CONTROL_USER)
+
+
+def render_redis_conf(cfg: StackConfig) -> str:
+    """redis.conf with the ACL users of stack/grants.py."""
+    return render_template("redis.conf.j2", cfg=cfg, acl=grants.redis_acl(cfg.env))
 
 
 def render_template(name: str, **values: object) -> str:
@@ -368,7 +383,9 @@ def write_all(cfg: StackConfig) -> list[str]:
     table = components(cfg)
     write_env_files(cfg, table)
     write_private(cfg.supervisord_conf, render_supervisord(cfg, table))
-    write_private(cfg.redis_conf, render_template("redis.conf.j2", cfg=cfg), CONTROL_USER)
+    write_private(cfg.redis_conf, render_redis_conf(cfg), CONTROL_USER)
+    for server in grants.WEB_SERVERS:
+        write_private(web_config_file(cfg, server), grants.web_config(cfg.env, server), CONTROL_USER)
     write_private(cfg.mlflow_auth_config, render_template(
         "mlflow_basic_auth.ini.j2", cfg=cfg, database_uri=cfg.db_url(cfg.env["MLFLOW_AUTH_DB"])), CONTROL_USER)
     for home, owner in ((cfg.airflow_home, CONTROL_USER), (cfg.worker_home, WORKER_USER)):

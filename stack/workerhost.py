@@ -4,10 +4,12 @@ On the main host (its `.env` sets `BIND_ADDRESS` to an address the worker host r
 
     python -m stack.workerhost export --address 10.0.0.6 --out worker-host.env
 
-writes what a worker host needs and nothing else: the main host's address and ports, the Redis
-password (the broker, as every worker holds it) and the API secret key (held by the worker host's
-log server only, to verify the api-server's signed log requests), the shared data folder's path and
-the non-secret Airflow settings (DAG bundles). No database password, Fernet key or signing key.
+writes what a worker host needs and nothing else: the main host's address and ports, the password
+of the `worker` Redis user (the broker, as every worker holds it), the Pushgateway's push login,
+the API secret key (held by the worker host's log server only, to verify the api-server's signed
+log requests; it signs no UI session: docs/security.md), the shared data folder's path and the
+non-secret Airflow settings (DAG bundles). No database password, Fernet key, signing key, Redis
+admin password or UI session key.
 On the worker host (same checkout and `make install`; the data folder mounted at the same path,
 see docs/production.md):
 
@@ -37,11 +39,12 @@ from stack.procs import stack_process_list, stack_processes, terminate, wait_gon
 from stack.run import StackError, log, run_logged
 
 # What a worker host's env file holds besides the ports (PORT_VARS) and AIRFLOW__* settings.
-REQUIRED_VARS = ("STACK_HOME", "MLOPS_DATA_DIR", "BIND_ADDRESS", "CONTROL_PLANE_ADDRESS", "REDIS_PASSWORD",
-                 "AIRFLOW_API_SECRET_KEY", "MLOPS_MODEL_NAME", "WORKER_HOST_WORKERS")
-# Secret Airflow settings never exported (a worker host gets the broker URL from REDIS_PASSWORD).
+REQUIRED_VARS = ("STACK_HOME", "MLOPS_DATA_DIR", "BIND_ADDRESS", "CONTROL_PLANE_ADDRESS", "REDIS_WORKER_PASSWORD",
+                 "PUSHGATEWAY_PUSH_PASSWORD", "AIRFLOW_API_SECRET_KEY", "MLOPS_MODEL_NAME", "WORKER_HOST_WORKERS")
+# Secret Airflow settings never exported (a worker host gets the broker URL from REDIS_WORKER_PASSWORD).
 SECRET_PREFIXES = ("AIRFLOW__DATABASE__", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__", "AIRFLOW__API__SECRET_KEY",
-                   "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH")
+                   "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH",
+                   "AIRFLOW__FAB__")
 UP_TIMEOUT_S = float(os.environ.get("STACK_UP_TIMEOUT", "300"))
 
 
@@ -70,12 +73,13 @@ def export_env(main: StackConfig, address: str, home: Path, workers: str = "heav
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"]
     values = {"STACK_HOME": str(home), "MLOPS_DATA_DIR": str(main.data_dir),
               "BIND_ADDRESS": bind_address(address, main.env_file, "--address"),
-              "CONTROL_PLANE_ADDRESS": main.bind_address, "REDIS_PASSWORD": main.env["REDIS_PASSWORD"],
+              "CONTROL_PLANE_ADDRESS": main.bind_address, "REDIS_WORKER_PASSWORD": main.env["REDIS_WORKER_PASSWORD"],
+              "PUSHGATEWAY_PUSH_PASSWORD": main.env["PUSHGATEWAY_PUSH_PASSWORD"],
               "AIRFLOW_API_SECRET_KEY": main.env["AIRFLOW_API_SECRET_KEY"],
               "MLOPS_MODEL_NAME": main.env["MLOPS_MODEL_NAME"], "WORKER_HOST_WORKERS": workers,
               **{var: str(main.ports[var]) for var in PORT_VARS}, **settings}
     lines = [f"# Worker host joining the stack of {main.env_file} (python -m stack.workerhost export): "
-             f"keep it private, it holds the broker password and the API secret key."]
+             f"keep it private, it holds the workers' broker and push logins and the log servers' key."]
     lines += [f"{key}={value}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 

@@ -399,6 +399,11 @@ def served_min_rows() -> int:
     """Labelled served rows a version needs before its realised ROC AUC is reported and the
     drift check's model signal uses served predictions (``MLOPS_SERVED_MIN_ROWS``)."""
     return int(_env_number("MLOPS_SERVED_MIN_ROWS", 50))
+def pushgateway_login() -> tuple[str, str] | None:
+    """The basic-auth login the ML steps push with (``MLOPS_PUSHGATEWAY_USER`` and
+    ``MLOPS_PUSHGATEWAY_PASSWORD``; both stacks' Pushgateways refuse anonymous pushes), or None."""
+    user = os.environ.get("MLOPS_PUSHGATEWAY_USER", "").strip()
+    return (user, os.environ.get("MLOPS_PUSHGATEWAY_PASSWORD", "")) if user else None
 
 
 def dvc_template() -> Path:

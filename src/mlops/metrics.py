@@ -3,7 +3,8 @@
 Each step pushes its figures as gauges under a stable grouping key (``job`` = one of
 :data:`JOBS`, plus ``recipe`` for a training run), with ``mlops_last_success_timestamp_seconds``,
 to ``$MLOPS_PUSHGATEWAY_URL`` (unset: metrics are off). Prometheus scrapes the Pushgateway with
-``honor_labels``, so the series keep these ``job`` labels. Names and grouping keys are an interface:
+``honor_labels``, so the series keep these ``job`` labels. With ``MLOPS_PUSHGATEWAY_USER`` (and
+``MLOPS_PUSHGATEWAY_PASSWORD``) set, pushes log in with HTTP basic auth. Names and grouping keys are an interface:
 docs/architecture.md ("ML metrics") lists them.
 
 A push that fails (no gateway, refused, a timeout, an HTTP error) is logged and returns False: it
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mlops.config import pushgateway_url
+from mlops.config import pushgateway_login, pushgateway_url
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None =
         values.append(Sample(LAST_SUCCESS, time.time()))
     try:
         from prometheus_client import CollectorRegistry, Gauge
-        from prometheus_client.exposition import push_to_gateway, pushadd_to_gateway
+        from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway, pushadd_to_gateway
 
         registry = CollectorRegistry()
         gauges: dict[str, Gauge] = {}
@@ -76,7 +77,14 @@ def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None =
                 gauges[sample.name] = gauge
             (gauge.labels(**sample.labels) if sample.labels else gauge).set(float(sample.value))
         send = push_to_gateway if replace else pushadd_to_gateway
-        send(url, job=job, registry=registry, grouping_key=grouping or {}, timeout=PUSH_TIMEOUT_S)
+        login = pushgateway_login()
+
+        def handler(url, method, timeout, headers, data):  # noqa: ANN001, ANN202 (prometheus_client's signature)
+            if login is None:
+                return default_handler(url, method, timeout, headers, data)
+            return basic_auth_handler(url, method, timeout, headers, data, *login)
+
+        send(url, job=job, registry=registry, grouping_key=grouping or {}, timeout=PUSH_TIMEOUT_S, handler=handler)
         return True
     except Exception as exc:  # metrics are best effort: an outage of the gateway never fails a step
         log.warning("metrics: push of %s (%s) to %s failed: %s", job, ", ".join(sorted({s.name for s in values})),

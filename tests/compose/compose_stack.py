@@ -131,9 +131,10 @@ def pick_ports() -> dict[str, int]:
 # Services the test runs (Grafana cannot run here: the override leaves it out).
 LEFT_OUT = {"grafana": "no Grafana build exists for Debian, PyPI or npm"}
 # Services that run once and exit 0 (the others stay up and healthy).
-ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
-# The generated secrets of the env file that a Celery worker holds: the broker's password only.
-WORKER_SECRETS = {"REDIS_PASSWORD"}
+ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config", "logins-config"}
+# The generated secrets of the env file that a Celery worker holds: its Redis user's password (the
+# broker) and the Pushgateway's push login.
+WORKER_SECRETS = {"REDIS_WORKER_PASSWORD", "PUSHGATEWAY_PUSH_PASSWORD"}
 
 
 class Phases:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import requests
 import yaml
 
+from stack import grants
+
 from .compose_stack import ComposeStack, workload_ids
 
 HEAVY_TASKS = {"train"}
@@ -89,8 +91,11 @@ def test_pushgateway_and_alertmanager_are_up_and_wired(compose_stack: ComposeSta
     """The ML results of the run reach Prometheus through the Pushgateway (with the job of their
     grouping key), Prometheus sends its alerts to Alertmanager, which routes per severity."""
     stack = compose_stack
-    assert requests.get(f"{stack.url('PUSHGATEWAY_PORT')}/-/ready", timeout=30).status_code == 200
-    assert requests.get(f"{stack.url('ALERTMANAGER_PORT')}/-/ready", timeout=30).status_code == 200
+    # Both take logins only (stack/grants.py; test_compose_4_grants.py checks the 401s).
+    scraper = grants.web_login(stack.env, "pushgateway", "prometheus")
+    admin = grants.web_login(stack.env, "alertmanager", "admin")
+    assert requests.get(f"{stack.url('PUSHGATEWAY_PORT')}/-/ready", auth=scraper, timeout=30).status_code == 200
+    assert requests.get(f"{stack.url('ALERTMANAGER_PORT')}/-/ready", auth=admin, timeout=30).status_code == 200
     for query in ('mlops_training_holdout_roc_auc{job="mlops_training",recipe="weekly"}',
                   'mlops_champion_version{job="mlops_champion"}', 'mlops_drift_share{job="mlops_drift"}',
                   'mlops_last_success_timestamp_seconds{job="mlops_dag_run",dag_id="ml_pipeline_dag"}'):
@@ -98,7 +103,7 @@ def test_pushgateway_and_alertmanager_are_up_and_wired(compose_stack: ComposeSta
     assert stack.prometheus_value('mlops_champion_version{job="mlops_champion"}') == float(stack.champion())
     managers = stack.prometheus_get("/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
     assert [m["url"] for m in managers] == ["http://alertmanager:9093/api/v2/alerts"], managers
-    status = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/status", timeout=30).json()
+    status = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/status", auth=admin, timeout=30).json()
     routes = yaml.safe_load(status["config"]["original"])["route"]["routes"]
     assert {r["receiver"] for r in routes} == {"critical", "warning"}
 

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from stack import envfile
+from stack import envfile, grants
 from stack.components import CONTROL_GRANTS, WORKER_GRANTS
 
-from .compose_stack import ONE_SHOT, ComposeStack
+from .compose_stack import ONE_SHOT, WORKER_SECRETS, ComposeStack
 
 PROBE_DAG_FILE = Path(__file__).resolve().parents[1] / "stack" / "dags" / "security_probe_dag.py"
 PROBE_DAG = "stack_security_probe"
@@ -45,10 +45,11 @@ GRANTS = {
 }
 # The env-file secret (or setting) that shows a container holds a grant.
 GRANT_EVIDENCE = {
-    "metadata-db": ("secret", "POSTGRES_PASSWORD"),
+    "metadata-db": ("secret", "AIRFLOW_DB_PASSWORD"),
     "fernet-key": ("secret", "AIRFLOW_FERNET_KEY"),
     "api-secret-key": ("secret", "AIRFLOW_API_SECRET_KEY"),
-    "celery-broker": ("secret", "REDIS_PASSWORD"),
+    "ui-secret-key": ("secret", "AIRFLOW_UI_SECRET_KEY"),
+    **{f"broker-{user.name}": ("secret", user.password_var) for user in grants.REDIS_USERS},
     "flower-login": ("secret", "FLOWER_PASSWORD"),
     "jwt-signing-key": ("setting", "AIRFLOW__API_AUTH__JWT_PRIVATE_KEY_PATH"),
     "jwt-public-key": ("setting", "AIRFLOW__API_AUTH__TRUSTED_JWKS_URL"),
@@ -84,6 +85,8 @@ def test_each_airflow_container_holds_exactly_its_grants(compose_stack: ComposeS
                 if (name in leaked if kind == "secret" else name in env)}
         assert held == GRANTS[service], (container["Name"], sorted(held), sorted(GRANTS[service]))
         allowed = {name for grant in GRANTS[service] for kind, name in [GRANT_EVIDENCE[grant]] if kind == "secret"}
+        if service in WORKERS:
+            allowed.add("PUSHGATEWAY_PUSH_PASSWORD")  # the ML steps' push login
         assert leaked <= allowed, (container["Name"], sorted(leaked - allowed))
         if "metadata-db" not in GRANTS[service]:
             assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == NO_DATABASE_URL, container["Name"]
@@ -92,7 +95,7 @@ def test_each_airflow_container_holds_exactly_its_grants(compose_stack: ComposeS
 
 def test_worker_containers_hold_the_broker_and_nothing_else(compose_stack: ComposeStack) -> None:
     stack = compose_stack
-    forbidden = {k: v for k, v in _secrets(stack).items() if k != "REDIS_PASSWORD"}
+    forbidden = {k: v for k, v in _secrets(stack).items() if k not in WORKER_SECRETS}
     workers = [c for service in WORKERS for c in stack.containers(service, all_states=False)]
     assert len(workers) == 3
     for container in workers:
@@ -104,8 +107,9 @@ def test_worker_containers_hold_the_broker_and_nothing_else(compose_stack: Compo
         assert not {k for k in env if k.startswith("AIRFLOW__API_AUTH__")}, container["Name"]
         assert "AIRFLOW__CORE__FERNET_KEY" not in env and "AIRFLOW__API__SECRET_KEY" not in env
         assert not {k for k in env if k.startswith("MLFLOW_TRACKING_")} - {"MLFLOW_TRACKING_URI"}
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{stack.env['REDIS_PASSWORD']}@redis:6379/0"
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://:{stack.env['REDIS_PASSWORD']}@redis:6379/1"
+        password = stack.env["REDIS_WORKER_PASSWORD"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://worker:{password}@redis:6379/0"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://worker:{password}@redis:6379/1"
         # No signing key and no JWKS volume in a worker container.
         assert not [m for m in container["Mounts"] if m.get("Destination", "").startswith("/opt/airflow/j")]
 
@@ -171,7 +175,7 @@ def test_tasks_hold_no_key_and_a_running_log_is_read_through_the_api_server(dags
     assert f"/opt/airflow/logs/dag_id={PROBE_DAG}/" in served, served[-2000:]
     assert tis["probe_served_log"]["hostname"] in stack.hostnames("airflow-worker-light")
     assert tis["probe_heavy"]["hostname"] in stack.hostnames("airflow-worker-heavy")
-    forbidden = {k: v for k, v in _secrets(stack).items() if k != "REDIS_PASSWORD"}
+    forbidden = {k: v for k, v in _secrets(stack).items() if k not in WORKER_SECRETS}
     for task_id in ("probe_light", "probe_heavy"):
         out = stack.exec("airflow-worker-heavy", "cat", f"/opt/mlops/data/security-probe/{run_id}.{task_id}.json")
         assert out.returncode == 0, out.stderr
@@ -210,7 +214,7 @@ def test_no_long_running_container_runs_as_root(compose_stack: ComposeStack) -> 
     # The root containers: the one-shots that hand files in fresh volumes to their owners.
     roots = {c["Config"]["Labels"]["com.docker.compose.service"] for c in stack.containers()
              if c["Config"].get("User") in ("0", "0:0", "root")}
-    assert roots == {"airflow-init", "alertmanager-config"}, roots
+    assert roots == {"airflow-init", "alertmanager-config", "logins-config"}, roots
 
 
 def test_mlflow_auth_config_is_private(compose_stack: ComposeStack) -> None:

@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from stack import grants as stack_grants
 from stack.components import CONTROL_GRANTS, WORKER_GRANTS, secret_settings
+from stack.config import StackConfig
 from stack.mlflow_auth import VARIABLES as MLFLOW_AUTH_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,16 +28,17 @@ SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
-    "alertmanager-config", "alertmanager", "grafana", "model-server",
+    "alertmanager-config", "alertmanager", "grafana", "model-server", "logins-config",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
 }
 # One-shot services: they exit 0 once done (no health check, no restart).
-ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
+ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config", "logins-config"}
 # Every service that runs the project image (built from airflow/Dockerfile).
-PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config", "model-server"}
+PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config", "model-server",
+                                      "logins-config"}
 # Non-secret settings every Airflow component shares.
 SHARED = [
     "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
@@ -67,7 +70,7 @@ REQUIRED_SETTINGS = ["MLFLOW_AUTH_DB", "MLFLOW_ADMIN_USER", "MLFLOW_PIPELINE_USE
 def grant_settings() -> dict[str, set[str]]:
     """The Airflow settings each grant of the native table consists of (secret_settings' keys)."""
     stub = SimpleNamespace(env=defaultdict(str), db_url=lambda database: "", jwt_private_key="", jwks_file="",
-                           broker_url="", result_backend_url="")
+                           celery_urls=lambda user: StackConfig.celery_urls(SimpleNamespace(redis_url=lambda db, u: ""), user))
     return {grant: set(settings()) for grant, settings in secret_settings(stub).items()}
 
 
@@ -252,22 +255,31 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
             held.discard("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
         assert held == wanted, (name, sorted(held ^ wanted))
         leaked = {v for v, value in values.items() if v in secret_names() and value in json_dump(env)}
-        allowed = {"metadata-db": {"POSTGRES_PASSWORD"}, "fernet-key": {"AIRFLOW_FERNET_KEY"},
-                   "api-secret-key": {"AIRFLOW_API_SECRET_KEY"}, "celery-broker": {"REDIS_PASSWORD"},
+        allowed = {"metadata-db": {"AIRFLOW_DB_PASSWORD"}, "fernet-key": {"AIRFLOW_FERNET_KEY"},
+                   "api-secret-key": {"AIRFLOW_API_SECRET_KEY"}, "ui-secret-key": {"AIRFLOW_UI_SECRET_KEY"},
+                   **{f"broker-{u.name}": {u.password_var} for u in stack_grants.REDIS_USERS},
                    "flower-login": {"FLOWER_PASSWORD"}}
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
-                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD",
+                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_DB_PASSWORD",
+                 "MLFLOW_AUTH_DB_PASSWORD",
                  # it creates the prediction log's roles
                  "PREDICTIONS_DB_PASSWORD", "PREDICTIONS_READER_PASSWORD"} if name == "airflow-init" else set()
+        if name.startswith("airflow-worker-"):
+            extra = {"PUSHGATEWAY_PUSH_PASSWORD"}  # the ML steps' push login
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
     assert apiserver["AIRFLOW__API__SECRET_KEY"] == values["AIRFLOW_API_SECRET_KEY"]
     assert apiserver["AIRFLOW__API_AUTH__JWT_ALGORITHM"] == "EdDSA"
-    assert values["POSTGRES_PASSWORD"] in apiserver["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    scheduler = _env(config["services"]["airflow-scheduler"])
-    assert scheduler["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"
-    assert scheduler["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/1"
+    assert apiserver["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
+        f"postgresql+psycopg2://airflow:{values['AIRFLOW_DB_PASSWORD']}@postgres:5432/airflow")
+    assert apiserver["AIRFLOW_UI_SECRET_KEY"] == values["AIRFLOW_UI_SECRET_KEY"] != values["AIRFLOW_API_SECRET_KEY"]
+    assert apiserver["AIRFLOW__FAB__CONFIG_FILE"] == "/opt/mlops/airflow/webserver_config.py"
+    for service, user in (("airflow-scheduler", "scheduler"), ("flower", "flower"), ("airflow-worker-light", "worker")):
+        env = _env(config["services"][service])
+        password = values[stack_grants.redis_user(user).password_var]
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://{user}:{password}@redis:6379/0", service
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://{user}:{password}@redis:6379/1", service
     flower = _env(config["services"]["flower"])["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"]
     assert flower == f"flower:{values['FLOWER_PASSWORD']}"
     assert "--expose-prometheus" in _command(config["services"]["mlflow"])
@@ -312,13 +324,22 @@ def test_workers_and_triggerer_serve_no_logs(rendered: tuple[dict, dict]) -> Non
         assert "/opt/airflow/logs" in targets, name
 
 
-def test_redis_password_in_a_config_file_not_on_a_command_line(rendered: tuple[dict, dict]) -> None:
+def test_redis_users_in_an_acl_file_not_on_a_command_line(rendered: tuple[dict, dict]) -> None:
+    """Redis reads its ACL users (stack/grants.py, digests only) from the file logins-config
+    writes into a volume only Redis and that one-shot mount."""
     config, values = rendered
-    redis = config["services"]["redis"]
+    services = config["services"]
+    redis = services["redis"]
     script = redis["command"][2]
-    assert "requirepass" in script and "appendonly yes" in script
+    assert "aclfile /etc/redis-acl/users.acl" in script and "appendonly yes" in script
+    assert "requirepass" not in script
     assert "exec docker-entrypoint.sh redis-server /tmp/redis-conf/redis.conf" in script
-    assert values["REDIS_PASSWORD"] not in script  # read from the environment at start
+    assert not [v for v in values if v.startswith("REDIS_") and v.endswith("_PASSWORD") and values[v] in script]
+    assert _mounts(redis)["/etc/redis-acl"] == "redis-acl"
+    assert {n for n, svc in services.items() if "redis-acl" in _mounts(svc).values()} == {"redis", "logins-config"}
+    init = services["logins-config"]
+    assert init["command"][:3] == ["python", "-m", "stack.grants"] and init["working_dir"] == "/opt/mlops"
+    assert redis["depends_on"]["logins-config"]["condition"] == "service_completed_successfully"
     health = " ".join(redis["healthcheck"]["test"])
     assert "REDISCLI_AUTH=" in health and " -a " not in health
     for worker in ("airflow-worker-light", "airflow-worker-heavy"):
@@ -357,10 +378,11 @@ def test_only_the_one_shot_init_runs_as_root(rendered: tuple[dict, dict]) -> Non
     (uid 50000), Prometheus' nobody; postgres and redis as their users instead of dropping from root."""
     services = rendered[0]["services"]
     users = {name: str(svc.get("user", "")) for name, svc in services.items()}
-    # The two one-shots that hand files in fresh volumes to their owners (chown) run as root.
-    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == {"airflow-init", "alertmanager-config"}
+    # The one-shots that hand files in fresh volumes to their owners (chown) run as root.
+    roots = {"airflow-init", "alertmanager-config", "logins-config"}
+    assert {n for n, u in users.items() if u.split(":")[0] in ("0", "root")} == roots
     assert users["postgres"] == "postgres" and users["redis"] == "redis"
-    assert {n for n, u in users.items() if u} == {"airflow-init", "alertmanager-config", "postgres", "redis"}
+    assert {n for n, u in users.items() if u} == roots | {"postgres", "redis"}
 
 
 def test_secrets_are_required_never_defaulted() -> None:
@@ -369,7 +391,7 @@ def test_secrets_are_required_never_defaulted() -> None:
     assert len(names) >= 10, names
     assert NOT_USED_BY_COMPOSE <= set(names)
     for name in names + REQUIRED_SETTINGS:
-        uses = re.findall(r"\$\{" + name + r"(:?[?-]?)", text)
+        uses = re.findall(r"\$\{" + name + r"(?![A-Z0-9_])(:?[?-]?)", text)
         if name in NOT_USED_BY_COMPOSE:
             assert not uses, f"{name} must not be used by {COMPOSE.name}"
             continue
@@ -440,6 +462,22 @@ def test_pushgateway_and_alertmanager_wiring(rendered: tuple[dict, dict]) -> Non
     assert mounts["/etc/alertmanager-template"] == str(REPO / "observability" / "alertmanager")
     assert init["command"][2] == "/etc/alertmanager-template/alertmanager.yml"
     assert _mounts(services["alertmanager"])["/config"] == mounts["/config"]
+    # Basic-auth users (stack/grants.py WEB_USERS) from logins-config; the workers push with their login.
+    assert {_env(services[n])["MLOPS_PUSHGATEWAY_USER"] for n in pushing} == {"pusher"}
+    assert {_env(services[n])["MLOPS_PUSHGATEWAY_PASSWORD"] for n in pushing} == {values["PUSHGATEWAY_PUSH_PASSWORD"]}
+    logins = _mounts(services["logins-config"])
+    for name in ("pushgateway", "alertmanager"):
+        volume = logins[f"/logins/{name}"]
+        assert _mounts(services[name])[f"/etc/{name}-logins"] == volume, name
+        assert f"--web.config.file=/etc/{name}-logins/web.yml" in services[name]["command"], name
+        assert _mounts(services["prometheus"])[f"/etc/prometheus-logins/{name}"] == volume, name
+    prometheus = yaml.safe_load((REPO / "observability" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    for name in ("pushgateway", "alertmanager"):
+        assert jobs[name]["basic_auth"] == {"username": "prometheus",
+                                            "password_file": f"/etc/prometheus-logins/{name}/prometheus-password"}
+    assert prometheus["alerting"]["alertmanagers"][0]["basic_auth"]["password_file"] == (
+        "/etc/prometheus-logins/alertmanager/prometheus-password")
     assert "--config.file=" + init["command"][3] in services["alertmanager"]["command"]
     assert services["alertmanager"]["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
     from stack.alerting import VARIABLES
@@ -451,7 +489,7 @@ def test_pushgateway_and_alertmanager_wiring(rendered: tuple[dict, dict]) -> Non
 def test_airflow_init_migrates_then_syncs_rbac_then_fixes_permissions(rendered: tuple[dict, dict]) -> None:
     init = rendered[0]["services"]["airflow-init"]
     script = _command(init)
-    steps = [script.index(s) for s in ('os.environ["MLFLOW_AUTH_DB"]', "airflow db migrate",
+    steps = [script.index(s) for s in ("ensure_pg_roles(connect, os.environ)", "airflow db migrate",
                                        "python /opt/mlops/airflow/bootstrap.py", "ensure_key_pair(", "chown 50000:0")]
     assert steps == sorted(steps)
     assert str(init["user"]) == "0:0"

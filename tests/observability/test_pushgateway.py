@@ -1,5 +1,6 @@
-"""mlops.metrics against a real Prometheus Pushgateway (Debian's prometheus-pushgateway): grouping
-keys, PUT/POST semantics, labels, and pushes that fail (HTTP error, a gateway that never answers)
+"""mlops.metrics against a real Prometheus Pushgateway (Debian's prometheus-pushgateway) with the
+stacks' basic-auth users (stack/grants.py): grouping keys, PUT/POST semantics, labels, the push
+login, and pushes that fail (no or a wrong login, HTTP error, a gateway that never answers)
 returning False instead of raising. The gateway keeps what was pushed across a restart."""
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops import metrics
+from stack import grants
+
+# The stacks' Pushgateway users (pusher, prometheus), with this module's passwords.
+LOGINS = {user.password_var: f"test-{user.name}-password" for user in grants.WEB_USERS}
+PUSHER = grants.web_login(LOGINS, "pushgateway", "pusher")
+READER = grants.web_login(LOGINS, "pushgateway", "prometheus")
 
 
 def _free_port() -> int:
@@ -29,6 +36,8 @@ class Gateway:
 
     def __init__(self, data: Path) -> None:
         self.data = data
+        self.web_config = data.with_name("web.yml")
+        self.web_config.write_text(grants.web_config(LOGINS, "pushgateway"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -38,12 +47,12 @@ class Gateway:
         if binary is None:
             pytest.fail("prometheus-pushgateway is not installed: run `make system-deps` (scripts/system-deps.sh)")
         self.proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}",
-                                      f"--persistence.file={self.data}"],
+                                      f"--persistence.file={self.data}", f"--web.config.file={self.web_config}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
             try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/-/ready", auth=READER, timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -57,7 +66,7 @@ class Gateway:
 
     def series(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """label set (sorted, without empty labels) -> value of every series of `name`."""
-        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        text = requests.get(f"{self.url}/metrics", auth=READER, timeout=5).text
         out = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -71,6 +80,8 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway
     gw = Gateway(tmp_path / "pushgateway.data")
     gw.start()
     monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", gw.url)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_USER", PUSHER[0])
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_PASSWORD", PUSHER[1])
     try:
         yield gw
     finally:
@@ -122,10 +133,30 @@ def test_labels_beyond_the_grouping_key(gateway: Gateway) -> None:
 def test_an_http_error_is_logged_and_returns_false(gateway: Gateway, caplog) -> None:
     # The same name already exists as a counter in another group: the gateway answers 400.
     text = "# TYPE mlops_drift_share counter\nmlops_drift_share 1\n"
-    resp = requests.put(f"{gateway.url}/metrics/job/other", data=text, timeout=5)
+    resp = requests.put(f"{gateway.url}/metrics/job/other", data=text, auth=PUSHER, timeout=5)
     assert resp.status_code == 200, resp.text
     assert metrics.push("drift", [metrics.Sample("mlops_drift_share", 0.2)]) is False
     assert "push of mlops_drift" in caplog.text and "400" in caplog.text
+
+
+def test_without_the_push_login_nothing_lands(gateway: Gateway, monkeypatch, caplog) -> None:
+    """Anonymous or wrong-password pushes and deletes get 401 (push() returns False); the login pushes."""
+    sample = [metrics.Sample("mlops_champion_version", 3)]
+    monkeypatch.delenv("MLOPS_PUSHGATEWAY_USER")
+    assert metrics.push("champion", sample, success=False) is False
+    assert "401" in caplog.text
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_USER", PUSHER[0])
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_PASSWORD", PUSHER[1] + "x")
+    assert metrics.push("champion", sample, success=False) is False
+    assert gateway.series("mlops_champion_version") == {}
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_PASSWORD", PUSHER[1])
+    assert metrics.push("champion", sample, success=False) is True
+    group = f"{gateway.url}/metrics/job/mlops_champion"
+    assert requests.delete(group, timeout=5).status_code == 401
+    assert requests.put(group, data="mlops_champion_version 9\n", timeout=5).status_code == 401
+    assert gateway.series("mlops_champion_version") == {(("job", "mlops_champion"),): 3}
+    assert requests.delete(group, auth=PUSHER, timeout=5).status_code == 202
+    assert gateway.series("mlops_champion_version") == {}
 
 
 def test_a_gateway_that_never_answers_is_given_up_after_the_timeout(monkeypatch, caplog) -> None:

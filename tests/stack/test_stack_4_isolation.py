@@ -30,6 +30,9 @@ from stack.procs import stack_process_list
 from stack.render import env_file
 
 PROBE_DAG = "stack_security_probe"
+# What a worker (so every task) holds: its Redis user's password (the broker) and the Pushgateway's
+# push login (the ML steps' metrics).
+WORKER_SECRETS = ("REDIS_WORKER_PASSWORD", "PUSHGATEWAY_PUSH_PASSWORD")
 
 
 def _secrets(stack, keep: tuple[str, ...] = ()) -> dict[str, str]:
@@ -84,7 +87,7 @@ def test_no_stack_process_runs_as_root_but_supervisord(stack) -> None:
 
 def test_worker_environment_files_hold_no_key(stack) -> None:
     """What supervisord starts each worker with (stack/launch.py applies exactly this file)."""
-    forbidden = _secrets(stack, keep=("REDIS_PASSWORD",))
+    forbidden = _secrets(stack, keep=WORKER_SECRETS)
     for comp in components(stack.cfg):
         if not comp.name.startswith("worker-"):
             continue
@@ -96,9 +99,10 @@ def test_worker_environment_files_hold_no_key(stack) -> None:
         assert "AIRFLOW__CORE__FERNET_KEY" not in env and "AIRFLOW__API__SECRET_KEY" not in env
         assert not {k for k in env if k.startswith("AIRFLOW__API_AUTH__")}, env
         assert not {k for k in env if k.startswith("MLFLOW_TRACKING_")} - {"MLFLOW_TRACKING_URI"}
-        # The broker, with the Redis password, is all a worker holds.
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == stack.cfg.broker_url
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == stack.cfg.result_backend_url
+        # The broker, as the `worker` Redis user, and the push login are all a worker holds.
+        assert {k: env[k] for k in stack.cfg.celery_urls("worker")} == stack.cfg.celery_urls("worker")
+        assert (env["MLOPS_PUSHGATEWAY_USER"], env["MLOPS_PUSHGATEWAY_PASSWORD"]) == stack.cfg.web_login(
+            "pushgateway", "pusher")
         assert env["USER"] == WORKER_USER and env["HOME"] == str(stack.cfg.worker_home)
 
 
@@ -158,7 +162,7 @@ def test_tasks_hold_no_key_and_cannot_read_the_control_plane(dags_ready) -> None
     # hostname is the bind address: stack/hostname.py).
     assert f"SECURITY-PROBE-MARKER {run_id}" in served, served[-2000:]
     assert f"http://127.0.0.1:{stack.cfg.ports['AIRFLOW_LOG_SERVER_PORT']}/log/" in served, served[-2000:]
-    forbidden = _secrets(stack, keep=("REDIS_PASSWORD",))
+    forbidden = _secrets(stack, keep=WORKER_SECRETS)
     for task_id in ("probe_light", "probe_heavy"):
         record = json.loads((stack.cfg.data_dir / "security-probe" / f"{run_id}.{task_id}.json").read_text())
         assert record["user"] == WORKER_USER and record["euid"] != 0, record["user"]
@@ -197,7 +201,9 @@ def test_secret_files_are_private(stack) -> None:
     for path, owner in ((cfg.supervisord_conf, "root"), (cfg.redis_conf, CONTROL_USER),
                         (cfg.mlflow_auth_config, CONTROL_USER), (cfg.home / "prometheus" / "prometheus.yml", CONTROL_USER),
                         (cfg.home / "alertmanager" / "alertmanager.yml", CONTROL_USER),
-                        (cfg.jwt_private_key, CONTROL_USER), (stack.env_file, "root")):
+                        (cfg.jwt_private_key, CONTROL_USER), (stack.env_file, "root"),
+                        (cfg.home / "pushgateway" / "web.yml", CONTROL_USER),
+                        (cfg.home / "alertmanager" / "web.yml", CONTROL_USER)):
         st = path.stat()
         assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == (owner, 0o600), path
     for comp in components(cfg):

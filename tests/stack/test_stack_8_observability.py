@@ -104,12 +104,14 @@ def test_demo_shows_the_auc_the_drift_share_and_the_firing_alerts(dags_ready, ru
 
 def test_pushgateway_and_alertmanager_have_no_lifecycle_or_admin_api(stack) -> None:
     """No HTTP shutdown or wipe of the Pushgateway (its lifecycle and admin APIs are off);
-    Alertmanager has no such switch: its /-/reload stays (on 127.0.0.1, docs/security.md)."""
+    Alertmanager has no such switch: its /-/reload stays (for its logins, on 127.0.0.1, docs/security.md)."""
     pushgateway, alertmanager = stack.cfg.pushgateway_url, stack.cfg.alertmanager_url
-    assert requests.put(f"{pushgateway}/-/quit", timeout=10).status_code == 403
-    assert requests.put(f"{pushgateway}/api/v1/admin/wipe", timeout=10).status_code == 404
-    assert requests.get(f"{pushgateway}/-/ready", timeout=10).status_code == 200
-    assert requests.post(f"{alertmanager}/-/quit", timeout=10).status_code == 404
-    assert requests.post(f"{alertmanager}/-/reload", timeout=10).status_code == 200
-    status = requests.get(f"{alertmanager}/api/v2/status", timeout=10).json()
+    # Even with a login (anonymous calls get 401: test_stack_4_grants.py).
+    pusher, admin = stack.cfg.web_login("pushgateway", "pusher"), stack.cfg.web_login("alertmanager", "admin")
+    assert requests.put(f"{pushgateway}/-/quit", auth=pusher, timeout=10).status_code == 403
+    assert requests.put(f"{pushgateway}/api/v1/admin/wipe", auth=pusher, timeout=10).status_code == 404
+    assert requests.get(f"{pushgateway}/-/ready", auth=pusher, timeout=10).status_code == 200
+    assert requests.post(f"{alertmanager}/-/quit", auth=admin, timeout=10).status_code == 404
+    assert requests.post(f"{alertmanager}/-/reload", auth=admin, timeout=10).status_code == 200
+    status = requests.get(f"{alertmanager}/api/v2/status", auth=admin, timeout=10).json()
     assert status["cluster"]["status"] == "disabled", status["cluster"]

@@ -81,7 +81,9 @@ def _drift_check(stack, week: str) -> subprocess.Popen:
     env = {**os.environ, "MLOPS_DATA_DIR": str(stack.cfg.data_dir), "MLFLOW_TRACKING_URI": stack.cfg.mlflow_url,
            "MLFLOW_TRACKING_USERNAME": stack.cfg.env["MLFLOW_VIEWER_USER"],
            "MLFLOW_TRACKING_PASSWORD": stack.cfg.env["MLFLOW_VIEWER_PASSWORD"],
-           "MLOPS_MODEL_NAME": stack.cfg.env["MLOPS_MODEL_NAME"], "MLOPS_PUSHGATEWAY_URL": stack.cfg.pushgateway_url}
+           "MLOPS_MODEL_NAME": stack.cfg.env["MLOPS_MODEL_NAME"], "MLOPS_PUSHGATEWAY_URL": stack.cfg.pushgateway_url,
+           **dict(zip(("MLOPS_PUSHGATEWAY_USER", "MLOPS_PUSHGATEWAY_PASSWORD"),
+                      stack.cfg.web_login("pushgateway", "pusher")))}
     return subprocess.Popen([MLOPS, "drift", "--week", week], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 

@@ -27,7 +27,7 @@ def test_loopback_is_the_default(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "")
     assert cfg.bind_address == cfg.control_address == "127.0.0.1"
     assert {lst.host(cfg) for c in components(cfg) for lst in c.listeners} == {"127.0.0.1"}
-    assert "bind 127.0.0.1\n" in render.render_template("redis.conf.j2", cfg=cfg)
+    assert "bind 127.0.0.1\n" in render.render_redis_conf(cfg)
 
 
 def test_served_listeners_and_urls_follow_the_bind_address(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_served_listeners_and_urls_follow_the_bind_address(tmp_path: Path) -> No
     by_name = {c.name: c for c in components(cfg)}
     assert by_name["mlflow"].command[by_name["mlflow"].command.index("--host") + 1] == "10.0.0.5"
     assert by_name["postgres"].command[by_name["postgres"].command.index("-h") + 1] == "127.0.0.1"
-    assert "bind 10.0.0.5\n" in render.render_template("redis.conf.j2", cfg=cfg)
+    assert "bind 10.0.0.5\n" in render.render_redis_conf(cfg)
     env = program_env(cfg, by_name["worker-heavy1"])
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://10.0.0.5:{cfg.ports['AIRFLOW_API_PORT']}/execution/"
     assert env["AIRFLOW__CELERY__BROKER_URL"].endswith(f"@10.0.0.5:{cfg.ports['REDIS_PORT']}/0")
@@ -59,7 +59,8 @@ def test_worker_host_env_holds_only_what_a_worker_host_needs(tmp_path: Path) -> 
     (tmp_path / "host2.env").write_text(text)
     cfg = workerhost.load_worker_host(tmp_path / "host2.env")
     for secret in ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "FLOWER_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
-                   "MLFLOW_PIPELINE_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"):
+                   "MLFLOW_PIPELINE_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_UI_SECRET_KEY",
+                   "AIRFLOW_DB_PASSWORD", "REDIS_SCHEDULER_PASSWORD", "PUSHGATEWAY_PROMETHEUS_PASSWORD"):
         assert main.env[secret] not in text, secret
     assert (cfg.bind_address, cfg.control_address, cfg.data_dir) == ("10.0.0.6", "10.0.0.5", main.data_dir)
     table = {c.name: c for c in workerhost.components(cfg)}
@@ -67,7 +68,9 @@ def test_worker_host_env_holds_only_what_a_worker_host_needs(tmp_path: Path) -> 
     log_server = table["log-server"]
     assert log_server.command[log_server.command.index("--host") + 1] == "10.0.0.6"
     env = program_env(cfg, table["worker-heavy2"])
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:") and "@10.0.0.5:" in env["AIRFLOW__CELERY__BROKER_URL"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == (
+        f"redis://worker:{main.env['REDIS_WORKER_PASSWORD']}@10.0.0.5:{main.ports['REDIS_PORT']}/0")
+    assert (env["MLOPS_PUSHGATEWAY_USER"], env["MLOPS_PUSHGATEWAY_PASSWORD"]) == main.web_login("pushgateway", "pusher")
     assert env["MLOPS_STACK_BIND_ADDRESS"] == "10.0.0.6" and env["MLOPS_DATA_DIR"] == str(main.data_dir)
     assert "AIRFLOW__API__SECRET_KEY" not in env and "AIRFLOW__API__SECRET_KEY" in program_env(cfg, log_server)
     with pytest.raises(Exception, match="loopback"):
