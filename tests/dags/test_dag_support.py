@@ -30,6 +30,7 @@ def test_mlflow_uri_from_connection_then_environment_then_default(
     from mlops_airflow.config import configure_mlflow
 
     mp = clean_mlflow_env
+    mp.delenv("MLFLOW_TRACKING_URI")  # no stack reference: the connection is taken as it is
     mp.setenv(
         "AIRFLOW_CONN_MLFLOW_DEFAULT",
         json.dumps({"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}),
@@ -42,6 +43,7 @@ def test_mlflow_uri_from_connection_then_environment_then_default(
         "AIRFLOW_CONN_MLFLOW_DEFAULT",
         json.dumps({"conn_type": "generic", "extra": {"tracking_uri": "sqlite:////srv/m.db"}}),
     )
+    mp.delenv("MLFLOW_TRACKING_URI")
     assert configure_mlflow() == "sqlite:////srv/m.db"
 
     mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT")
@@ -72,3 +74,25 @@ def test_threshold_variables(airflow_db, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DRIFT_SHARE", "half")
     with pytest.raises(ConfigurationError, match="Variable 'mlops_drift_share' must be a number"):
         threshold_kwargs("drift")
+
+
+def test_connection_redirected_away_from_the_stack_is_refused(airflow_db, clean_mlflow_env) -> None:
+    """Issue 22 item 5: the workers' MLFLOW_TRACKING_URI is the stack's own server; a connection
+    an Op pointed elsewhere fails the task before the login is put in the environment."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_airflow.config import configure_mlflow
+
+    mp = clean_mlflow_env
+    mp.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123",
+         "extra": {"tracking_uri": "http://harvest.example:5000"}}))
+    with pytest.raises(AirflowFailException, match="not at this stack's MLflow server"):
+        configure_mlflow()
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # The same server spelled with its default port is the stack's own.
+    mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}))
+    assert configure_mlflow() == "http://mlflow:5000"
