@@ -205,7 +205,7 @@ class DeployApprovalOperator(HITLBranchOperator):
         reason = str((answer.get("params_input") or {}).get("reason") or "").strip()
         if not approved:
             reason = (f"rejected by {who}: {reason or 'no reason given'}" if who else
-                      f"no answer within the approval timeout ({self.response_timeout or 'unset'})")
+                      f"no answer within the approval timeout ({response_timeout()})")
         outcome = {"approved": approved, "by": who, "reason": reason or None,
                    "version": decision["version"], "timed_out": bool(event.get("timedout")),
                    "responded_at": answer["responded_at"].isoformat()

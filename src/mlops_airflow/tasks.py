@@ -330,7 +330,9 @@ def evaluate_recipes(candidates: list[dict[str, Any]], context: Any) -> dict[str
 
     ti = context["ti"]
     with fail_fast():
-        trained = [trained_run(str(c["run_id"]), ti.dag_id, ti.run_id) for c in candidates if c]
+        # "reused" only informs (the summary); everything else comes from MLflow.
+        trained = [{**trained_run(str(c["run_id"]), ti.dag_id, ti.run_id), "reused": c.get("reused")}
+                   for c in candidates if c]
     if not trained:
         _fail("no recipe produced a candidate")
     best = select_best(trained)

@@ -96,3 +96,31 @@ def test_connection_redirected_away_from_the_stack_is_refused(airflow_db, clean_
     mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
         {"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}))
     assert configure_mlflow() == "http://mlflow:5000"
+
+
+def test_approval_switch_and_timeout_from_variable_then_environment(airflow_db, monkeypatch) -> None:
+    """The gate is off by default; the Variable wins over the environment; a value that is not a
+    boolean (or a timeout that is not a positive number of seconds) is an error, never "off"."""
+    from datetime import timedelta
+
+    from mlops_airflow.approval import approval_required, response_timeout
+    from mlops_airflow.config import ConfigurationError
+
+    for name in ("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "MLOPS_REQUIRE_APPROVAL",
+                 "AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", "MLOPS_APPROVAL_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    assert approval_required() is False
+    assert response_timeout() == timedelta(days=1)
+    monkeypatch.setenv("MLOPS_REQUIRE_APPROVAL", "true")
+    monkeypatch.setenv("MLOPS_APPROVAL_TIMEOUT", "90")
+    assert approval_required() is True and response_timeout() == timedelta(seconds=90)
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "false")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", "5")
+    assert approval_required() is False and response_timeout() == timedelta(seconds=5)
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "maybe")
+    with pytest.raises(ConfigurationError, match="'mlops_require_approval' must be true or false"):
+        approval_required()
+    for bad in ("nan", "-1", "0", "inf", "soon"):
+        monkeypatch.setenv("AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", bad)
+        with pytest.raises(ConfigurationError, match="'mlops_approval_timeout' must be a number"):
+            response_timeout()
