@@ -196,7 +196,10 @@ def test_gate_is_skipped_when_no_deploy_is_proposed(gate_on) -> None:
     assert resp.status_code == 200 and resp.json()["total_entries"] == 0, resp.text
 
 
-def test_asset_events_of_a_pipeline_run_name_the_week_and_the_version(dags_ready, runs) -> None:
+def test_asset_events_of_a_pipeline_run_name_the_week_and_the_version(dags_ready, runs, capsys) -> None:
+    from stack import demo
+    from stack.api import Airflow
+
     stack = dags_ready
     ml_run = runs["ml"]["dag_run_id"]
     resp = stack.api("GET", "/assets/events", params={"limit": 100, "source_dag_id": PIPELINE,
@@ -221,6 +224,11 @@ def test_asset_events_of_a_pipeline_run_name_the_week_and_the_version(dags_ready
         (PIPELINE, "deploy"), (RETRAIN, "deploy_new_model"), (RETRAIN, "rollback_model")}
     assert (RETRAIN, "backup_current_model") in {
         (t["dag_id"], t["task_id"]) for t in assets["drift"].get("consuming_tasks", [])}
+    # What `make demo` prints of them.
+    demo.asset_events(Airflow(stack.cfg, *stack.login("admin")), "2000-01-01T00:00:00+00:00")
+    printed = capsys.readouterr().out
+    assert f"accepted_batches  from {PIPELINE}.validate_data: week={min(runs['weeks'])}" in printed, printed
+    assert f"candidate_version={evaluation['version']}" in printed
 
 
 def _watermark(stack) -> dict:
