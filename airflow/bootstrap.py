@@ -250,14 +250,16 @@ def load_predictions_connection(environ: dict[str, str] | None = None) -> Connec
 
 
 def sync_connection(spec: ConnectionSpec) -> list[str]:
-    """Create or update the connection; return a line when it changed (never the password)."""
+    """Create or update the connection whole (type, host, port, login, password, and no extra
+    or description: an ``extra.tracking_uri`` an Op set would win over the host); return a line
+    when it changed (never the password)."""
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
     with create_session() as session:
         have = session.query(Connection).filter(Connection.conn_id == spec.conn_id).one_or_none()
         wanted = {"conn_type": spec.conn_type, "host": spec.host, "port": spec.port, "login": spec.login,
-                  "schema": spec.schema or spec.conn_type}
+                  "schema": spec.schema or spec.conn_type, "extra": None, "description": None}
         if have is None:
             session.add(Connection(conn_id=spec.conn_id, password=spec.password, **wanted))
             return [f"connection {spec.conn_id}: created ({spec.conn_type}://{spec.host}:{spec.port}, login {spec.login})"]

@@ -1,7 +1,8 @@
 """
 ### ml_pipeline_dag: weekly flight-delay model pipeline
 
-`check_new_data` → `validate_data` → `preprocess` → `train` → `evaluate` → `check_drift` → `deploy`
+`check_new_data` → `validate_data` → `preprocess` → `train` → `evaluate` → `check_drift` →
+`approve_deploy` → `deploy`
 
 Each task is a thin call into the `mlops` package; XCom carries only small dicts (weeks, paths,
 run ids, model versions, metrics).
@@ -31,9 +32,20 @@ run ids, model versions, metrics).
   goes through the Execution API, so it works on Celery workers. The triggered run id is
   `drift__<this run id>`: a cleared `check_drift` finds that run and ends *skipped* instead of
   triggering twice. This keeps the task list at seven tasks (no separate branch task).
-* **deploy** moves the `champion` alias only when the decision of `evaluate` says so; otherwise it
-  is skipped, a normal outcome. It runs when `check_drift` is skipped (trigger rule `none_failed`)
-  because drift and deployment are independent decisions.
+* **approve_deploy** is the approval gate (`mlops_airflow.approval`): skipped when no deploy is
+  proposed; with Variable `mlops_require_approval` (env `MLOPS_REQUIRE_APPROVAL`) off (the
+  default) it approves at once; on, it shows the evaluation and waits for an Op or Admin to
+  Approve or Reject (Browse → Required Actions, or the REST API). Reject or the timeout
+  (`mlops_approval_timeout`) skips `deploy` and tags the candidate with the reason.
+* **deploy** moves the `champion` alias only when the decision `evaluate` recorded in MLflow for
+  this run says so (never on an XCom's word); otherwise it is skipped, a normal outcome. It runs
+  when `check_drift` or the gate is skipped (trigger rule `none_failed`) because drift and
+  deployment are independent decisions.
+
+Assets (`mlops_airflow.assets`): `validate_data` produces `accepted_batches` (one event per
+accepted week, extra `week`), `preprocess` the `training_table`, `check_drift` a `drift` event when
+a signal fires, `deploy` the `champion` (extra `version`, `candidate_version`, `decision`). Batch
+paths are rebuilt from the weeks this run claimed, never taken from an XCom.
 
 `evaluate` and `deploy` register versions and move aliases: they run in the one-slot pool
 `model_registry`, shared by every worker host. An MLflow outage fails a task with its normal
@@ -50,6 +62,8 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL
+from mlops_airflow.approval import DeployApprovalOperator
+from mlops_airflow.assets import ACCEPTED_BATCHES, ACCEPTED_BATCHES_MORE, CHAMPION, DRIFT, TRAINING_TABLE
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
 from mlops_airflow.drift import DriftTriggerOperator
 
@@ -76,19 +90,19 @@ def ml_pipeline_dag() -> None:
 
         return claim_new_batches(get_current_context())
 
-    @task
+    @task(outlets=[ACCEPTED_BATCHES, ACCEPTED_BATCHES_MORE])
     def validate_data(batches: list[str]) -> dict[str, Any]:
-        """Validate each new batch; quarantine bad ones, accept good ones."""
+        """Validate each new batch of this run; quarantine bad ones, accept good ones."""
         from mlops_airflow.tasks import validate_new_batches
 
-        return validate_new_batches(batches)
+        return validate_new_batches(get_current_context())
 
-    @task
+    @task(outlets=[TRAINING_TABLE])
     def preprocess(validated: dict[str, Any]) -> dict[str, Any]:
         """Rebuild the training table from the accepted batches."""
         from mlops_airflow.tasks import preprocess_accepted
 
-        return preprocess_accepted(validated)
+        return preprocess_accepted(get_current_context())
 
     @task(queue=HEAVY_QUEUE, execution_timeout=HEAVY_TIMEOUT, retries=HEAVY_RETRIES,
           retry_delay=HEAVY_RETRY_DELAY)
@@ -103,9 +117,9 @@ def ml_pipeline_dag() -> None:
         """Register the candidate and compare it with the champion on the holdout week."""
         from mlops_airflow.tasks import evaluate_candidate
 
-        return {**evaluate_candidate(model), "batches": model["batches"]}
+        return {**evaluate_candidate(model, get_current_context()), "batches": model["batches"]}
 
-    @task(trigger_rule="none_failed", pool=REGISTRY_POOL)
+    @task(trigger_rule="none_failed", pool=REGISTRY_POOL, outlets=[CHAMPION])
     def deploy() -> dict[str, Any]:
         """Move `champion` to the candidate if the decision says so; skip otherwise."""
         from mlops_airflow.tasks import deploy_if_better
@@ -114,8 +128,11 @@ def ml_pipeline_dag() -> None:
         return deploy_if_better(ti.xcom_pull(task_ids="evaluate"))
 
     evaluation = evaluate(train(preprocess(validate_data(check_new_data()))))
-    check_drift = DriftTriggerOperator(task_id="check_drift", evaluation=evaluation)
-    check_drift >> deploy()
+    check_drift = DriftTriggerOperator(task_id="check_drift", evaluation=evaluation, outlets=[DRIFT])
+    approve = DeployApprovalOperator(task_id="approve_deploy", deploy_task_id="deploy",
+                                     drift_from="check_drift", evaluate_task_id="evaluate",
+                                     trigger_rule="none_failed")
+    check_drift >> approve >> deploy()
 
 
 ml_pipeline_dag()

@@ -2,7 +2,7 @@
 ### model_retraining_dag: retrain with every recipe, keep the best, then deploy or roll back
 
 `backup_current_model` → `retrain_model` (one mapped task per recipe) → `evaluate_new_model` →
-`compare_models` → (`deploy_new_model` | `rollback_model`)
+`compare_models` → (`approve_new_model` → `deploy_new_model` | `rollback_model`)
 
 No schedule: `ml_pipeline_dag.check_drift` triggers it when a drift signal fires (`conf["drift"]`
 holds the drift result: which of the data, model and label signals fired and by how much), or
@@ -24,10 +24,20 @@ run it by hand.
   candidate (once per fingerprint: a rerun never registers a duplicate) and compares it with the
   champion on the holdout week; the promotion decision (`decision`: deploy or not, reason,
   margin from Variable `mlops_deploy_margin`) travels in its result.
-* **compare_models** is a branch on that decision: exactly one of the two next tasks runs.
-* **deploy_new_model** moves `champion` to the candidate (the old one keeps alias `previous`).
-* **rollback_model** keeps (or restores) the backed-up champion and records the decision's reason
-  on the candidate version.
+* **compare_models** is a branch on that decision: `approve_new_model` when it is to deploy,
+  `rollback_model` otherwise.
+* **approve_new_model** is the approval gate (`mlops_airflow.approval`, Variable
+  `mlops_require_approval`, default off: approves at once). On, it shows the evaluation and the
+  drift signals that fired and waits for an Op or Admin: Approve → `deploy_new_model`; Reject or
+  the timeout → `rollback_model` with the approver's reason.
+* **deploy_new_model** moves `champion` to the candidate of the decision `evaluate_new_model`
+  recorded in MLflow for this run (the old one keeps alias `previous`).
+* **rollback_model** keeps (or restores) the backed-up champion and records the decision's (or
+  the rejection's) reason on the candidate version.
+
+Assets: the first task lists `drift` as an inlet (the retraining consumes drift in the asset
+graph; the drift trigger still starts it), `deploy_new_model` and `rollback_model` produce
+`champion` events (extra `version`, `candidate_version`, `decision`).
 
 The tasks that register versions or move aliases (`backup_current_model`, `evaluate_new_model`,
 `deploy_new_model`, `rollback_model`) run in the one-slot pool `model_registry`, shared by every
@@ -44,6 +54,8 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL, RETRAINING_DAG_ID, WEEK_PATTERN, recipe_names
+from mlops_airflow.approval import DeployApprovalOperator
+from mlops_airflow.assets import CHAMPION, DRIFT
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
 
 RECIPES = recipe_names()
@@ -85,7 +97,7 @@ def model_retraining_dag() -> None:
     """Retrain on request (drift or by hand) with every recipe, then deploy the best candidate
     or roll back."""
 
-    @task(pool=REGISTRY_POOL)
+    @task(pool=REGISTRY_POOL, inlets=[DRIFT])
     def backup_current_model() -> dict[str, Any] | None:
         """Record the current champion as the backup, once per run."""
         from mlops_airflow.tasks import backup_champion_once
@@ -105,32 +117,37 @@ def model_retraining_dag() -> None:
         """Keep the best recipe on the validation week; compare it with the champion."""
         from mlops_airflow.tasks import evaluate_recipes
 
-        return evaluate_recipes(list(candidates))
+        return evaluate_recipes(list(candidates), get_current_context())
 
     @task.branch
     def compare_models(evaluation: dict[str, Any]) -> str:
-        """Pick deploy_new_model when the decision is to deploy, rollback_model otherwise."""
-        return "deploy_new_model" if evaluation["decision"]["deploy"] else "rollback_model"
+        """Deploy proposed: the approval gate (which then picks deploy_new_model or
+        rollback_model); otherwise rollback_model."""
+        return (["approve_new_model", "rollback_model"] if evaluation["decision"]["deploy"]
+                else "rollback_model")
 
-    @task(pool=REGISTRY_POOL)
+    @task(pool=REGISTRY_POOL, outlets=[CHAMPION])
     def deploy_new_model() -> dict[str, Any]:
         """Make the candidate the champion."""
         from mlops_airflow.tasks import deploy_retrained
 
-        ti = get_current_context()["ti"]
-        return deploy_retrained(ti.xcom_pull(task_ids="evaluate_new_model"))
+        return deploy_retrained(get_current_context())
 
-    @task(pool=REGISTRY_POOL)
+    @task(pool=REGISTRY_POOL, outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
     def rollback_model() -> dict[str, Any]:
-        """Keep the backed-up champion and record why the candidate lost."""
+        """Keep the backed-up champion and record why the candidate lost (or was rejected)."""
         from mlops_airflow.tasks import rollback_candidate
 
-        ti = get_current_context()["ti"]
-        return rollback_candidate(ti.xcom_pull(task_ids="evaluate_new_model"))
+        return rollback_candidate(get_current_context())
 
     models = retrain_model.expand(recipe=RECIPES)
     backup_current_model() >> models
-    compare_models(evaluate_new_model(models)) >> [deploy_new_model(), rollback_model()]
+    approve = DeployApprovalOperator(task_id="approve_new_model", deploy_task_id="deploy_new_model",
+                                     reject_task_id="rollback_model", drift_from="conf",
+                                     evaluate_task_id="evaluate_new_model")
+    rollback = rollback_model()
+    compare_models(evaluate_new_model(models)) >> [approve, rollback]
+    approve >> [deploy_new_model(), rollback]
 
 
 model_retraining_dag()

@@ -372,6 +372,9 @@ class StackConfig:
         )
         # Per-stack Airflow settings from the env file win (e.g. the test stack's schedule switch).
         env.update({k: v for k, v in self.env.items() if k.startswith("AIRFLOW__")})
+        # The approval gate's switch and timeout (README "Approval gate"), when the env file sets them.
+        env.update({k: self.env[k] for k in ("MLOPS_REQUIRE_APPROVAL", "MLOPS_APPROVAL_TIMEOUT")
+                    if self.env.get(k)})
         return env
 
     def bootstrap_env(self) -> dict[str, str]:

@@ -114,6 +114,14 @@ def _supervisord_env(cfg: StackConfig) -> dict[str, str]:
     return {**keep, "MLOPS_STACK_HOME": str(cfg.home)}
 
 
+def bootstrap(cfg: StackConfig) -> None:
+    """`up`'s airflow/bootstrap.py step: users, roles, pools and the `mlflow_default` connection
+    (restored whole), as the control-plane user with the scheduler's environment."""
+    run_logged([str(VENV_BIN / "python"), str(REPO / "airflow" / "bootstrap.py")], cfg.logs / "bootstrap.log",
+               env={**component_env(cfg, "scheduler"), **cfg.bootstrap_env()}, what="airflow/bootstrap.py",
+               user=CONTROL_USER)
+
+
 def _wait_mlflow(cfg: StackConfig, started: float) -> None:
     deadline = started + UP_TIMEOUT_S
     while not health.check_http(f"{cfg.mlflow_url}/health")[0]:
@@ -164,8 +172,7 @@ def cmd_up(cfg: StackConfig) -> float:
     env = component_env(cfg, "scheduler")
     run_logged([str(VENV_BIN / "airflow"), "db", "migrate"], cfg.logs / "airflow-db-migrate.log", env=env,
                what="airflow db migrate", user=CONTROL_USER)
-    run_logged([str(VENV_BIN / "python"), str(REPO / "airflow" / "bootstrap.py")], cfg.logs / "bootstrap.log",
-               env={**env, **cfg.bootstrap_env()}, what="airflow/bootstrap.py", user=CONTROL_USER)
+    bootstrap(cfg)
     _wait_mlflow(cfg, started)
     for line in mlflow_auth.ensure_accounts(cfg.mlflow_url, cfg.env, str(cfg.env_file)):
         log(line)

@@ -10,7 +10,10 @@
    labels (the version that served, the swap, the realised ROC AUC are printed);
 3. print which drift signals fired and by how much, the recipes tried with their validation and
    holdout scores, the outcome (deploy or rollback) and its reason, the champion;
-4. print the Prometheus queries (with their values over the runs just made, and graph URLs) of the
+   With the approval gate on for this round (Variable ``mlops_require_approval``), a retraining
+   that proposes a deploy waits for an answer: the demo prints what the gate asks, approves it
+   over the REST API as the Op user and prints who answered; the gate is off again afterwards;
+4. print the lifecycle's asset events (``GET /api/v2/assets/events``) and the Prometheus queries (with their values over the runs just made, and graph URLs) of the
    champion's ROC AUC and the drift share, which the steps pushed to the Pushgateway, and the
    alerts that are firing (Alertmanager sends them to the receivers of `.env`).
 
@@ -25,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -264,12 +267,72 @@ def pipeline_round(cfg: StackConfig, api: Airflow, label: str, weeks: tuple[str,
     retrain = None
     if resp.status_code == 200:
         print(f"  a drift signal fired: following {RETRAIN_DAG_ID} run {retrain_id}", flush=True)
+        answer_gate(cfg, retrain_id)
         retrain = follow(api, RETRAIN_DAG_ID, retrain_id)
     states = {t["task_id"]: t["state"] for t in api.task_instances(DAG_ID, run["dag_run_id"])}
     if states.get("validate_data") == "skipped":
         print(f"  no batch of {weeks[0]}..{weeks[1]} was new (an earlier demo processed them): "
               f"replay other weeks, e.g. `make demo DEMO_DRIFT_WEEK=2013-W38`")
     return run, retrain
+
+
+# --- the approval gate and the assets (issue 25) -------------------------------------------------
+GATE_TASK = "approve_new_model"
+
+
+def set_gate(api: Airflow, on: bool) -> None:
+    """Switch the approval gate with the Variable ``mlops_require_approval`` (off: delete it)."""
+    url = f"{api.base}/api/v2/variables"
+    if on:
+        resp = api.session.post(url, json={"key": "mlops_require_approval", "value": "true"}, timeout=30)
+        if resp.status_code == 409:
+            resp = api.session.patch(f"{url}/mlops_require_approval",
+                                     json={"key": "mlops_require_approval", "value": "true"}, timeout=30)
+        if resp.status_code not in (200, 201):
+            raise RuntimeError(f"setting mlops_require_approval: HTTP {resp.status_code} {resp.text[:200]}")
+    else:
+        api.session.delete(f"{url}/mlops_require_approval", timeout=30)
+
+
+def answer_gate(cfg: StackConfig, run_id: str, timeout: float = 1800) -> None:
+    """Wait until the retraining's gate asks (or is skipped, or the run ends); print what is
+    asked, approve as the Op user over the REST API and print who answered."""
+    op = Airflow(cfg, cfg.env["AIRFLOW_OP_USER"], cfg.env["AIRFLOW_OP_PASSWORD"])
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {t["task_id"]: t["state"] for t in op.task_instances(RETRAIN_DAG_ID, run_id)}
+        gate = states.get(GATE_TASK)
+        if gate == "awaiting_input":
+            break
+        if gate in ("skipped", "success", "failed", "upstream_failed") or \
+                op.run(RETRAIN_DAG_ID, run_id)["state"] in ("success", "failed"):
+            print(f"  approval gate: {gate or 'not reached'} (no deploy proposed, nothing to ask)")
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"{RETRAIN_DAG_ID} {run_id}: the gate did not ask within {timeout:.0f} s")
+        time.sleep(2)
+    path = f"/dags/{RETRAIN_DAG_ID}/dagRuns/{run_id}/taskInstances/{GATE_TASK}/-1/hitlDetails"
+    asked = op.get(path)
+    print(f"\n  the approval gate asks: {asked['subject']}")
+    for line in (asked.get("body") or "").splitlines():
+        print(f"    | {line}")
+    resp = op.session.patch(f"{op.base}/api/v2{path}", json={"chosen_options": ["Approve"],
+                                                           "params_input": {}}, timeout=30)
+    if resp.status_code != 200:
+        raise RuntimeError(f"approving as {cfg.env['AIRFLOW_OP_USER']}: HTTP {resp.status_code} {resp.text[:300]}")
+    answered = resp.json()
+    print(f"  answered {answered['chosen_options']} by {answered['responded_by_user']['name']} "
+          f"(role Op) at {answered['responded_at']}", flush=True)
+
+
+def asset_events(api: Airflow, since: str) -> None:
+    """Print the lifecycle's asset events since ``since`` (what the UI's Assets page lists)."""
+    events = api.get("/assets/events", limit=100, order_by="timestamp", timestamp_gte=since)["asset_events"]
+    print(f"\nasset events (Airflow UI: Assets; GET /api/v2/assets/events): {len(events)}")
+    for ev in events:
+        extra = ", ".join(f"{k}={v}" for k, v in (ev.get("extra") or {}).items()
+                          if k in ("week", "weeks", "version", "candidate_version", "decision", "signals"))
+        print(f"  {ev['timestamp'][:19]} {ev['name']:<17} from {ev['source_dag_id']}.{ev['source_task_id']}: {extra}")
 
 
 def main() -> int:
@@ -285,10 +348,16 @@ def main() -> int:
         api.wait_dag(DAG_ID)
         api.wait_dag(RETRAIN_DAG_ID)
         demo_started = time.time()
+        since = datetime.now(timezone.utc).isoformat()
         first, _ = pipeline_round(cfg, api, "2/4 the first champion", ("2013-W01", until))
         serving_since = time.time()
         watch = demo_serving.before_batch(cfg, drift_week)
-        run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts", (drift_week, drift_week))
+        set_gate(api, True)
+        try:
+            run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts (approval gate on)",
+                                          (drift_week, drift_week))
+        finally:
+            set_gate(api, False)
         print("\n== 4/4 summary", flush=True)
         for each in (first, run, retrain):
             if each:
@@ -301,6 +370,7 @@ def main() -> int:
         champion(cfg)
         if watch is not None:
             demo_serving.after_pipeline(cfg, api, watch, drift_week, serving_since, run, retrain)
+        asset_events(api, since)
         metrics_and_alerts(cfg, demo_started)
         logins(cfg)
         print(f"\ndemo finished in {time.monotonic() - started:.0f} s")

@@ -8,15 +8,21 @@
   attaches the decision: ``result["decision"]`` travels with the evaluation (XCom, CLI output).
 * :func:`deploy` acts on a decision: it moves the aliases (:mod:`mlops.registry`) only when the
   decision was made against the current champion, otherwise it evaluates again first.
+* :func:`record_decision` writes the decision on the candidate version (tags ``decision`` and
+  ``decision_by``) and :func:`recorded_decision` reads it back: a deploying step acts on what
+  was recorded in MLflow by the step that evaluated, never on a decision handed to it.
 * :func:`select_best` picks the retraining's candidate among the recipes, on their validation
   week (which precedes the holdout week, so the holdout stays unseen by the choice).
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import Any
 
-from mlops import config, metrics, registry
+from mlops import config, metrics, registry, tracking
+from mlops.errors import RegistryError
 from mlops.evaluate import evaluate_model
 from mlops.util import to_jsonable
 
@@ -98,6 +104,71 @@ def deploy(version: str | int, evaluation: dict[str, Any] | None = None,
     metrics.push("deployment", [metrics.Sample("mlops_deployment_candidate_version", float(version)),
                                 metrics.Sample("mlops_deployment_deployed", 1 if result["deployed"] else 0)])
     return to_jsonable(result)
+
+
+DECISION_TAG = "decision"
+DECISION_BY_TAG = "decision_by"
+REJECTED_TAG = "rejected_reason"
+
+
+def record_decision(evaluation: dict[str, Any], by: str) -> dict[str, Any]:
+    """Record ``evaluation["decision"]`` on the candidate version, as made by ``by`` (e.g. an
+    Airflow ``dag_id/run_id``); returns the recorded decision."""
+    if "'" in by:
+        raise RegistryError(f"decision owner {by!r} must not contain a quote")
+    decision = {**evaluation["decision"], "by": by,
+                "run_id": evaluation.get("run_id"),
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    client = tracking.setup()
+    name, version = config.model_name(), str(evaluation["version"])
+    client.set_model_version_tag(name, version, DECISION_TAG, json.dumps(to_jsonable(decision)))
+    client.set_model_version_tag(name, version, DECISION_BY_TAG, by)
+    return to_jsonable(decision)
+
+
+def recorded_decision(by: str) -> dict[str, Any] | None:
+    """The decision recorded by ``by`` (:func:`record_decision`), or None when it recorded none.
+    Several versions (a re-evaluation in the same run): the newest record wins."""
+    if "'" in by:
+        raise RegistryError(f"decision owner {by!r} must not contain a quote")
+    client = tracking.setup()
+    try:
+        found = client.search_model_versions(
+            f"name = '{config.model_name()}' and tags.{DECISION_BY_TAG} = '{by}'")
+    except Exception as exc:
+        if registry.is_not_found(exc):
+            return None
+        raise
+    records = []
+    for mv in found:
+        try:
+            record = json.loads((mv.tags or {}).get(DECISION_TAG) or "null")
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("by") == by and str(record.get("version")) == str(mv.version):
+            records.append(record)
+    return max(records, key=lambda r: r.get("at") or "") if records else None
+
+
+def deploy_recorded(by: str, deploy_margin: float | None = None) -> dict[str, Any]:
+    """:func:`deploy` on the decision ``by`` recorded (its candidate, champion and scores);
+    nothing moves when no decision was recorded or it was not to deploy (``acted`` false)."""
+    decision = recorded_decision(by)
+    if decision is None:
+        return {"deployed": False, "acted": False, "version": None,
+                "reason": f"no decision recorded by {by}"}
+    if not decision.get("deploy"):
+        return {"deployed": False, "acted": False, "version": decision["version"],
+                "reason": decision["reason"], "decision": decision}
+    champ_auc = decision.get("champion_roc_auc")
+    evaluation = {"version": str(decision["version"]), "holdout_week": decision["holdout_week"],
+                  "champion_version": decision.get("champion_version"),
+                  "metrics": {"roc_auc": decision["roc_auc"]},
+                  "champion_metrics": None if champ_auc is None else {"roc_auc": champ_auc},
+                  "decision": decision}
+    result = deploy(decision["version"], evaluation=evaluation,
+                    deploy_margin=deploy_margin if deploy_margin is not None else decision.get("margin"))
+    return {**result, "acted": True}
 
 
 def select_best(candidates: list[dict[str, Any]]) -> dict[str, Any]:

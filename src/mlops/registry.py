@@ -217,6 +217,19 @@ def set_champion(version: str | int, reason: str,
             "previous_version": backup.get("previous_version"), "reason": reason}
 
 
+def reject_candidate(version: str | int, reason: str) -> dict[str, Any]:
+    """Record on a candidate that was not deployed why (tags ``rejected_reason``/``rejected_at``,
+    e.g. an approver's Reject); the aliases do not move."""
+    if not reason or not str(reason).strip():
+        raise RegistryError("a rejection needs a reason")
+    client = tracking.setup()
+    name = config.model_name()
+    version_info(version, client)
+    client.set_model_version_tag(name, str(version), "rejected_reason", str(reason))
+    client.set_model_version_tag(name, str(version), "rejected_at", _now())
+    return {"version": str(version), "reason": str(reason)}
+
+
 def rollback(reason: str, candidate: str | int | None = None) -> dict[str, Any]:
     """Move ``champion`` back to the ``previous`` version and record why on both versions.
 

@@ -292,7 +292,11 @@ def _existing(client: Any, fingerprint: str) -> dict[str, Any] | None:
                               order_by=["attributes.start_time ASC"], max_results=1)
     if not runs:
         return None
-    run = runs[0]
+    return _result_of(runs[0])
+
+
+def _result_of(run: Any) -> dict[str, Any]:
+    """A training result rebuilt from its MLflow run (tags and metrics)."""
     tags, run_metrics = run.data.tags, run.data.metrics
     holdout = {k: v for k, v in run_metrics.items() if k in _SCORE_KEYS}
     validation = None
@@ -306,7 +310,41 @@ def _existing(client: Any, fingerprint: str) -> dict[str, Any] | None:
             "train_weeks": json.loads(tags.get("train_weeks", "[]")),
             "holdout_week": tags.get("holdout_week"), "recipe": tags.get("recipe"),
             "train_positive_rate": run_metrics.get("train_positive_rate"),
-            "train_rows": int(run_metrics.get("train_rows", 0))}
+            "train_rows": int(run_metrics.get("train_rows", 0)),
+            "fingerprint": tags.get("fingerprint")}
+
+
+TRAINED_FOR_TAG = "trained_for_"
+
+
+def mark_trained_for(run_id: str, owner: str, key: str) -> None:
+    """Tag the training run ``run_id`` as produced for ``owner``'s run ``key`` (e.g. an Airflow
+    DAG and its run id); :func:`trained_run` checks it before anything is registered."""
+    from mlops import tracking
+
+    tracking.setup().set_tag(run_id, f"{TRAINED_FOR_TAG}{owner}", key)
+
+
+def trained_run(run_id: str, owner: str, key: str) -> dict[str, Any]:
+    """The training result of ``run_id`` rebuilt from MLflow, only when that run was trained for
+    ``owner``'s run ``key`` (:func:`mark_trained_for`): a run id handed over by anything else
+    (an edited XCom) is refused with a :class:`TrainingError`, never registered."""
+    from mlops import tracking
+    from mlops.registry import is_not_found
+
+    client = tracking.setup()
+    try:
+        run = client.get_run(str(run_id))
+    except Exception as exc:
+        if is_not_found(exc):
+            raise TrainingError(f"training run {run_id!r} does not exist") from exc
+        raise
+    if run.data.tags.get(f"{TRAINED_FOR_TAG}{owner}") != key:
+        raise TrainingError(f"training run {run_id} was not trained for {owner} run {key}: "
+                            "refusing to register or evaluate it")
+    if run.info.status != "FINISHED" or not run.data.tags.get("fingerprint"):
+        raise TrainingError(f"training run {run_id} is not a finished training ({run.info.status})")
+    return to_jsonable({**_result_of(run), "version": None})
 
 
 _SCORE_KEYS = ("roc_auc", "pr_auc", "f1", "brier", "positive_rate", "rows")

@@ -125,6 +125,28 @@ def tracking_uri_from_connection(conn: Any) -> str:
     return f"{base}:{conn.port}" if conn.port else base
 
 
+def _origin(uri: str) -> tuple[str, str, int | None, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri.strip())
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default,
+            parts.path.rstrip("/"))
+
+
+def check_own_tracking_uri(uri: str) -> None:
+    """Refuse a Connection that points the pipeline's MLflow login anywhere but the stack's own
+    server: the workers' environment ``MLFLOW_TRACKING_URI`` (set by the stack, not editable in
+    the UI) is the reference. Fails the task at once, before any credential is sent."""
+    own = os.environ.get("MLFLOW_TRACKING_URI")
+    if own and _origin(own) != _origin(uri):
+        from mlops_airflow.tasks import _fail
+
+        _fail(f"Airflow Connection {MLFLOW_CONN_ID!r} points at {uri!r}, not at this stack's MLflow "
+              f"server {own!r}: refusing to send the pipeline login there (restore it with "
+              "`make up`, which resets the connection)")
+
+
 def configure_mlflow() -> str | None:
     """Point this task process at the MLflow server before any mlops call.
 
@@ -140,6 +162,7 @@ def configure_mlflow() -> str | None:
         conn = None
     if conn is not None:
         uri = tracking_uri_from_connection(conn)
+        check_own_tracking_uri(uri)
         os.environ["MLFLOW_TRACKING_URI"] = uri
         if conn.login:
             os.environ["MLFLOW_TRACKING_USERNAME"] = conn.login

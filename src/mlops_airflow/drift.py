@@ -60,17 +60,24 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         configure_mlflow()
         configure_predictions_db()  # the model signal then uses what was served, when it can
         from mlops.drift import detect_drift
-        from mlops.util import week_of
 
-        batches = list((self.evaluation or {}).get("batches") or [])
-        kwargs: dict[str, Any] = {"week": max(week_of(b) for b in batches) if batches else None,
+        from mlops_airflow import assets
+        from mlops_airflow.tasks import accepted_weeks
+
+        # The weeks of this run, rebuilt from its claim (not from the evaluation's XCom).
+        weeks = accepted_weeks(context)
+        kwargs: dict[str, Any] = {"week": max(weeks) if weeks else None,
                                   **threshold_kwargs("drift")}
         with fail_fast():
             result = detect_drift(**kwargs)
         context["ti"].xcom_push(key=DRIFT_XCOM_KEY, value=result)
         if not result["drift_detected"]:
             log.info("No drift signal fired on %s: %s", result["week"], result["summary"])
+            # A drift event only when a signal fired: the outlet stays declared for the asset
+            # graph, but this success reports none.
+            self.outlets = []
             return result
+        assets.drift_event(context["outlet_events"], result)
         dag_run = context["dag_run"]
         self.conf = {
             **(self.conf or {}),

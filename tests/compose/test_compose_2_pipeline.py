@@ -13,7 +13,7 @@ from stack import grants
 from .compose_stack import ComposeStack, workload_ids
 
 HEAVY_TASKS = {"train"}
-ML_TASKS = {"check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "deploy"}
+ML_TASKS = {"check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy"}
 
 
 def _states(stack: ComposeStack, run_id: str) -> dict[str, dict]:

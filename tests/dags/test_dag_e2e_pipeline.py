@@ -26,7 +26,7 @@ from dag_harness import (
 WEEKS = ["2013-W01", "2013-W02", "2013-W03"]
 MODEL = "pipeline_model"
 DRIFT_WEEK = "2013-W04"
-DOWNSTREAM = ("validate_data", "preprocess", "train", "evaluate", "check_drift", "deploy")
+DOWNSTREAM = ("validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy")
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,7 @@ def test_recipes_fan_out_and_the_best_on_validation_is_deployed(weak_champion, b
     assert states == {
         "backup_current_model": "success", "retrain_model": "success",
         "evaluate_new_model": "success", "compare_models": "success",
+        "approve_new_model": "success",  # the gate is off: approved at once
         "deploy_new_model": "success", "rollback_model": "skipped",
     }
     # One mapped retrain_model per recipe, each a distinct candidate scored on the validation

@@ -21,7 +21,8 @@ EDGES = {
         ("preprocess", "train"),
         ("train", "evaluate"),
         ("evaluate", "check_drift"),
-        ("check_drift", "deploy"),
+        ("check_drift", "approve_deploy"),
+        ("approve_deploy", "deploy"),
     },
     "data_validation_dag": {
         ("validate_schema", "check_data_quality"),
@@ -32,8 +33,10 @@ EDGES = {
         ("backup_current_model", "retrain_model"),
         ("retrain_model", "evaluate_new_model"),
         ("evaluate_new_model", "compare_models"),
-        ("compare_models", "deploy_new_model"),
+        ("compare_models", "approve_new_model"),
         ("compare_models", "rollback_model"),
+        ("approve_new_model", "deploy_new_model"),
+        ("approve_new_model", "rollback_model"),
     },
     "served_monitoring_dag": set(),
 }

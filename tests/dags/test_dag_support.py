@@ -30,6 +30,7 @@ def test_mlflow_uri_from_connection_then_environment_then_default(
     from mlops_airflow.config import configure_mlflow
 
     mp = clean_mlflow_env
+    mp.delenv("MLFLOW_TRACKING_URI")  # no stack reference: the connection is taken as it is
     mp.setenv(
         "AIRFLOW_CONN_MLFLOW_DEFAULT",
         json.dumps({"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}),
@@ -42,6 +43,7 @@ def test_mlflow_uri_from_connection_then_environment_then_default(
         "AIRFLOW_CONN_MLFLOW_DEFAULT",
         json.dumps({"conn_type": "generic", "extra": {"tracking_uri": "sqlite:////srv/m.db"}}),
     )
+    mp.delenv("MLFLOW_TRACKING_URI")
     assert configure_mlflow() == "sqlite:////srv/m.db"
 
     mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT")
@@ -83,3 +85,52 @@ def test_threshold_variables_refuse_nan_infinities_and_out_of_range(airflow_db, 
                                                   f"mlops_max_null_share={float(raw)!r} is not a number in"):
         threshold_kwargs("validate")
 
+
+def test_connection_redirected_away_from_the_stack_is_refused(airflow_db, clean_mlflow_env) -> None:
+    """Issue 22 item 5: the workers' MLFLOW_TRACKING_URI is the stack's own server; a connection
+    an Op pointed elsewhere fails the task before the login is put in the environment."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_airflow.config import configure_mlflow
+
+    mp = clean_mlflow_env
+    mp.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123",
+         "extra": {"tracking_uri": "http://harvest.example:5000"}}))
+    with pytest.raises(AirflowFailException, match="not at this stack's MLflow server"):
+        configure_mlflow()
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # The same server spelled with its default port is the stack's own.
+    mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": "mlflow", "port": 5000, "login": "ml", "password": "pw-123"}))
+    assert configure_mlflow() == "http://mlflow:5000"
+
+
+def test_approval_switch_and_timeout_from_variable_then_environment(airflow_db, monkeypatch) -> None:
+    """The gate is off by default; the Variable wins over the environment; a value that is not a
+    boolean (or a timeout that is not a positive number of seconds) is an error, never "off"."""
+    from datetime import timedelta
+
+    from mlops_airflow.approval import approval_required, response_timeout
+    from mlops_airflow.config import ConfigurationError
+
+    for name in ("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "MLOPS_REQUIRE_APPROVAL",
+                 "AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", "MLOPS_APPROVAL_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    assert approval_required() is False
+    assert response_timeout() == timedelta(days=1)
+    monkeypatch.setenv("MLOPS_REQUIRE_APPROVAL", "true")
+    monkeypatch.setenv("MLOPS_APPROVAL_TIMEOUT", "90")
+    assert approval_required() is True and response_timeout() == timedelta(seconds=90)
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "false")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", "5")
+    assert approval_required() is False and response_timeout() == timedelta(seconds=5)
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_REQUIRE_APPROVAL", "maybe")
+    with pytest.raises(ConfigurationError, match="'mlops_require_approval' must be true or false"):
+        approval_required()
+    for bad in ("nan", "-1", "0", "inf", "soon"):
+        monkeypatch.setenv("AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", bad)
+        with pytest.raises(ConfigurationError, match="'mlops_approval_timeout' must be a number"):
+            response_timeout()

@@ -40,7 +40,7 @@ from stack.config import CONTROL_USER, VENV_BIN, WORKER_USER
 REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "bin" / "airflow"
 PROBE = "stack_cli_probe"
-CHAIN = ["check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "deploy"]
+CHAIN = ["check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy"]
 PRODUCT_DAGS = {"data_validation_dag", "ml_pipeline_dag", "model_retraining_dag"}
 CLI_TIMEOUT = 240
 
