@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from stack import alerting, health, keys
 from stack.config import (CONTROL_USER, LOOPBACK, REPO, VENV_BIN, WORKER_USER, StackConfig, Worker, optional_binary,
@@ -26,6 +27,8 @@ PHASES = ("base", "mlflow", "airflow", "scheduler")
 OBS_PROMETHEUS = REPO / "observability" / "prometheus"
 STATSD_MAPPING = REPO / "observability" / "statsd" / "mapping.yml"
 GRAFANA_PROVISIONING = REPO / "observability" / "grafana" / "provisioning"
+POSTGRES_EXPORTER_QUERIES = REPO / "observability" / "postgres-exporter" / "queries.yml"
+PROCESS_EXPORTER_CONFIG = REPO / "observability" / "process-exporter" / "process-exporter.yml"
 # TEST-ONLY switch of a test stack's env file (tests/stack/conftest.py sets it; `.env.example`
 # has no such line, so `make up` never uses it): where no statsd_exporter binary exists, run this
 # script, a test double taking the exporter's flags, in its place.
@@ -338,6 +341,46 @@ def log_server(cfg: StackConfig) -> Component:
                     listeners=(Listener("AIRFLOW_LOG_SERVER_PORT", port, served=True),))
 
 
+def exporters(cfg: StackConfig) -> list[Component]:
+    """The stack's own health for Prometheus, from Debian's exporters (both stacks run them):
+    Airflow's metadata database through a read-only login (observability/postgres-exporter/
+    queries.yml; the role is made by stack/postgres.py after the migration, so it starts with
+    Airflow), the Celery queues' lengths (Redis lists named after the queues, db 0) and memory,
+    CPU and process states per component (/proc; as the control-plane user it cannot read other
+    users' smaps, so no PSS: `-gather-smaps=false`)."""
+    p = cfg.ports
+    e = cfg.env
+    queues = sorted({w.queue for w in cfg.workers})
+    pg_dsn = (f"postgresql://{quote(e['POSTGRES_EXPORTER_USER'], safe='')}:{quote(e['POSTGRES_EXPORTER_PASSWORD'], safe='')}"
+              f"@{LOOPBACK}:{p['POSTGRES_PORT']}/{e['POSTGRES_DB']}?sslmode=disable")
+    return [
+        Component(
+            name="postgres-exporter", phase="airflow", user=CONTROL_USER, home=cfg.home, priority=30,
+            command=[_which("prometheus-postgres-exporter"), f"--web.listen-address={LOOPBACK}:{p['POSTGRES_EXPORTER_PORT']}",
+                     f"--extend.query-path={POSTGRES_EXPORTER_QUERIES}", "--disable-settings-metrics"],
+            extra_env=lambda: {"DATA_SOURCE_NAME": pg_dsn},
+            health=_port_health("POSTGRES_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("POSTGRES_EXPORTER_PORT", p["POSTGRES_EXPORTER_PORT"]),),
+        ),
+        Component(
+            # The Redis password from the environment (the exporter reads REDIS_PASSWORD), not argv.
+            name="redis-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
+            command=[_which("prometheus-redis-exporter"), f"-web.listen-address={LOOPBACK}:{p['REDIS_EXPORTER_PORT']}",
+                     "-check-single-keys=" + ",".join(f"db0={q}" for q in queues)],
+            extra_env=lambda: {"REDIS_ADDR": f"redis://{LOOPBACK}:{p['REDIS_PORT']}", "REDIS_PASSWORD": e["REDIS_PASSWORD"]},
+            health=_port_health("REDIS_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("REDIS_EXPORTER_PORT", p["REDIS_EXPORTER_PORT"]),),
+        ),
+        Component(
+            name="process-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
+            command=[_which("prometheus-process-exporter"), f"-web.listen-address={LOOPBACK}:{p['PROCESS_EXPORTER_PORT']}",
+                     f"-config.path={PROCESS_EXPORTER_CONFIG}", "-gather-smaps=false", "-threads=false"],
+            health=_port_health("PROCESS_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("PROCESS_EXPORTER_PORT", p["PROCESS_EXPORTER_PORT"]),),
+        ),
+    ]
+
+
 def components(cfg: StackConfig) -> list[Component]:
     """Every component of this stack in start order (optional ones marked `present=False` when
     their binary is missing)."""
@@ -388,7 +431,10 @@ def components(cfg: StackConfig) -> list[Component]:
             name="prometheus", phase="base", user=CONTROL_USER, home=cfg.home / "prometheus", priority=20,
             stopasgroup=False,
             command=[_which("prometheus"), f"--config.file={cfg.home / 'prometheus' / 'prometheus.yml'}",
-                     f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}", "--storage.tsdb.retention.time=7d",
+                     f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}",
+                     # Whichever comes first (docs/production.md "Upkeep").
+                     f"--storage.tsdb.retention.time={e['PROMETHEUS_RETENTION_TIME']}",
+                     f"--storage.tsdb.retention.size={e['PROMETHEUS_RETENTION_SIZE']}",
                      f"--web.listen-address={cfg.bind_address}:{p['PROMETHEUS_PORT']}"],
             health=_http("/-/ready", "prometheus_url"),
             listeners=(Listener("PROMETHEUS_PORT", p["PROMETHEUS_PORT"], served=True),),
@@ -425,6 +471,7 @@ def components(cfg: StackConfig) -> list[Component]:
             health=_alertmanager_health,
             listeners=(Listener("ALERTMANAGER_PORT", p["ALERTMANAGER_PORT"]),),
         ),
+        *exporters(cfg),
         Component(
             # Logins: MLflow's basic-auth app (stack/mlflow_auth.py). The backend URL and the Flask
             # secret key come from the environment, the user store and admin from the rendered
