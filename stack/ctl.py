@@ -163,7 +163,7 @@ def cmd_up(cfg: StackConfig) -> float:
                what="airflow db migrate", user=CONTROL_USER)
     run_logged([str(VENV_BIN / "python"), str(REPO / "airflow" / "bootstrap.py")], cfg.logs / "bootstrap.log",
                env={**env, **cfg.bootstrap_env()}, what="airflow/bootstrap.py", user=CONTROL_USER)
-    postgres.ensure_exporter_role(cfg)
+    log(postgres.ensure_exporter_role(cfg))
     _wait_mlflow(cfg, started)
     for line in mlflow_auth.ensure_accounts(cfg.mlflow_url, cfg.env, str(cfg.env_file)):
         log(line)

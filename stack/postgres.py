@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from stack import health
-from stack.config import StackConfig
+from stack.config import LOOPBACK, StackConfig
 from stack.render import write_private
 from stack.run import StackError, run_logged
 
@@ -66,31 +66,9 @@ def ensure_databases(cfg: StackConfig, names: list[str]) -> list[str]:
     return created
 
 
-# What the metrics exporter's login may read (observability/postgres-exporter/queries.yml).
-EXPORTER_TABLES = ("task_instance", "dag_run", "job")
+def ensure_exporter_role(cfg: StackConfig) -> str:
+    """The postgres-exporter's read-only login (stack/exporter_role.py), after the migration."""
+    from stack.exporter_role import ensure_exporter_role as ensure
 
-
-def ensure_exporter_role(cfg: StackConfig) -> None:
-    """The postgres-exporter's read-only login (POSTGRES_EXPORTER_USER/_PASSWORD): pg_monitor for
-    the server's statistics, CONNECT to the Airflow database and SELECT on the tables its queries
-    read. Run after `airflow db migrate` (the tables must exist); the password follows the env file."""
-    import psycopg2
-    from psycopg2 import sql
-
-    user, password = cfg.env["POSTGRES_EXPORTER_USER"], cfg.env["POSTGRES_EXPORTER_PASSWORD"]
-    conn = psycopg2.connect(host="127.0.0.1", port=cfg.ports["POSTGRES_PORT"], user=cfg.env["POSTGRES_USER"],
-                            password=cfg.env["POSTGRES_PASSWORD"], dbname=cfg.env["POSTGRES_DB"])
-    conn.autocommit = True
-    role = sql.Identifier(user)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s")
-                        .format(role), (password,))
-            cur.execute(sql.SQL("GRANT pg_monitor TO {}").format(role))
-            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(cfg.env["POSTGRES_DB"]), role))
-            cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
-                sql.SQL(", ").join(sql.Identifier(t) for t in EXPORTER_TABLES), role))
-    finally:
-        conn.close()
+    return ensure(LOOPBACK, cfg.ports["POSTGRES_PORT"], cfg.env["POSTGRES_USER"], cfg.env["POSTGRES_PASSWORD"],
+                  cfg.env["POSTGRES_DB"], cfg.env["POSTGRES_EXPORTER_USER"], cfg.env["POSTGRES_EXPORTER_PASSWORD"])

@@ -26,7 +26,7 @@ SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
-    "alertmanager-config", "alertmanager", "grafana",
+    "alertmanager-config", "alertmanager", "grafana", "postgres-exporter", "redis-exporter", "process-exporter",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -192,6 +192,11 @@ def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> N
         if name in ONE_SHOT:
             assert svc.get("restart") in (None, "no")
             continue
+        if name == "process-exporter":
+            # Its upstream image is FROM scratch (no shell, no wget): Prometheus' `up` and
+            # ScrapeTargetDown are its health check.
+            assert "healthcheck" not in svc and svc.get("restart") == "unless-stopped"
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert svc.get("restart") == "unless-stopped", name
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -256,7 +261,8 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
                    "api-secret-key": {"AIRFLOW_API_SECRET_KEY"}, "celery-broker": {"REDIS_PASSWORD"},
                    "flower-login": {"FLOWER_PASSWORD"}}
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
-                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD"} if name == "airflow-init" else set()
+                 "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD",
+                     "POSTGRES_EXPORTER_PASSWORD"} if name == "airflow-init" else set()
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
