@@ -79,6 +79,8 @@ class Component:
     stopsignal: str = "TERM"
     stopwait: int = 20
     stopasgroup: bool = True
+    # After stopwait, kill the whole process group (default: as stopasgroup).
+    killasgroup: bool | None = None
     present: bool = True
 
     @property
@@ -278,6 +280,9 @@ CONTROL_GRANTS = {
     "triggerer": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
     "log-server": frozenset({"api-secret-key"}),
     "flower": frozenset({"celery-broker", "flower-login"}),
+    # Runs only maintenance_dag.clean_metadata_db (mlops_airflow.policy); the database URL for
+    # `airflow db clean` comes as MLOPS_METADATA_DB_URL (maintenance_worker).
+    "maintenance-worker": frozenset({"celery-broker"}),
 }
 WORKER_GRANTS = frozenset({"celery-broker"})
 
@@ -309,9 +314,43 @@ def worker(cfg: StackConfig, spec: Worker) -> Component:
     # what the worker imports before it forks (mlops_airflow.preload).
     extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
              "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_WORKER_PRELOAD": spec.preload}
+    # Warm shutdown of a heavy worker (make down, a restart): SIGTERM reaches only the Celery main
+    # process, which takes no new task and waits for the running training; its process group is
+    # killed only after the grace (HEAVY_WORKER_STOP_GRACE_S, at least the heavy tasks' time limit).
+    heavy = spec.queue == "heavy"
     return Component(name=f"worker-{spec.name}", phase="airflow", command=command, health=_worker_health(spec),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
-                     extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
+                     extra_env=lambda: extra, group="airflow", umask="007",
+                     stopwait=heavy_stop_grace(cfg) if heavy else 30, stopasgroup=not heavy, killasgroup=True)
+
+
+HEAVY_STOP_GRACE_DEFAULT_S = 7200
+
+
+def heavy_stop_grace(cfg: StackConfig) -> int:
+    """Seconds a stopped heavy worker lets its running task finish (HEAVY_WORKER_STOP_GRACE_S)."""
+    raw = cfg.env.get("HEAVY_WORKER_STOP_GRACE_S", "").strip() or str(HEAVY_STOP_GRACE_DEFAULT_S)
+    if not raw.isdigit() or int(raw) < 1:
+        from stack.envfile import EnvFileError
+
+        raise EnvFileError(f"{cfg.env_file}: HEAVY_WORKER_STOP_GRACE_S={raw!r} is not a number of seconds")
+    return int(raw)
+
+
+def maintenance_worker(cfg: StackConfig) -> Component:
+    """The worker of the `maintenance` queue: `airflow db clean` for maintenance_dag. Its task needs
+    the metadata database's login, which no other worker holds: it gets it as MLOPS_METADATA_DB_URL
+    (Airflow blanks AIRFLOW__DATABASE__SQL_ALCHEMY_CONN inside every task), runs as the
+    control-plane user, and a cluster policy (mlops_airflow.policy) lets no other task onto its
+    queue. One slot, no preload."""
+    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", "maintenance1@%h",
+               "--queues", "maintenance", "--concurrency", "1", "--without-gossip", "--without-mingle",
+               "--skip-serve-logs"]
+    spec = Worker("maintenance1", "maintenance", 1)
+    return Component(name="maintenance-worker", phase="airflow", command=command, health=_worker_health(spec),
+                     user=CONTROL_USER, home=cfg.airflow_home, airflow_home=cfg.airflow_home,
+                     grants=CONTROL_GRANTS["maintenance-worker"], group="airflow", stopwait=120,
+                     extra_env=lambda: {"MLOPS_METADATA_DB_URL": cfg.db_url(cfg.env["POSTGRES_DB"])})
 
 
 def statsd_double_record(cfg: StackConfig) -> Path:
@@ -508,6 +547,7 @@ def components(cfg: StackConfig) -> list[Component]:
         _airflow(cfg, "triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
         log_server(cfg),
         *(worker(cfg, w) for w in cfg.workers),
+        maintenance_worker(cfg),
         _airflow(cfg, "flower", [airflow, "celery", "flower"], priority=50, health_check=_flower_health,
                  listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"], served=True),)),
         Component(

@@ -73,6 +73,10 @@ REQUIRED_VARS = (
 )
 
 
+# Retentions in days (maintenance_dag), handed to every Airflow program.
+RETENTION_VARS = ("LOG_RETENTION_DAYS", "REPORT_RETENTION_DAYS", "AIRFLOW_DB_RETENTION_DAYS")
+
+
 # What the workers of each queue import before they fork their task processes
 # (MLOPS_WORKER_PRELOAD, groups of mlops_airflow.preload): the training stack on `heavy`,
 # validation and drift (with the registry and scoring they use) on `light`.
@@ -335,6 +339,8 @@ class StackConfig:
                 "MLOPS_MODEL_NAME": self.env["MLOPS_MODEL_NAME"],
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "PYTHONPATH": str(REPO / "src"),
+                # maintenance_dag's retentions (mlops_airflow.maintenance).
+                **{k: self.env[k] for k in RETENTION_VARS if self.env.get(k)},
             }
         )
         # Per-stack Airflow settings from the env file win (e.g. the test stack's schedule switch).

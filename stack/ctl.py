@@ -180,8 +180,12 @@ def cmd_up(cfg: StackConfig) -> float:
     return took
 
 
-def cmd_down(cfg: StackConfig, timeout: float = 90) -> None:
-    """Stop everything through supervisord, then make sure no process of this stack is left."""
+def cmd_down(cfg: StackConfig, timeout: float | None = None) -> None:
+    """Stop everything through supervisord, then make sure no process of this stack is left.
+    supervisord gives each program its stop grace (a heavy worker's running training may finish):
+    by default `down` waits for the longest of them, plus a minute."""
+    if timeout is None:
+        timeout = max([90, *(c.stopwait + 60 for c in components(cfg) if c.present)])
     pid = is_running(cfg)
     if pid:
         log(f"stopping supervisord (pid {pid}) and every component")

@@ -27,10 +27,11 @@ SERVICES = {
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
     "alertmanager-config", "alertmanager", "grafana", "postgres-exporter", "redis-exporter", "process-exporter",
+    "airflow-worker-maintenance",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
+    "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "airflow-worker-maintenance", "flower",
 }
 # One-shot services: they exit 0 once done (no health check, no restart).
 ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
@@ -51,6 +52,7 @@ SERVICE_GRANTS = {
     "flower": CONTROL_GRANTS["flower"],
     "airflow-worker-light": WORKER_GRANTS,
     "airflow-worker-heavy": WORKER_GRANTS,
+    "airflow-worker-maintenance": CONTROL_GRANTS["maintenance-worker"],
     "airflow-init": frozenset({"metadata-db", "fernet-key"}),
 }
 NO_DATABASE_URL = "postgresql+psycopg2://no-database-access@postgres:5432/no-database-access"
@@ -263,6 +265,8 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
                  "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD",
                      "POSTGRES_EXPORTER_PASSWORD"} if name == "airflow-init" else set()
+        if name == "airflow-worker-maintenance":
+            extra = {"POSTGRES_PASSWORD"}  # MLOPS_METADATA_DB_URL, for `airflow db clean` only
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
