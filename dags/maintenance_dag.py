@@ -13,7 +13,8 @@
   that queue (`mlops_airflow.policy`).
 
 A manual run may pass other retentions in its conf: `log_retention_days`, `report_retention_days`,
-`db_retention_days`, or `clean_before` (an ISO timestamp) and `dag_ids` (a list) for the database.
+`db_retention_days`, or `clean_before` (an ISO timestamp), `dag_ids` and `tables` (lists) for the
+database.
 docs/production.md, "Upkeep", lists what grows and what bounds it.
 """
 

@@ -89,6 +89,11 @@ class Component:
         return f"{self.group}:{self.name}" if self.group else self.name
 
     @property
+    def kills_group(self) -> bool:
+        """supervisord's killasgroup: SIGKILL after stopwait reaches the whole process group."""
+        return self.stopasgroup if self.killasgroup is None else self.killasgroup
+
+    @property
     def port_column(self) -> str:
         """The PORT column of `make status`."""
         tcp = [str(lst.port) for lst in self.listeners if lst.proto == "tcp"]

@@ -4,7 +4,7 @@ database's login; mlops_airflow.policy keeps every other task off its queue).
 
 Retentions in days come from the environment (LOG_RETENTION_DAYS, REPORT_RETENTION_DAYS,
 AIRFLOW_DB_RETENTION_DAYS of `.env`); a run's conf may name others, or `clean_before` (an ISO
-timestamp) and `dag_ids` for the database."""
+timestamp), `dag_ids` and `tables` for the database."""
 
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ def db_clean_command(conf: dict[str, Any], now: datetime | None = None) -> list[
                "--skip-archive", "--yes", "--error-on-cleanup-failure"]
     if conf.get("dag_ids"):
         command += ["--dag-ids", ",".join(conf["dag_ids"])]
+    if conf.get("tables"):
+        command += ["--tables", ",".join(conf["tables"])]
     return command
 
 
@@ -93,4 +95,5 @@ def clean_metadata_db(conf: dict[str, Any]) -> dict[str, Any]:
     log.info("%s", proc.stdout[-4000:])
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db clean failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return {"clean_before": command[command.index("--clean-before-timestamp") + 1], "dag_ids": conf.get("dag_ids")}
+    return {"clean_before": command[command.index("--clean-before-timestamp") + 1], "dag_ids": conf.get("dag_ids"),
+            "tables": conf.get("tables")}

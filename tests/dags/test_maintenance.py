@@ -62,9 +62,11 @@ def test_db_clean_command_on_the_retention(monkeypatch: pytest.MonkeyPatch) -> N
     assert command[:3] == ["airflow", "db", "clean"]
     assert command[command.index("--clean-before-timestamp") + 1] == "2026-09-08T00:00:00+00:00"
     assert "--skip-archive" in command and "--yes" in command and "--dag-ids" not in command
-    command = db_clean_command({"clean_before": "2026-12-01T10:00:00Z", "dag_ids": ["a", "b"]}, now)
+    command = db_clean_command({"clean_before": "2026-12-01T10:00:00Z", "dag_ids": ["a", "b"], "tables": ["dag_run"]},
+                               now)
     assert command[command.index("--clean-before-timestamp") + 1] == "2026-12-01T10:00:00+00:00"
     assert command[command.index("--dag-ids") + 1] == "a,b"
+    assert command[command.index("--tables") + 1] == "dag_run"
 
 
 def test_only_the_db_cleaner_may_use_the_maintenance_queue(airflow_db, tmp_path: Path) -> None:

@@ -156,3 +156,63 @@ def test_worker_recycling_replaces_the_pool_process_without_losing_a_task(probe)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
+
+
+def _aged(path, days: float, owner: str) -> None:
+    """A file of `owner` (group mlops-shared) last modified `days` ago."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("upkeep test\n")
+    for part in (path.parent, path):
+        shutil.chown(part, owner, SHARED_GROUP)
+    stamp = time.time() - days * 86400
+    os.utime(path, (stamp, stamp))
+
+
+def test_maintenance_dag_cleans_the_database_and_prunes_old_files(probe) -> None:
+    """`airflow db clean` runs from maintenance_dag (on the maintenance worker): a run older than the
+    cut-off is gone, a newer one is still shown by the REST API (what the UI reads); task logs and
+    reports older than their retention are deleted, newer ones kept."""
+    from stack.config import CONTROL_USER
+
+    stack = probe
+    deadline = time.monotonic() + 180
+    while stack.api("GET", "/dags/maintenance_dag").status_code != 200:
+        assert time.monotonic() < deadline, "maintenance_dag not parsed"
+        time.sleep(1)
+    old_run = stack.trigger(PROBE, conf={"mode": "training", "seconds": 0})
+    assert stack.wait_run(PROBE, old_run, timeout=180)["state"] == "success"
+    time.sleep(1)
+    cut = datetime.now().astimezone().isoformat()
+    time.sleep(1)
+    new_run = stack.trigger(PROBE, conf={"mode": "training", "seconds": 0})
+    assert stack.wait_run(PROBE, new_run, timeout=180)["state"] == "success"
+
+    logs, reports = stack.cfg.task_logs, stack.cfg.data_dir / "reports"
+    old_files = [logs / "dag_id=upkeep_test" / "old" / "attempt=1.log", reports / "1999-W01" / "validation.json"]
+    new_files = [logs / "dag_id=upkeep_test" / "new" / "attempt=1.log", reports / "1999-W02" / "validation.json"]
+    for path, days in ((old_files[0], 31), (new_files[0], 29)):
+        _aged(path, days, CONTROL_USER)
+    for path, days in ((old_files[1], 31), (new_files[1], 29)):
+        _aged(path, days, WORKER_USER)
+
+    conf = {"clean_before": cut, "dag_ids": [PROBE], "tables": ["dag_run"],
+            "log_retention_days": 30, "report_retention_days": 30}
+    run = stack.trigger("maintenance_dag", conf=conf, role="op")
+    final = stack.wait_run("maintenance_dag", run, timeout=300)
+    states = {t["task_id"]: (t["state"], t["queue"]) for t in stack.task_instances("maintenance_dag", run)}
+    assert final["state"] == "success", states
+    assert states["clean_metadata_db"] == ("success", "maintenance")
+
+    assert stack.api("GET", f"/dags/{PROBE}/dagRuns/{old_run}").status_code == 404
+    shown = stack.api("GET", f"/dags/{PROBE}/dagRuns/{new_run}")
+    assert shown.status_code == 200 and shown.json()["state"] == "success"
+    assert stack.api("GET", f"/dags/maintenance_dag/dagRuns/{run}").status_code == 200
+    assert [p.exists() for p in old_files] == [False, False]
+    assert all(p.exists() for p in new_files)
+    for task_id in ("prune_task_logs", "prune_reports"):
+        pruned = stack.api("GET", f"/dags/maintenance_dag/dagRuns/{run}/taskInstances/{task_id}/xcomEntries/return_value")
+        value = pruned.json()["value"]
+        value = json.loads(value) if isinstance(value, str) else value
+        assert value["removed_files"] >= 1 and value["kept_files"] >= 1 and value["errors"] == [], (task_id, value)
