@@ -418,7 +418,9 @@ def exporters(cfg: StackConfig) -> list[Component]:
         Component(
             name="process-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
             command=[_which("prometheus-process-exporter"), f"-web.listen-address={LOOPBACK}:{p['PROCESS_EXPORTER_PORT']}",
-                     f"-config.path={PROCESS_EXPORTER_CONFIG}", "-gather-smaps=false", "-threads=false"],
+                     f"-config.path={PROCESS_EXPORTER_CONFIG}", "-gather-smaps=false", "-threads=false",
+                     # Celery and Airflow retitle their processes after start: match names anew.
+                     "-recheck"],
             health=_port_health("PROCESS_EXPORTER_PORT", "/metrics"),
             listeners=(Listener("PROCESS_EXPORTER_PORT", p["PROCESS_EXPORTER_PORT"]),),
         ),
