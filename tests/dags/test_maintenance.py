@@ -69,6 +69,15 @@ def test_db_clean_command_on_the_retention(monkeypatch: pytest.MonkeyPatch) -> N
     assert command[command.index("--tables") + 1] == "dag_run"
 
 
+def test_tables_db_clean_could_not_clean_are_read_from_its_output() -> None:
+    from mlops_airflow.maintenance import uncleaned_tables
+
+    line = ("2026-12-07T11:21:44Z [warning  ] The following tables were not cleaned due to errors: "
+            "['deadline', 'xcom']. Check the logs above for details.")
+    assert uncleaned_tables("Checking table dag_run\n" + line) == {"deadline", "xcom"}
+    assert uncleaned_tables("Checking table dag_run\nFound 0 rows meeting deletion criteria.") == set()
+
+
 def test_only_the_db_cleaner_may_use_the_maintenance_queue(airflow_db, tmp_path: Path) -> None:
     """A DAG that routes any other task to the maintenance queue is refused at parse time."""
     from airflow.dag_processing.dagbag import DagBag
