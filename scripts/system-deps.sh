@@ -6,6 +6,9 @@
 #   prometheus      scrapes Flower, MLflow, statsd-exporter; ships promtool for rule tests
 #   prometheus-pushgateway   receives the ML jobs' results (src/mlops/metrics.py) for Prometheus
 #   prometheus-alertmanager  routes the firing alerts to the receiver of .env (ships amtool)
+#   prometheus-postgres-exporter, prometheus-redis-exporter, prometheus-process-exporter
+#                   the stack's own health on both paths: Airflow's metadata (task states, queue
+#                   age, scheduler heartbeat), Celery queue lengths, memory/CPU per component
 #   docker-compose  parses and validates docker-compose.celery.yml; drives the compose test
 #   python3-venv    to create .venv on a stock Debian Python
 #   acl             setfacl: `make up` grants the stack users traversal of a private checkout path
@@ -23,6 +26,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v prometheus-postgres-exporter >/dev/null 2>&1 || missing+=(prometheus-postgres-exporter)
+command -v prometheus-redis-exporter >/dev/null 2>&1 || missing+=(prometheus-redis-exporter)
+command -v prometheus-process-exporter >/dev/null 2>&1 || missing+=(prometheus-process-exporter)
 command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

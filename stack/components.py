@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from stack import alerting, grants, health, keys
 from stack.config import (CONTROL_USER, LOOPBACK, REPO, SERVING_USER, VENV_BIN, WORKER_USER, StackConfig, Worker,
@@ -27,6 +28,8 @@ PHASES = ("base", "mlflow", "airflow", "scheduler")
 OBS_PROMETHEUS = REPO / "observability" / "prometheus"
 STATSD_MAPPING = REPO / "observability" / "statsd" / "mapping.yml"
 GRAFANA_PROVISIONING = REPO / "observability" / "grafana" / "provisioning"
+POSTGRES_EXPORTER_QUERIES = REPO / "observability" / "postgres-exporter" / "queries.yml"
+PROCESS_EXPORTER_CONFIG = REPO / "observability" / "process-exporter" / "process-exporter.yml"
 # TEST-ONLY switch of a test stack's env file (tests/stack/conftest.py sets it; `.env.example`
 # has no such line, so `make up` never uses it): where no statsd_exporter binary exists, run this
 # script, a test double taking the exporter's flags, in its place.
@@ -77,12 +80,19 @@ class Component:
     stopsignal: str = "TERM"
     stopwait: int = 20
     stopasgroup: bool = True
+    # After stopwait, kill the whole process group (default: as stopasgroup).
+    killasgroup: bool | None = None
     present: bool = True
 
     @property
     def program(self) -> str:
         """The name supervisord's XML-RPC API uses (`group:name` inside a group)."""
         return f"{self.group}:{self.name}" if self.group else self.name
+
+    @property
+    def kills_group(self) -> bool:
+        """supervisord's killasgroup: SIGKILL after stopwait reaches the whole process group."""
+        return self.stopasgroup if self.killasgroup is None else self.killasgroup
 
     @property
     def port_column(self) -> str:
@@ -288,6 +298,9 @@ CONTROL_GRANTS = {
     "triggerer": frozenset({"metadata-db", "fernet-key", "jwt-public-key"}),
     "log-server": frozenset({"api-secret-key"}),
     "flower": frozenset({"broker-flower", "flower-login"}),
+    # Runs only maintenance_dag.clean_metadata_db (mlops_airflow.policy); the database URL for
+    # `airflow db clean` comes as MLOPS_METADATA_DB_URL (maintenance_worker).
+    "maintenance-worker": frozenset({"broker-worker"}),
 }
 WORKER_GRANTS = frozenset({"broker-worker"})
 
@@ -321,9 +334,43 @@ def worker(cfg: StackConfig, spec: Worker) -> Component:
     extra = {"DVC_SITE_CACHE_DIR": str(cfg.worker_home / "dvc-site-cache"),
              "MLOPS_PUSHGATEWAY_URL": cfg.pushgateway_url, "MLOPS_PUSHGATEWAY_USER": pusher,
              "MLOPS_PUSHGATEWAY_PASSWORD": push_password, "MLOPS_WORKER_PRELOAD": spec.preload}
+    # Warm shutdown of a heavy worker (make down, a restart): SIGTERM reaches only the Celery main
+    # process, which takes no new task and waits for the running training; its process group is
+    # killed only after the grace (HEAVY_WORKER_STOP_GRACE_S, at least the heavy tasks' time limit).
+    heavy = spec.queue == "heavy"
     return Component(name=f"worker-{spec.name}", phase="airflow", command=command, health=_worker_health(spec),
                      user=WORKER_USER, home=cfg.worker_home, airflow_home=cfg.worker_home, grants=WORKER_GRANTS,
-                     extra_env=lambda: extra, group="airflow", umask="007", stopwait=30)
+                     extra_env=lambda: extra, group="airflow", umask="007",
+                     stopwait=heavy_stop_grace(cfg) if heavy else 30, stopasgroup=not heavy, killasgroup=True)
+
+
+HEAVY_STOP_GRACE_DEFAULT_S = 7200
+
+
+def heavy_stop_grace(cfg: StackConfig) -> int:
+    """Seconds a stopped heavy worker lets its running task finish (HEAVY_WORKER_STOP_GRACE_S)."""
+    raw = cfg.env.get("HEAVY_WORKER_STOP_GRACE_S", "").strip() or str(HEAVY_STOP_GRACE_DEFAULT_S)
+    if not raw.isdigit() or int(raw) < 1:
+        from stack.envfile import EnvFileError
+
+        raise EnvFileError(f"{cfg.env_file}: HEAVY_WORKER_STOP_GRACE_S={raw!r} is not a number of seconds")
+    return int(raw)
+
+
+def maintenance_worker(cfg: StackConfig) -> Component:
+    """The worker of the `maintenance` queue: `airflow db clean` for maintenance_dag. Its task needs
+    the metadata database's login, which no other worker holds: it gets it as MLOPS_METADATA_DB_URL
+    (Airflow blanks AIRFLOW__DATABASE__SQL_ALCHEMY_CONN inside every task), runs as the
+    control-plane user, and a cluster policy (mlops_airflow.policy) lets no other task onto its
+    queue. One slot, no preload."""
+    command = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", "maintenance1@%h",
+               "--queues", "maintenance", "--concurrency", "1", "--without-gossip", "--without-mingle",
+               "--skip-serve-logs"]
+    spec = Worker("maintenance1", "maintenance", 1)
+    return Component(name="maintenance-worker", phase="airflow", command=command, health=_worker_health(spec),
+                     user=CONTROL_USER, home=cfg.airflow_home, airflow_home=cfg.airflow_home,
+                     grants=CONTROL_GRANTS["maintenance-worker"], group="airflow", stopwait=120,
+                     extra_env=lambda: {"MLOPS_METADATA_DB_URL": cfg.db_url(cfg.env["POSTGRES_DB"])})
 
 
 def statsd_double_record(cfg: StackConfig) -> Path:
@@ -398,6 +445,48 @@ def log_server(cfg: StackConfig) -> Component:
                     listeners=(Listener("AIRFLOW_LOG_SERVER_PORT", port, served=True),))
 
 
+def exporters(cfg: StackConfig) -> list[Component]:
+    """The stack's own health for Prometheus, from Debian's exporters (both stacks run them):
+    Airflow's metadata database through a read-only login (observability/postgres-exporter/
+    queries.yml; the role is made by stack/postgres.py after the migration, so it starts with
+    Airflow), the Celery queues' lengths (Redis lists named after the queues, db 0) and memory,
+    CPU and process states per component (/proc; as the control-plane user it cannot read other
+    users' smaps, so no PSS: `-gather-smaps=false`)."""
+    p = cfg.ports
+    e = cfg.env
+    queues = sorted({w.queue for w in cfg.workers})
+    pg_dsn = (f"postgresql://{quote(e['POSTGRES_EXPORTER_USER'], safe='')}:{quote(e['POSTGRES_EXPORTER_PASSWORD'], safe='')}"
+              f"@{LOOPBACK}:{p['POSTGRES_PORT']}/{e['POSTGRES_DB']}?sslmode=disable")
+    return [
+        Component(
+            name="postgres-exporter", phase="airflow", user=CONTROL_USER, home=cfg.home, priority=30,
+            command=[_which("prometheus-postgres-exporter"), f"--web.listen-address={LOOPBACK}:{p['POSTGRES_EXPORTER_PORT']}",
+                     f"--extend.query-path={POSTGRES_EXPORTER_QUERIES}", "--disable-settings-metrics"],
+            extra_env=lambda: {"DATA_SOURCE_NAME": pg_dsn},
+            health=_port_health("POSTGRES_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("POSTGRES_EXPORTER_PORT", p["POSTGRES_EXPORTER_PORT"]),),
+        ),
+        Component(
+            # The Redis password from the environment (the exporter reads REDIS_PASSWORD), not argv.
+            name="redis-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
+            command=[_which("prometheus-redis-exporter"), f"-web.listen-address={LOOPBACK}:{p['REDIS_EXPORTER_PORT']}",
+                     "-check-single-keys=" + ",".join(f"db0={q}" for q in queues)],
+            extra_env=lambda: {"REDIS_ADDR": f"redis://{LOOPBACK}:{p['REDIS_PORT']}", "REDIS_PASSWORD": e["REDIS_PASSWORD"]},
+            health=_port_health("REDIS_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("REDIS_EXPORTER_PORT", p["REDIS_EXPORTER_PORT"]),),
+        ),
+        Component(
+            name="process-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
+            command=[_which("prometheus-process-exporter"), f"-web.listen-address={LOOPBACK}:{p['PROCESS_EXPORTER_PORT']}",
+                     f"-config.path={PROCESS_EXPORTER_CONFIG}", "-gather-smaps=false", "-threads=false",
+                     # Celery and Airflow retitle their processes after start: match names anew.
+                     "-recheck"],
+            health=_port_health("PROCESS_EXPORTER_PORT", "/metrics"),
+            listeners=(Listener("PROCESS_EXPORTER_PORT", p["PROCESS_EXPORTER_PORT"]),),
+        ),
+    ]
+
+
 def components(cfg: StackConfig) -> list[Component]:
     """Every component of this stack in start order (optional ones marked `present=False` when
     their binary is missing)."""
@@ -448,7 +537,10 @@ def components(cfg: StackConfig) -> list[Component]:
             name="prometheus", phase="base", user=CONTROL_USER, home=cfg.home / "prometheus", priority=20,
             stopasgroup=False,
             command=[_which("prometheus"), f"--config.file={cfg.home / 'prometheus' / 'prometheus.yml'}",
-                     f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}", "--storage.tsdb.retention.time=7d",
+                     f"--storage.tsdb.path={cfg.home / 'prometheus' / 'data'}",
+                     # Whichever comes first (docs/production.md "Upkeep").
+                     f"--storage.tsdb.retention.time={e['PROMETHEUS_RETENTION_TIME']}",
+                     f"--storage.tsdb.retention.size={e['PROMETHEUS_RETENTION_SIZE']}",
                      f"--web.listen-address={cfg.bind_address}:{p['PROMETHEUS_PORT']}"],
             health=_http("/-/ready", "prometheus_url"),
             listeners=(Listener("PROMETHEUS_PORT", p["PROMETHEUS_PORT"], served=True),),
@@ -488,6 +580,7 @@ def components(cfg: StackConfig) -> list[Component]:
             health=_alertmanager_health,
             listeners=(Listener("ALERTMANAGER_PORT", p["ALERTMANAGER_PORT"]),),
         ),
+        *exporters(cfg),
         Component(
             # Logins: MLflow's basic-auth app (stack/mlflow_auth.py). The backend URL and the Flask
             # secret key come from the environment, the user store and admin from the rendered
@@ -525,6 +618,7 @@ def components(cfg: StackConfig) -> list[Component]:
         log_server(cfg),
         *(worker(cfg, w) for w in cfg.workers),
         serving(cfg),
+        maintenance_worker(cfg),
         _airflow(cfg, "flower", [airflow, "celery", "flower"], priority=50, health_check=_flower_health,
                  listeners=(Listener("FLOWER_PORT", p["FLOWER_PORT"], served=True),)),
         Component(

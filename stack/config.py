@@ -43,9 +43,16 @@ PORT_VARS = (
     "REDIS_PORT",
     "AIRFLOW_LOG_SERVER_PORT",
     "SERVING_PORT",
+    "POSTGRES_EXPORTER_PORT",
+    "REDIS_EXPORTER_PORT",
+    "PROCESS_EXPORTER_PORT",
 )
 REQUIRED_VARS = (
     "STACK_HOME",
+    "POSTGRES_EXPORTER_USER",
+    "POSTGRES_EXPORTER_PASSWORD",
+    "PROMETHEUS_RETENTION_TIME",
+    "PROMETHEUS_RETENTION_SIZE",
     "MLOPS_DATA_DIR",
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
@@ -86,6 +93,10 @@ REQUIRED_VARS = (
     "MLFLOW_SERVING_USER",
     "MLFLOW_SERVING_PASSWORD",
 )
+
+
+# Retentions in days (maintenance_dag), handed to every Airflow program.
+RETENTION_VARS = ("LOG_RETENTION_DAYS", "REPORT_RETENTION_DAYS", "AIRFLOW_DB_RETENTION_DAYS")
 
 
 # What the workers of each queue import before they fork their task processes
@@ -368,6 +379,8 @@ class StackConfig:
                 "MLOPS_MODEL_NAME": self.env["MLOPS_MODEL_NAME"],
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "PYTHONPATH": str(REPO / "src"),
+                # maintenance_dag's retentions (mlops_airflow.maintenance).
+                **{k: self.env[k] for k in RETENTION_VARS if self.env.get(k)},
             }
         )
         # Per-stack Airflow settings from the env file win (e.g. the test stack's schedule switch).

@@ -173,6 +173,7 @@ def cmd_up(cfg: StackConfig) -> float:
     run_logged([str(VENV_BIN / "airflow"), "db", "migrate"], cfg.logs / "airflow-db-migrate.log", env=env,
                what="airflow db migrate", user=CONTROL_USER)
     bootstrap(cfg)
+    log(postgres.ensure_exporter_role(cfg))
     _wait_mlflow(cfg, started)
     for line in mlflow_auth.ensure_accounts(cfg.mlflow_url, cfg.env, str(cfg.env_file)):
         log(line)
@@ -189,10 +190,32 @@ def cmd_up(cfg: StackConfig) -> float:
     return took
 
 
-def cmd_down(cfg: StackConfig, timeout: float = 90) -> None:
-    """Stop everything through supervisord, then make sure no process of this stack is left."""
+def _stop_workers_first(cfg: StackConfig) -> None:
+    """Stop the Celery workers before the control plane, each within its stop grace: a running
+    task reports its end through the api-server, so a heavy worker's training that finishes during
+    the warm shutdown must still find it (supervisord's shutdown signals every program at once)."""
+    import xmlrpc.client
+
+    rpc = health.supervisor(cfg).supervisor
+    workers = sorted((c for c in components(cfg) if c.present and "worker" in c.name), key=lambda c: c.stopwait)
+    for comp in workers:
+        try:
+            if rpc.getProcessInfo(comp.program)["statename"] in ("RUNNING", "STARTING"):
+                log(f"stopping {comp.name} (it may finish its running task: up to {comp.stopwait} s)")
+                rpc.stopProcess(comp.program, True)
+        except (OSError, xmlrpc.client.Fault) as exc:
+            log(f"stopping {comp.name}: {exc} (supervisord's shutdown stops it)")
+
+
+def cmd_down(cfg: StackConfig, timeout: float | None = None) -> None:
+    """Stop everything through supervisord, then make sure no process of this stack is left.
+    supervisord gives each program its stop grace (a heavy worker's running training may finish):
+    by default `down` waits for the longest of them, plus a minute."""
+    if timeout is None:
+        timeout = max([90, *(c.stopwait + 60 for c in components(cfg) if c.present)])
     pid = is_running(cfg)
     if pid:
+        _stop_workers_first(cfg)
         log(f"stopping supervisord (pid {pid}) and every component")
         try:
             health.supervisor(cfg).supervisor.shutdown()

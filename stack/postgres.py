@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from stack import grants, health, safefs
-from stack.config import StackConfig
+from stack.config import LOOPBACK, StackConfig
 from stack.render import write_private
 from stack.run import StackError, run_logged
 
@@ -104,3 +104,11 @@ def ensure_predictions(cfg: StackConfig) -> list[str]:
     finally:
         conn.close()
     return created
+
+
+def ensure_exporter_role(cfg: StackConfig) -> str:
+    """The postgres-exporter's read-only login (stack/exporter_role.py), after the migration."""
+    from stack.exporter_role import ensure_exporter_role as ensure
+
+    return ensure(LOOPBACK, cfg.ports["POSTGRES_PORT"], cfg.env["POSTGRES_USER"], cfg.env["POSTGRES_PASSWORD"],
+                  cfg.env["POSTGRES_DB"], cfg.env["POSTGRES_EXPORTER_USER"], cfg.env["POSTGRES_EXPORTER_PASSWORD"])

@@ -177,6 +177,9 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         "alertmanager:9093": (f"{LOOPBACK}:{p['ALERTMANAGER_PORT']}", True),
         # MLflow's metrics are scraped from the stack's exporter (stack/mlflow_metrics.py), no login.
         "mlflow-metrics:5001": (f"{LOOPBACK}:{p['MLFLOW_METRICS_PORT']}", mlflow_metrics_available()),
+        "postgres-exporter:9187": (f"{LOOPBACK}:{p['POSTGRES_EXPORTER_PORT']}", True),
+        "redis-exporter:9121": (f"{LOOPBACK}:{p['REDIS_EXPORTER_PORT']}", True),
+        "process-exporter:9256": (f"{LOOPBACK}:{p['PROCESS_EXPORTER_PORT']}", True),
         "localhost:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),
         "model-server:8000": (f"{here}:{p['SERVING_PORT']}", True),
         "prometheus:9090": (f"{here}:{p['PROMETHEUS_PORT']}", True),

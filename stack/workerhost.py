@@ -77,6 +77,7 @@ def export_env(main: StackConfig, address: str, home: Path, workers: str = "heav
               "PUSHGATEWAY_PUSH_PASSWORD": main.env["PUSHGATEWAY_PUSH_PASSWORD"],
               "AIRFLOW_API_SECRET_KEY": main.env["AIRFLOW_API_SECRET_KEY"],
               "MLOPS_MODEL_NAME": main.env["MLOPS_MODEL_NAME"], "WORKER_HOST_WORKERS": workers,
+              "HEAVY_WORKER_STOP_GRACE_S": main.env.get("HEAVY_WORKER_STOP_GRACE_S", ""),
               **{var: str(main.ports[var]) for var in PORT_VARS}, **settings}
     lines = [f"# Worker host joining the stack of {main.env_file} (python -m stack.workerhost export): "
              f"keep it private, it holds the workers' broker and push logins and the log servers' key."]
@@ -186,8 +187,11 @@ def cmd_up(cfg: StackConfig) -> float:
     return took
 
 
-def cmd_down(cfg: StackConfig, timeout: float = 90) -> None:
-    """Stop the worker host's supervisord and programs; make sure none of its processes is left."""
+def cmd_down(cfg: StackConfig, timeout: float | None = None) -> None:
+    """Stop the worker host's supervisord and programs; make sure none of its processes is left
+    (waiting by default for the longest stop grace: a heavy worker's training may finish)."""
+    if timeout is None:
+        timeout = max([90, *(c.stopwait + 60 for c in components(cfg))])
     pid = health.pid_alive(cfg.run_dir / "supervisord.pid")
     if pid:
         try:

@@ -93,6 +93,15 @@ STANDINS: dict[str, Standin] = {s.name: s for s in (
     Standin("alertmanager", "ALERTMANAGER_IMAGE", "debian-binary",
             {"PACKAGES": "prometheus-alertmanager", "BINARY": "/usr/bin/prometheus-alertmanager",
              "DATA_DIR": "/alertmanager"}),
+    Standin("postgres-exporter", "POSTGRES_EXPORTER_IMAGE", "debian-binary",
+            {"PACKAGES": "prometheus-postgres-exporter", "BINARY": "/usr/bin/prometheus-postgres-exporter",
+             "DATA_DIR": "/var/lib/postgres-exporter"}),
+    Standin("redis-exporter", "REDIS_EXPORTER_IMAGE", "debian-binary",
+            {"PACKAGES": "prometheus-redis-exporter", "BINARY": "/usr/bin/prometheus-redis-exporter",
+             "DATA_DIR": "/var/lib/redis-exporter"}),
+    Standin("process-exporter", "PROCESS_EXPORTER_IMAGE", "debian-binary",
+            {"PACKAGES": "prometheus-process-exporter", "BINARY": "/usr/bin/prometheus-process-exporter",
+             "DATA_DIR": "/var/lib/process-exporter"}),
 )}
 
 

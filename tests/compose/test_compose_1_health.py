@@ -3,7 +3,7 @@ memory limits, published ports on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-from .compose_stack import LEFT_OUT, ONE_SHOT, ComposeStack
+from .compose_stack import LEFT_OUT, NO_HEALTHCHECK, ONE_SHOT, ComposeStack
 
 
 def test_every_service_healthy_and_init_exited_0(compose_stack: ComposeStack) -> None:
@@ -17,7 +17,8 @@ def test_every_service_healthy_and_init_exited_0(compose_stack: ComposeStack) ->
     assert {s for s, _ in seen.values()} == set(compose_stack.services())
     assert not set(LEFT_OUT) & {s for s, _ in seen.values()}
     for name, (service, state) in seen.items():
-        assert state == ("exited 0" if service in ONE_SHOT else "healthy"), (name, state)
+        want = "exited 0" if service in ONE_SHOT else "no healthcheck" if service in NO_HEALTHCHECK else "healthy"
+        assert state == want, (name, state)
 
 
 def test_worker_replicas_and_memory_limits(compose_stack: ComposeStack) -> None:
@@ -29,7 +30,8 @@ def test_worker_replicas_and_memory_limits(compose_stack: ComposeStack) -> None:
     # Celery node names carry the queue and the container's host name (light@<id>, heavy@<id>).
     online = compose_stack.flower("/api/workers?refresh=1").json()
     expected = {f"light@{h}" for h in compose_stack.hostnames("airflow-worker-light")} | {
-        f"heavy@{h}" for h in compose_stack.hostnames("airflow-worker-heavy")}
+        f"heavy@{h}" for h in compose_stack.hostnames("airflow-worker-heavy")} | {
+        f"maintenance@{h}" for h in compose_stack.hostnames("airflow-worker-maintenance")}
     assert set(online) == expected
     for name, info in online.items():
         queues = {q["name"] for q in info.get("active_queues", [])}

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
 VENV_BIN = Path(sys.executable).parent
 AIRFLOW_ENV_FILE = REPO / "airflow" / "airflow.env"
-DAG_IDS = {"ml_pipeline_dag", "data_validation_dag", "model_retraining_dag", "served_monitoring_dag"}
+DAG_IDS = {"ml_pipeline_dag", "data_validation_dag", "model_retraining_dag", "served_monitoring_dag",
+           "maintenance_dag"}
 
 if "airflow" in sys.modules:
     raise pytest.UsageError(

@@ -1,4 +1,4 @@
-"""DAG integrity: the three DAGs parse without errors and have exactly the structure, schedules,
+"""DAG integrity: the product DAGs (three of the ML lifecycle and maintenance_dag) parse without errors and have exactly the structure, schedules,
 queues and defaults the project agreed on."""
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ EDGES = {
     },
     "served_monitoring_dag": set(),
 }
-# DAGs of a single task (no edges).
-SINGLE_TASKS = {"served_monitoring_dag": {"monitor_served"}}
+# Tasks without upstream or downstream (maintenance_dag's three run side by side; served_monitoring_dag
+# is a single task).
+ISOLATED = {"maintenance_dag": {"prune_task_logs", "prune_reports", "clean_metadata_db"},
+            "served_monitoring_dag": {"monitor_served"}}
+# The metadata database's cleaner runs on the maintenance worker (mlops_airflow.policy).
+MAINTENANCE_TASKS = {("maintenance_dag", "clean_metadata_db")}
 HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
 # Tasks that register model versions or move registry aliases: the one-slot pool.
 REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy"),
@@ -68,8 +72,8 @@ def test_no_import_errors_and_exactly_the_product_dags(dagbag) -> None:
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
 def test_tasks_and_edges_exactly(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
-    expected = EDGES[dag_id]
-    assert set(dag.task_dict) == (_tasks(expected) or SINGLE_TASKS[dag_id])
+    expected = EDGES.get(dag_id, set())
+    assert set(dag.task_dict) == _tasks(expected) | ISOLATED.get(dag_id, set())
     actual = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     assert actual == expected
 
@@ -110,12 +114,14 @@ def test_schedules(dagbag) -> None:
     assert list(served.timetable.asset_condition.objects) == [ACCEPTED_BATCHES]
     assert served.catchup is False
     assert weekly.catchup is False and daily.catchup is False
+    assert dagbag.dags["maintenance_dag"].schedule == "@daily" and dagbag.dags["maintenance_dag"].catchup is False
 
 
 def test_queues_heavy_for_training_light_for_the_rest(dagbag) -> None:
     for dag_id in DAG_IDS:
         for task in dagbag.dags[dag_id].tasks:
-            want = "heavy" if (dag_id, task.task_id) in HEAVY_TASKS else "light"
+            want = ("heavy" if (dag_id, task.task_id) in HEAVY_TASKS
+                    else "maintenance" if (dag_id, task.task_id) in MAINTENANCE_TASKS else "light")
             assert task.queue == want, f"{dag_id}.{task.task_id} is on queue {task.queue!r}"
 
 

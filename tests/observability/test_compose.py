@@ -28,11 +28,12 @@ SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
-    "alertmanager-config", "alertmanager", "grafana", "model-server", "logins-config",
+    "alertmanager-config", "alertmanager", "grafana", "model-server", "logins-config", "postgres-exporter",
+    "redis-exporter", "process-exporter", "airflow-worker-maintenance",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "flower",
+    "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy", "airflow-worker-maintenance", "flower",
 }
 # One-shot services: they exit 0 once done (no health check, no restart).
 ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config", "logins-config"}
@@ -54,6 +55,7 @@ SERVICE_GRANTS = {
     "flower": CONTROL_GRANTS["flower"],
     "airflow-worker-light": WORKER_GRANTS,
     "airflow-worker-heavy": WORKER_GRANTS,
+    "airflow-worker-maintenance": CONTROL_GRANTS["maintenance-worker"],
     "airflow-init": frozenset({"metadata-db", "fernet-key"}),
 }
 NO_DATABASE_URL = "postgresql+psycopg2://no-database-access@postgres:5432/no-database-access"
@@ -195,6 +197,11 @@ def test_healthchecks_restart_and_dependencies(rendered: tuple[dict, dict]) -> N
         if name in ONE_SHOT:
             assert svc.get("restart") in (None, "no")
             continue
+        if name == "process-exporter":
+            # Its upstream image is FROM scratch (no shell, no wget): Prometheus' `up` and
+            # ScrapeTargetDown are its health check.
+            assert "healthcheck" not in svc and svc.get("restart") == "unless-stopped"
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert svc.get("restart") == "unless-stopped", name
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -261,11 +268,13 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
                    "flower-login": {"FLOWER_PASSWORD"}}
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
                  "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_DB_PASSWORD",
-                 "MLFLOW_AUTH_DB_PASSWORD",
+                 "MLFLOW_AUTH_DB_PASSWORD", "POSTGRES_EXPORTER_PASSWORD",
                  # it creates the prediction log's roles
                  "PREDICTIONS_DB_PASSWORD", "PREDICTIONS_READER_PASSWORD"} if name == "airflow-init" else set()
         if name.startswith("airflow-worker-"):
             extra = {"PUSHGATEWAY_PUSH_PASSWORD"}  # the ML steps' push login
+        if name == "airflow-worker-maintenance":
+            extra = {"AIRFLOW_DB_PASSWORD"}  # MLOPS_METADATA_DB_URL, for `airflow db clean` only
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]

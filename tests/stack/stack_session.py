@@ -56,6 +56,9 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
     "REDIS_PORT": 26379,
     "AIRFLOW_LOG_SERVER_PORT": 28793,
     "SERVING_PORT": 28000,
+    "POSTGRES_EXPORTER_PORT": 29187,
+    "REDIS_EXPORTER_PORT": 29121,
+    "PROCESS_EXPORTER_PORT": 29256,
 }.items()}
 # The session's webhook receiver (ALERT_WEBHOOK_URL of the test stack).
 ALERT_WEBHOOK_PORT = 29094 + PORT_OFFSET

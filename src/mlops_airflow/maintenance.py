@@ -1,0 +1,115 @@
+"""The tasks of maintenance_dag: retention of task logs and reports (light workers, which own
+those files) and `airflow db clean` (the maintenance worker, the only one holding the metadata
+database's login; mlops_airflow.policy keeps every other task off its queue).
+
+Retentions in days come from the environment (LOG_RETENTION_DAYS, REPORT_RETENTION_DAYS,
+AIRFLOW_DB_RETENTION_DAYS of `.env`); a run's conf may name others, or `clean_before` (an ISO
+timestamp), `dag_ids` and `tables` for the database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mlops_airflow")
+
+DEFAULT_DAYS = {"LOG_RETENTION_DAYS": 30.0, "REPORT_RETENTION_DAYS": 90.0, "AIRFLOW_DB_RETENTION_DAYS": 90.0}
+
+
+def _days(conf: dict[str, Any], key: str, variable: str) -> float:
+    from mlops.retention import retention_days
+
+    raw = conf.get(key)
+    if raw is None:
+        return retention_days(variable, DEFAULT_DAYS[variable])
+    days = float(raw)
+    if days <= 0:
+        raise ValueError(f"conf {key}={raw!r}: a retention must be a positive number of days")
+    return days
+
+
+def prune_task_logs(conf: dict[str, Any]) -> dict[str, Any]:
+    """Delete task logs older than LOG_RETENTION_DAYS (conf `log_retention_days`)."""
+    from airflow.configuration import conf as airflow_conf
+    from mlops.retention import prune_older_than
+
+    root = Path(airflow_conf.get("logging", "base_log_folder"))
+    result = prune_older_than(root, _days(conf, "log_retention_days", "LOG_RETENTION_DAYS"))
+    log.info("task logs: %s", result)
+    return asdict(result)
+
+
+def prune_reports(conf: dict[str, Any]) -> dict[str, Any]:
+    """Delete validation and drift reports older than REPORT_RETENTION_DAYS (conf
+    `report_retention_days`)."""
+    from mlops import config
+    from mlops.retention import prune_older_than
+
+    result = prune_older_than(config.reports_dir(), _days(conf, "report_retention_days", "REPORT_RETENTION_DAYS"))
+    log.info("reports: %s", result)
+    return asdict(result)
+
+
+def clean_before(conf: dict[str, Any], now: datetime | None = None) -> datetime:
+    """The cut-off of `airflow db clean`: conf `clean_before`, else now minus the retention."""
+    if conf.get("clean_before"):
+        stamp = datetime.fromisoformat(str(conf["clean_before"]).replace("Z", "+00:00"))
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    days = _days(conf, "db_retention_days", "AIRFLOW_DB_RETENTION_DAYS")
+    return (now or datetime.now(timezone.utc)) - timedelta(days=days)
+
+
+def db_clean_command(conf: dict[str, Any], now: datetime | None = None) -> list[str]:
+    """`airflow db clean` on the retention: no archive tables (they would grow instead)."""
+    command = ["airflow", "db", "clean", "--clean-before-timestamp", clean_before(conf, now).isoformat(),
+               "--skip-archive", "--yes"]
+    if conf.get("dag_ids"):
+        command += ["--dag-ids", ",".join(conf["dag_ids"])]
+    if conf.get("tables"):
+        command += ["--tables", ",".join(conf["tables"])]
+    return command
+
+
+# The maintenance worker's database URL (stack/components.py maintenance_worker; compose:
+# airflow-worker-maintenance): Airflow blanks its own variable inside every task.
+DB_URL_VAR = "MLOPS_METADATA_DB_URL"
+
+
+def clean_metadata_db(conf: dict[str, Any]) -> dict[str, Any]:
+    """Run `airflow db clean` with the maintenance worker's database login."""
+    url = os.environ.get(DB_URL_VAR)
+    if not url:
+        raise RuntimeError(f"{DB_URL_VAR} is not set: clean_metadata_db runs only on the maintenance worker "
+                           f"(queue maintenance)")
+    command = db_clean_command(conf)
+    log.info("running %s", " ".join(command))
+    env = {k: v for k, v in os.environ.items() if k != DB_URL_VAR}
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
+    env.pop("AIRFLOW__CORE__SQL_ALCHEMY_CONN", None)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
+    output = proc.stdout + proc.stderr
+    log.info("%s", output[-4000:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db clean failed ({proc.returncode}): {output[-2000:]}")
+    failed = uncleaned_tables(output)
+    # Airflow 3.3.2 filters the `deadline` table by a dag_id column it lacks when --dag-ids is given.
+    tolerated = {"deadline"} if conf.get("dag_ids") else set()
+    if failed - tolerated:
+        raise RuntimeError(f"airflow db clean could not clean {sorted(failed)}: {output[-2000:]}")
+    return {"clean_before": command[command.index("--clean-before-timestamp") + 1], "dag_ids": conf.get("dag_ids"),
+            "tables": conf.get("tables"), "not_cleaned": sorted(failed)}
+
+
+_UNCLEANED = re.compile(r"not cleaned due to errors: \[([^\]]*)\]")
+
+
+def uncleaned_tables(output: str) -> set[str]:
+    """The tables `airflow db clean` reports it could not clean (it exits 0 unless asked not to)."""
+    return {name.strip().strip("'\"") for match in _UNCLEANED.finditer(output) for name in match.group(1).split(",")
+            if name.strip()}
