@@ -467,11 +467,12 @@ def exporters(cfg: StackConfig) -> list[Component]:
             listeners=(Listener("POSTGRES_EXPORTER_PORT", p["POSTGRES_EXPORTER_PORT"]),),
         ),
         Component(
-            # The Redis password from the environment (the exporter reads REDIS_PASSWORD), not argv.
+            # Its Redis ACL user (stack/grants.py, read-only commands) from the environment, not argv.
             name="redis-exporter", phase="base", user=CONTROL_USER, home=cfg.home, priority=20,
             command=[_which("prometheus-redis-exporter"), f"-web.listen-address={LOOPBACK}:{p['REDIS_EXPORTER_PORT']}",
-                     "-check-single-keys=" + ",".join(f"db0={q}" for q in queues)],
-            extra_env=lambda: {"REDIS_ADDR": f"redis://{LOOPBACK}:{p['REDIS_PORT']}", "REDIS_PASSWORD": e["REDIS_PASSWORD"]},
+                     "-check-single-keys=" + ",".join(f"db0={q}" for q in queues), "-config-command=-"],
+            extra_env=lambda: {"REDIS_ADDR": f"redis://{LOOPBACK}:{p['REDIS_PORT']}", "REDIS_USER": "exporter",
+                               "REDIS_PASSWORD": e["REDIS_EXPORTER_PASSWORD"]},
             health=_port_health("REDIS_EXPORTER_PORT", "/metrics"),
             listeners=(Listener("REDIS_EXPORTER_PORT", p["REDIS_EXPORTER_PORT"]),),
         ),

@@ -202,10 +202,15 @@ class RedisUser:
 # The admin login (Redis' `default` user, password REDIS_PASSWORD) is for `up`, `make status` and
 # the tests: no component holds it.
 REDIS_ADMIN_PASSWORD_VAR = "REDIS_PASSWORD"
+# What prometheus-redis-exporter reads (its CONFIG GET is switched off: `-config-command=-`).
+EXPORTER_COMMANDS = ("ping", "select", "echo", "hello", "auth", "client|setname", "info", "dbsize", "type", "llen",
+                     "scard", "zcard", "hlen", "strlen", "xlen", "pfcount", "exists", "slowlog|get", "slowlog|len",
+                     "latency|latest", "memory|usage")
 REDIS_USERS = (
     RedisUser("scheduler", "REDIS_SCHEDULER_PASSWORD"),
     RedisUser("worker", "REDIS_WORKER_PASSWORD"),
     RedisUser("flower", "REDIS_FLOWER_PASSWORD"),
+    RedisUser("exporter", "REDIS_EXPORTER_PASSWORD", commands=EXPORTER_COMMANDS, channels="resetchannels"),
 )
 
 
