@@ -40,7 +40,7 @@ def test_scrape_targets_alerting_and_rule_files() -> None:
     targets = {t for job in jobs.values() for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow-metrics:5001", "localhost:9090",
                        "pushgateway:9091", "alertmanager:9093", "postgres-exporter:9187", "redis-exporter:9121",
-                       "process-exporter:9256"}
+                       "process-exporter:9256", "model-server:8000"}
     assert sum(len(sc["targets"]) for job in jobs.values() for sc in job["static_configs"]) == len(targets)
     # Pushed series keep the job of their grouping key (mlops_drift, ...), nothing else does.
     assert [name for name, job in jobs.items() if job.get("honor_labels")] == ["pushgateway"]
