@@ -3,7 +3,6 @@ other bad input, the error names the file and its size."""
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from pathlib import Path
