@@ -57,8 +57,10 @@ def test_flower_metrics_have_worker_and_task_series(stack, runs) -> None:
 
 def test_prometheus_targets_up(stack) -> None:
     """Every target answers (MLflow's metrics through the stack's exporter, no login; the Airflow
-    metrics through the statsd-exporter test double of the test stack)."""
-    expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter"} | (
+    metrics through the statsd-exporter test double of the test stack; the stack's own health
+    through Debian's postgres-, redis- and process-exporter)."""
+    expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter", "postgres-exporter",
+                "redis-exporter", "process-exporter"} | (
         {"mlflow"} if mlflow_metrics_available() else set())
     deadline = time.monotonic() + 45  # one scrape interval (15 s) plus slack
     while True:
