@@ -57,7 +57,8 @@ def test_workers_have_their_own_names_and_queues(stack) -> None:
     finally:
         app.close()
     by_worker = {name.split("@")[0]: sorted(q["name"] for q in qs) for name, qs in queues.items()}
-    assert by_worker == {"light1": ["light"], "light2": ["light"], "heavy1": ["heavy"]}
+    # The maintenance worker consumes only its queue (maintenance_dag.clean_metadata_db).
+    assert by_worker == {"light1": ["light"], "light2": ["light"], "heavy1": ["heavy"], "maintenance1": ["maintenance"]}
 
 
 def test_the_heavy_queue_runs_at_a_lower_cpu_priority(stack) -> None:

@@ -43,13 +43,13 @@ def test_flower_needs_its_password(stack) -> None:
     assert requests.get(url, auth=(user, password + "x"), timeout=30).status_code == 401
     resp = requests.get(url, auth=(user, password), params={"refresh": 1}, timeout=30)
     assert resp.status_code == 200
-    assert {name.split("@")[0] for name in resp.json()} == {"light1", "light2", "heavy1"}
+    assert {name.split("@")[0] for name in resp.json()} == {"light1", "light2", "heavy1", "maintenance1"}
 
 
 def test_flower_metrics_have_worker_and_task_series(stack, runs) -> None:
     text = requests.get(f"{stack.cfg.flower_url}/metrics", timeout=30).text
     online = [line for line in text.splitlines() if line.startswith("flower_worker_online{")]
-    assert {line.split('worker="')[1].split("@")[0] for line in online} == {"light1", "light2", "heavy1"}
+    assert {line.split('worker="')[1].split("@")[0] for line in online} == {"light1", "light2", "heavy1", "maintenance1"}
     assert all(line.endswith(" 1.0") for line in online), online
     assert "flower_events_total{" in text and 'task="execute_workload"' in text and "task-succeeded" in text
     assert "flower_task_runtime_seconds_bucket{" in text
@@ -57,8 +57,10 @@ def test_flower_metrics_have_worker_and_task_series(stack, runs) -> None:
 
 def test_prometheus_targets_up(stack) -> None:
     """Every target answers (MLflow's metrics through the stack's exporter, no login; the Airflow
-    metrics through the statsd-exporter test double of the test stack)."""
-    expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter"} | (
+    metrics through the statsd-exporter test double of the test stack; the stack's own health
+    through Debian's postgres-, redis- and process-exporter)."""
+    expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter", "postgres-exporter",
+                "redis-exporter", "process-exporter"} | (
         {"mlflow"} if mlflow_metrics_available() else set())
     deadline = time.monotonic() + 45  # one scrape interval (15 s) plus slack
     while True:
