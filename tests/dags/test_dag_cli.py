@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dag_harness import DAG_IDS, airflow_cli, run_dag, task_states, triggered_run
 
-CHAIN = ["check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "deploy"]
+CHAIN = ["check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy"]
 TRIGGER_RUN_ID = "cli_trigger_test"
 
 
