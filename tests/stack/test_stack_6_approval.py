@@ -289,11 +289,10 @@ def _forge_and_clear(stack, ml_run: str, champion: str, watermark: dict) -> None
     # evaluate with a forged run id (another version's training run): refused, nothing registered.
     _forge(stack, PIPELINE, ml_run, "train", {**train, "run_id": foreign, "version": other})
     _clear(stack, PIPELINE, ml_run, ["evaluate"])
-    run = stack.wait_run(PIPELINE, ml_run)
+    stack.wait_run(PIPELINE, ml_run)
+    # (The run's state follows its leaf tasks, which kept theirs: the refusal shows on evaluate.)
     states = _states(stack, PIPELINE, ml_run)
-    assert run["state"] == "failed" and states["evaluate"] == "failed", (
-        states, foreign, _xcom(stack, PIPELINE, ml_run, "train"),
-        stack.api("GET", f"/dags/{PIPELINE}/dagRuns/{ml_run}/taskInstances/evaluate").json())
+    assert states["evaluate"] == "failed", (states, foreign, _xcom(stack, PIPELINE, ml_run, "train"))
     assert len(_versions(stack)) == len(versions)
     assert _champion(stack) == champion
     # The run's own XCom back: evaluate succeeds again, the run ends as it was.
