@@ -267,8 +267,8 @@ def _forge_and_clear(stack, ml_run: str, champion: str, watermark: dict) -> None
     evaluation = _xcom(stack, PIPELINE, ml_run, "evaluate")
     versions = _versions(stack)
     train = _xcom(stack, PIPELINE, ml_run, "train")
-    other, foreign = next((v["version"], v["run_id"]) for v in versions
-                          if v["version"] != champion and v["run_id"] != train["run_id"])
+    other = next(v["version"] for v in versions if v["version"] != champion)
+    foreign = next(r for r in _training_runs(stack) if r != train["run_id"])
     forged_batch = str(stack.cfg.data_dir / "landing" / "2013-W40.csv")
     # A forged decision for another version, a forged run id, forged batch lists.
     _forge(stack, PIPELINE, ml_run, "evaluate", {
@@ -299,6 +299,20 @@ def _forge_and_clear(stack, ml_run: str, champion: str, watermark: dict) -> None
     _forge(stack, PIPELINE, ml_run, "train", train)
     _clear(stack, PIPELINE, ml_run, ["evaluate"])
     assert stack.wait_run(PIPELINE, ml_run)["state"] == "success"
+
+
+def _training_runs(stack) -> list[str]:
+    """Run ids of the finished MLflow runs of the model's experiment (the retrainings' recipes)."""
+    auth, base = stack.mlflow_login("viewer"), f"{stack.cfg.mlflow_url}/api/2.0/mlflow"
+    name = stack.cfg.env["MLOPS_MODEL_NAME"]
+    exp = requests.get(f"{base}/experiments/get-by-name", params={"experiment_name": name}, auth=auth,
+                       timeout=30)
+    assert exp.status_code == 200, exp.text
+    resp = requests.post(f"{base}/runs/search", auth=auth, timeout=30,
+                         json={"experiment_ids": [exp.json()["experiment"]["experiment_id"]],
+                               "filter": "attributes.status = 'FINISHED'", "max_results": 100})
+    assert resp.status_code == 200, resp.text
+    return [r["info"]["run_id"] for r in resp.json().get("runs", [])]
 
 
 def _versions(stack) -> list[dict]:
