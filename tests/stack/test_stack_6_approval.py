@@ -150,13 +150,19 @@ def test_gate_asks_only_op_and_admin_may_answer_and_reject_keeps_the_champion(ga
     assert answered.chosen_options == ["Reject"] and answered.responded_by_user.name == user
 
 
-def test_op_approves_and_the_candidate_is_deployed(gate_on) -> None:
+def test_op_approves_and_the_candidate_is_deployed(gate_on, capsys) -> None:
+    """As `make demo` does it (stack/demo.py answer_gate): print what is asked, approve as Op."""
+    from stack import demo
+
     stack = gate_on
     asked = _asked(stack, 320)
     run_id = asked["run_id"]
     candidate = _xcom(stack, RETRAIN, run_id, "evaluate_new_model")["version"]
     assert _champion(stack) != candidate  # nothing moves while the gate waits
-    assert _answer(stack, "op", run_id, "Approve") == 200
+    demo.answer_gate(stack.cfg, run_id)
+    printed = capsys.readouterr().out
+    assert f"the approval gate asks: Deploy v{candidate}" in printed, printed
+    assert f"answered ['Approve'] by {stack.login('op')[0]} (role Op)" in printed, printed
     run = stack.wait_run(RETRAIN, run_id)
     states = _states(stack, RETRAIN, run_id)
     assert run["state"] == "success", states
