@@ -321,7 +321,7 @@ def answer_gate(cfg: StackConfig, run_id: str, timeout: float = 1800) -> None:
     if resp.status_code != 200:
         raise RuntimeError(f"approving as {cfg.env['AIRFLOW_OP_USER']}: HTTP {resp.status_code} {resp.text[:300]}")
     answered = resp.json()
-    print(f"  answered {answered['chosen_options']} by {answered['responded_by_user']['name']} "
+    print(f"  answered {answered['chosen_options']} by {answered['responded_by']['name']} "
           f"(role Op) at {answered['responded_at']}", flush=True)
 
 

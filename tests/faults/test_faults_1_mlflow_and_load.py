@@ -63,6 +63,8 @@ def outage(fault_stack) -> dict:
         faults.wait_task(api, RETRAIN, retrain, "compare_models", {"success"}, timeout=600)
         waiting = faults.task(api, RETRAIN, retrain, "deploy_new_model")
         assert waiting and waiting["state"] in (None, "scheduled"), f"deploy_new_model started too early: {waiting}"
+        # The approval gate (off: approves at once) reads the recorded decision in MLflow first.
+        faults.wait_task(api, RETRAIN, retrain, "approve_new_model", {"success"}, timeout=600)
         # The long training takes one heavy slot (the pipeline's `train` the other), on a machine
         # as busy as it gets.
         long_run = api.trigger(LONG, {"seconds": 130})["dag_run_id"]

@@ -150,13 +150,19 @@ def test_gate_asks_only_op_and_admin_may_answer_and_reject_keeps_the_champion(ga
     assert answered.chosen_options == ["Reject"] and answered.responded_by_user.name == user
 
 
-def test_op_approves_and_the_candidate_is_deployed(gate_on) -> None:
+def test_op_approves_and_the_candidate_is_deployed(gate_on, capsys) -> None:
+    """As `make demo` does it (stack/demo.py answer_gate): print what is asked, approve as Op."""
+    from stack import demo
+
     stack = gate_on
     asked = _asked(stack, 320)
     run_id = asked["run_id"]
     candidate = _xcom(stack, RETRAIN, run_id, "evaluate_new_model")["version"]
     assert _champion(stack) != candidate  # nothing moves while the gate waits
-    assert _answer(stack, "op", run_id, "Approve") == 200
+    demo.answer_gate(stack.cfg, run_id)
+    printed = capsys.readouterr().out
+    assert f"the approval gate asks: Deploy v{candidate}" in printed, printed
+    assert f"answered ['Approve'] by {stack.login('op')[0]} (role Op)" in printed, printed
     run = stack.wait_run(RETRAIN, run_id)
     states = _states(stack, RETRAIN, run_id)
     assert run["state"] == "success", states
@@ -267,8 +273,8 @@ def _forge_and_clear(stack, ml_run: str, champion: str, watermark: dict) -> None
     evaluation = _xcom(stack, PIPELINE, ml_run, "evaluate")
     versions = _versions(stack)
     train = _xcom(stack, PIPELINE, ml_run, "train")
-    other, foreign = next((v["version"], v["run_id"]) for v in versions
-                          if v["version"] != champion and v["run_id"] != train["run_id"])
+    other = next(v["version"] for v in versions if v["version"] != champion)
+    foreign = next(r for r in _training_runs(stack) if r != train["run_id"])
     forged_batch = str(stack.cfg.data_dir / "landing" / "2013-W40.csv")
     # A forged decision for another version, a forged run id, forged batch lists.
     _forge(stack, PIPELINE, ml_run, "evaluate", {
@@ -289,14 +295,30 @@ def _forge_and_clear(stack, ml_run: str, champion: str, watermark: dict) -> None
     # evaluate with a forged run id (another version's training run): refused, nothing registered.
     _forge(stack, PIPELINE, ml_run, "train", {**train, "run_id": foreign, "version": other})
     _clear(stack, PIPELINE, ml_run, ["evaluate"])
-    run = stack.wait_run(PIPELINE, ml_run)
-    assert run["state"] == "failed" and _states(stack, PIPELINE, ml_run)["evaluate"] == "failed"
+    stack.wait_run(PIPELINE, ml_run)
+    # (The run's state follows its leaf tasks, which kept theirs: the refusal shows on evaluate.)
+    states = _states(stack, PIPELINE, ml_run)
+    assert states["evaluate"] == "failed", (states, foreign, _xcom(stack, PIPELINE, ml_run, "train"))
     assert len(_versions(stack)) == len(versions)
     assert _champion(stack) == champion
     # The run's own XCom back: evaluate succeeds again, the run ends as it was.
     _forge(stack, PIPELINE, ml_run, "train", train)
     _clear(stack, PIPELINE, ml_run, ["evaluate"])
     assert stack.wait_run(PIPELINE, ml_run)["state"] == "success"
+
+
+def _training_runs(stack) -> list[str]:
+    """Run ids of the finished MLflow runs of the model's experiment (the retrainings' recipes)."""
+    auth, base = stack.mlflow_login("viewer"), f"{stack.cfg.mlflow_url}/api/2.0/mlflow"
+    name = stack.cfg.env["MLOPS_MODEL_NAME"]
+    exp = requests.get(f"{base}/experiments/get-by-name", params={"experiment_name": name}, auth=auth,
+                       timeout=30)
+    assert exp.status_code == 200, exp.text
+    resp = requests.post(f"{base}/runs/search", auth=auth, timeout=30,
+                         json={"experiment_ids": [exp.json()["experiment"]["experiment_id"]],
+                               "filter": "attributes.status = 'FINISHED'", "max_results": 100})
+    assert resp.status_code == 200, resp.text
+    return [r["info"]["run_id"] for r in resp.json().get("runs", [])]
 
 
 def _versions(stack) -> list[dict]:

@@ -102,8 +102,11 @@ def test_deploy_fails_closed_while_mlflow_is_down_and_completes_once_back(dags_r
     try:
         run_id = stack.trigger(RETRAIN, conf={"recipes": ["weekly", "slow_learner"]})
         # Hold the registry pool while MLflow goes down, so deploy_new_model starts only then.
-        _wait_task(stack, run_id, "compare_models", {"queued", "running", "success"})
+        # The approval gate before it (off: approves at once) reads the recorded decision in
+        # MLflow: MLflow goes only after it.
+        _wait_task(stack, run_id, "approve_new_model", {"queued", "running", "success"})
         _set_pool(stack, 0)
+        _wait_task(stack, run_id, "approve_new_model", {"success"})
         procs.stopProcess("mlflow")
         _set_pool(stack, 1)
         failed = _wait_task(stack, run_id, "deploy_new_model", {"up_for_retry", "failed", "success"},
