@@ -214,7 +214,8 @@ def print_status(cfg: StackConfig) -> bool:
     print(f"MLflow /metrics: {metrics}")
     print(f"statsd: every Airflow component sends to udp {cfg.control_address}:{cfg.ports['STATSD_PORT']}")
     print(f"Airflow UI {cfg.api_url}  Flower {cfg.flower_url}  MLflow {cfg.mlflow_url}  "
-          f"Prometheus {cfg.prometheus_url}  Pushgateway {cfg.pushgateway_url}  Alertmanager {cfg.alertmanager_url}")
+          f"Prometheus {cfg.prometheus_url}  Pushgateway {cfg.pushgateway_url}  Alertmanager {cfg.alertmanager_url}  "
+          f"Predictions {cfg.serving_url}/predict (token SERVING_TOKEN)")
     print(f"logins and passwords: {cfg.env_file}; logs: {cfg.logs}")
     return all(h.healthy for h in rows)
 

@@ -104,9 +104,8 @@ def load_version(version: str | int, client: Any | None = None) -> "Pipeline":
     package's tracking set-up. A version that does not exist is a RegistryError; MLflow errors
     (server down) propagate; a refused artifact is a ModelIntegrityError.
     """
+    from mlflow.exceptions import MlflowException
     from sklearn.pipeline import Pipeline
-
-    from mlops.registry import is_not_found
 
     if client is None:
         from mlops import tracking
@@ -115,8 +114,8 @@ def load_version(version: str | int, client: Any | None = None) -> "Pipeline":
     name, version = config.model_name(), str(version)
     try:
         mv = client.get_model_version(name, version)
-    except Exception as exc:
-        if is_not_found(exc):
+    except MlflowException as exc:  # only "does not exist" means absent (mlops.registry.is_not_found)
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise RegistryError(f"model {name} has no version {version}") from exc
         raise
     expected = (mv.tags or {}).get(DIGEST_TAG)

@@ -30,12 +30,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mlops import config
 from mlops.config import load_schema
 from mlops_serving import metrics
+from mlops_serving.batching import Batcher
 from mlops_serving.holder import Holder
 from mlops_serving.predlog import PredictionLog
 from mlops_serving.rows import RowError, RowSpec, check_rows, frame, predict
 from mlops_serving.settings import Settings
 
 log = logging.getLogger("mlops_serving")
+# Requests up to this many rows are scored together with those arriving at the same time
+# (mlops_serving.batching); bigger ones alone.
+BATCH_ROWS = 256
 
 
 class Service:
@@ -45,7 +49,7 @@ class Service:
         from mlops import tracking
 
         for key, value in {**tracking.HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
             os.environ.setdefault(key, value)
         self.settings = settings
         self.schema = load_schema()
@@ -55,6 +59,7 @@ class Service:
         self.holder = Holder(self.schema, settings.poll_s)
         self.log = PredictionLog(settings.db_dsn, settings.flush_s, settings.log_queue_rows,
                                  settings.retention_days)
+        self.batcher = Batcher(lambda served, requests: _score(self, served, requests), max_rows=BATCH_ROWS)
 
     def start(self) -> None:
         """Prepare the log's table, start the writer and the alias poller."""
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await run_in_threadpool(service.start)
         yield
+        await service.batcher.close()
         await run_in_threadpool(service.stop)
 
     app = FastAPI(title="mlops prediction service", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -175,35 +181,41 @@ async def _predict(service: Service, request: Request) -> Response:
         return _error(422, exc.detail())
     except OverflowError as exc:
         return _error(413, {"error": str(exc)})
-    if len(rows) == 1:  # a single row costs less than a thread hop
-        answer = _score(service, served, rows)
+    if len(rows) > BATCH_ROWS:  # a big request is a batch of its own
+        answer = (await run_in_threadpool(_score, service, served, [rows]))[0]
     else:
-        answer = await run_in_threadpool(_score, service, served, rows)
+        answer = await service.batcher.submit(served, rows)
     return Response(answer, media_type="application/json")
 
 
-def _score(service: Service, served: Any, rows: list[dict]) -> bytes:
-    """Score, log and encode one request."""
+def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[bytes]:
+    """Score the rows of several requests in one frame; log and encode each request's answer."""
     from mlops.data import week_labels
     from mlops.served import row_keys
 
-    raw = frame(rows, service.spec)
-    proba = predict(served.model, raw, service.schema)
-    request_id = uuid.uuid4().hex
-    version = served.version
-    threshold = service.threshold
+    raw = frame([row for rows in requests for row in rows], service.spec)
+    proba = predict(served.model, raw, service.schema).tolist()
+    keys = row_keys(raw, service.schema)
+    weeks = week_labels(raw, service.schema).tolist()
+    version, threshold, now = served.version, service.threshold, datetime.now(timezone.utc)
     metrics.ROWS.inc(len(proba))
     for p in proba:
         metrics.SCORE.observe(p)
-    service.log.submit(request_id, datetime.now(timezone.utc), version, row_keys(raw, service.schema),
-                       week_labels(raw, service.schema).tolist(), proba)
-    return orjson.dumps({"request_id": request_id, "model_version": version, "threshold": threshold,
-                         "predictions": [{"probability": float(p), "delayed": bool(p >= threshold),
-                                          "model_version": version} for p in proba]})
+    answers, start = [], 0
+    for rows in requests:
+        end = start + len(rows)
+        request_id = uuid.uuid4().hex
+        service.log.submit(request_id, now, version, keys[start:end], weeks[start:end], proba[start:end])
+        answers.append(orjson.dumps({"request_id": request_id, "model_version": version, "threshold": threshold,
+                                     "predictions": [{"probability": p, "delayed": p >= threshold,
+                                                      "model_version": version} for p in proba[start:end]]}))
+        start = end
+    return answers
 
 
 def _app_from_env() -> FastAPI:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry per poll while MLflow is down
     return create_app()
 
 

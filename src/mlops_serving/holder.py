@@ -91,10 +91,14 @@ class Holder:
         try:
             version = aliases(self._client()).get(CHAMPION)
         except Exception as exc:  # an outage is never an answer: keep serving, report the age
+            first = self.last_check_error is None
             self.last_check_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            log.warning("alias check failed, still serving v%s: %s",
-                        self.current.version if self.current else None, self.last_check_error)
+            (log.warning if first else log.debug)("alias check failed, still serving v%s: %s",
+                                                  self.current.version if self.current else None,
+                                                  self.last_check_error)
             return
+        if self.last_check_error:
+            log.info("alias check answers again (after %.0f s)", self.check_age())
         self.last_check_ok = time.time()
         self.last_check_error = None
         if version is None or (self.current and self.current.version == version):

@@ -26,7 +26,7 @@ SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
-    "alertmanager-config", "alertmanager", "grafana",
+    "alertmanager-config", "alertmanager", "grafana", "model-server",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -35,7 +35,7 @@ AIRFLOW_COMPONENTS = {
 # One-shot services: they exit 0 once done (no health check, no restart).
 ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config"}
 # Every service that runs the project image (built from airflow/Dockerfile).
-PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config"}
+PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config", "model-server"}
 # Non-secret settings every Airflow component shares.
 SHARED = [
     "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
@@ -72,11 +72,11 @@ def grant_settings() -> dict[str, set[str]]:
 
 
 def secret_names() -> list[str]:
-    """The secrets of .env.example: variables left empty there, named *PASSWORD/*SECRET*/*KEY."""
+    """The secrets of .env.example: variables left empty there, named *PASSWORD/*SECRET*/*KEY/*TOKEN."""
     names = []
     for line in (REPO / ".env.example").read_text().splitlines():
         m = re.match(r"^([A-Z0-9_]+)=\s*$", line)
-        if m and re.search(r"PASSWORD|SECRET|KEY", m.group(1)):
+        if m and re.search(r"PASSWORD|SECRET|KEY|TOKEN", m.group(1)):
             names.append(m.group(1))
     return names
 
@@ -257,7 +257,8 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
                    "flower-login": {"FLOWER_PASSWORD"}}
         extra = {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OP_PASSWORD", "AIRFLOW_ML_PASSWORD",
                  "AIRFLOW_VIEWER_PASSWORD", "MLFLOW_PIPELINE_PASSWORD",
-                 "PREDICTIONS_READER_PASSWORD"} if name == "airflow-init" else set()
+                 # it creates the prediction log's roles
+                 "PREDICTIONS_DB_PASSWORD", "PREDICTIONS_READER_PASSWORD"} if name == "airflow-init" else set()
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
@@ -526,7 +527,7 @@ def test_published_ports_bind_to_localhost_unless_bind_address_says(docker_compo
                                                                     tmp_path: Path) -> None:
     published = _published(rendered[0]["services"])
     assert set(published) == {"airflow-apiserver", "flower", "mlflow", "prometheus", "pushgateway", "alertmanager",
-                              "grafana"}
+                              "grafana", "model-server"}
     assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports), published
     env_file = tmp_path / ".env"
     write_env(env_file)
@@ -594,3 +595,24 @@ def test_inline_scripts_parse(rendered: tuple[dict, dict], service: str) -> None
     assert out.returncode == 0, out.stderr
     for index, part in enumerate(script.split("<<'PY'\n")[1:]):
         compile(part.split("\nPY\n", 1)[0], f"{service} command, heredoc {index + 1}", "exec")
+
+
+def test_model_server_holds_only_its_own_secrets(rendered: tuple[dict, dict]) -> None:
+    """The prediction service: its token, the prediction log's login and a read-only MLflow login;
+    no other secret, no data volume; scraped by Prometheus as job `serving`; the prediction log's
+    database and roles are made by airflow-init."""
+    config, values = rendered
+    svc = config["services"]["model-server"]
+    env = _env(svc)
+    held = sorted(name for name, value in values.items() if value and any(value in v for v in env.values())
+                  and name in secret_names())
+    assert held == ["MLFLOW_SERVING_PASSWORD", "PREDICTIONS_DB_PASSWORD", "SERVING_TOKEN"], held
+    assert env["MLFLOW_TRACKING_USERNAME"] == values["MLFLOW_SERVING_USER"]
+    assert not svc.get("volumes")
+    assert "8000/health" in " ".join(svc["healthcheck"]["test"])
+    init = _command(config["services"]["airflow-init"])
+    assert "ensure_schema" in init and "NOSUPERUSER" in init
+    assert {"MLFLOW_SERVING_USER", "MLFLOW_SERVING_PASSWORD"} <= set(_env(config["services"]["mlflow-init"]))
+    prom = yaml.safe_load((REPO / "observability" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert jobs["serving"]["static_configs"][0]["targets"] == ["model-server:8000"]

@@ -304,6 +304,8 @@ def stack() -> StackHandle:
         "MLOPS_TEST_STATSD_DOUBLE": str(STATSD_DOUBLE),
         "MLOPS_TEST_FAST_ALERTS": "1",
         "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{ALERT_WEBHOOK_PORT}/alertmanager",
+        # The prediction service checks the champion alias every second (default 5 s).
+        "SERVING_POLL_S": "1",
     })
     cfg = stack_config.load(env_file)
     alerts = AlertReceiver(ALERT_WEBHOOK_PORT)

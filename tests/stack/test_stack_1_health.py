@@ -33,7 +33,8 @@ def test_status_lists_every_component_healthy(stack) -> None:
                        ("alertmanager", ports["ALERTMANAGER_PORT"]), ("mlflow", ports["MLFLOW_PORT"]),
                        ("api-server", ports["AIRFLOW_API_PORT"]), ("flower", ports["FLOWER_PORT"]),
                        ("log-server", ports["AIRFLOW_LOG_SERVER_PORT"]), ("worker-light1", "-"),
-                       ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "-")):
+                       ("worker-light2", "-"), ("worker-heavy1", "-"), ("triggerer", "-"),
+                       ("serving", ports["SERVING_PORT"])):
         assert lines[name].split()[1] == str(port), lines[name]
         assert "RUNNING" in lines[name] and "healthy" in lines[name], lines[name]
     for name in ("scheduler", "dag-processor", "triggerer"):

@@ -24,7 +24,7 @@ import psutil
 
 from stack import access, envfile, health
 from stack.components import NO_DATABASE_URL, components
-from stack.config import CONTROL_USER, SHARED_GROUP, WORKER_USER
+from stack.config import CONTROL_USER, SERVING_USER, SHARED_GROUP, WORKER_USER
 from stack.ctl import is_running
 from stack.procs import stack_process_list
 from stack.render import env_file
@@ -235,6 +235,6 @@ def test_private_root_made_traversable_by_acl_only(stack) -> None:
     assert stat.S_IMODE(root.stat().st_mode) & 0o007 == 0, oct(root.stat().st_mode)
     up_log = (root / "up.log").read_text()
     assert f"traversal (ACL, nothing else) of {root}" in up_log, up_log[:3000]
-    users = {pwd.getpwnam(u).pw_uid: u for u in ("postgres", CONTROL_USER, WORKER_USER)}
+    users = {pwd.getpwnam(u).pw_uid: u for u in ("postgres", CONTROL_USER, WORKER_USER, SERVING_USER)}
     named = {ident: perm for tag, ident, perm in access.acl_entries(root) if tag == "user"}
     assert {users.get(ident): perm for ident, perm in named.items()} == {u: 0o1 for u in users.values()}, named

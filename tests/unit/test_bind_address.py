@@ -13,7 +13,7 @@ from stack import envfile, render, workerhost
 from stack.components import components, program_env
 
 SERVED = {"REDIS_PORT", "AIRFLOW_API_PORT", "MLFLOW_PORT", "AIRFLOW_LOG_SERVER_PORT", "FLOWER_PORT",
-          "PROMETHEUS_PORT", "GRAFANA_PORT", "STATSD_PORT", "PUSHGATEWAY_PORT"}
+          "PROMETHEUS_PORT", "GRAFANA_PORT", "STATSD_PORT", "PUSHGATEWAY_PORT", "SERVING_PORT"}
 
 
 def _cfg(tmp_path: Path, address: str) -> stack_config.StackConfig:

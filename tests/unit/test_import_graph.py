@@ -59,3 +59,13 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from mlops.registry import deploy\n    from mlops import train\n")
     assert _imports(sample) == {"registry", "train"}
+
+
+def test_nothing_in_mlops_imports_the_airflow_or_serving_packages() -> None:
+    """mlops is imported by mlops_airflow and mlops_serving, never the other way round."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            bad = [n for n in names if n.split(".")[0] in ("mlops_airflow", "mlops_serving")]
+            assert not bad, f"{path} imports {bad}"
