@@ -39,7 +39,7 @@ def test_scrape_targets_alerting_and_rule_files() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {t for job in jobs.values() for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {"statsd-exporter:9102", "flower:5555", "mlflow-metrics:5001", "localhost:9090",
-                       "pushgateway:9091", "alertmanager:9093"}
+                       "pushgateway:9091", "alertmanager:9093", "model-server:8000"}
     assert sum(len(sc["targets"]) for job in jobs.values() for sc in job["static_configs"]) == len(targets)
     # Pushed series keep the job of their grouping key (mlops_drift, ...), nothing else does.
     assert [name for name, job in jobs.items() if job.get("honor_labels")] == ["pushgateway"]
