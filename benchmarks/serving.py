@@ -388,7 +388,9 @@ def main() -> int:
 
         result = run(load(Path(args.env_file)))
     else:
-        with bench_stack("serving") as (_, cfg, took):
+        # benchstack's ports shifted by 500 (never a developer's SERVING_PORT 8000 nor a test stack's)
+        port = str(28000 + 500 + int(os.environ.get("MLOPS_BENCH_PORT_OFFSET", "0")))
+        with bench_stack("serving", {"SERVING_PORT": port}) as (_, cfg, took):
             result = {**run(cfg), "stack_up_s": round(took, 1)}
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
