@@ -258,7 +258,10 @@ def mlflow_serve(version: str, env: dict[str, str]) -> Iterator[str]:
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve",
                              "-m", f"models:/{config.model_name()}/{version}",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            # its scoring server is `uvicorn` from the PATH: the venv's
+                            env={**os.environ, **env,
+                                 "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"},
+                            stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
