@@ -346,7 +346,8 @@ def run(cfg: Any) -> dict[str, Any]:
                 "MLFLOW_TRACKING_USERNAME": cfg.env["MLFLOW_PIPELINE_USER"],
                 "MLFLOW_TRACKING_PASSWORD": cfg.env["MLFLOW_PIPELINE_PASSWORD"]}
     os.environ.pop("MLOPS_PUSHGATEWAY_URL", None)
-    versions = two_versions(pipeline)
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout is for the JSON
+        versions = two_versions(pipeline)
     url, token = serving_url(cfg), cfg.env["SERVING_TOKEN"]
     say(f"waiting for {url} to serve version {versions[0]}")
     wait_version(url, versions[0])
