@@ -258,7 +258,10 @@ def mlflow_serve(version: str, env: dict[str, str]) -> Iterator[str]:
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve",
                              "-m", f"models:/{config.model_name()}/{version}",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            # its scoring server is `uvicorn` from the PATH: the venv's
+                            env={**os.environ, **env,
+                                 "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"},
+                            stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -343,7 +346,8 @@ def run(cfg: Any) -> dict[str, Any]:
                 "MLFLOW_TRACKING_USERNAME": cfg.env["MLFLOW_PIPELINE_USER"],
                 "MLFLOW_TRACKING_PASSWORD": cfg.env["MLFLOW_PIPELINE_PASSWORD"]}
     os.environ.pop("MLOPS_PUSHGATEWAY_URL", None)
-    versions = two_versions(pipeline)
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout is for the JSON
+        versions = two_versions(pipeline)
     url, token = serving_url(cfg), cfg.env["SERVING_TOKEN"]
     say(f"waiting for {url} to serve version {versions[0]}")
     wait_version(url, versions[0])
@@ -388,7 +392,9 @@ def main() -> int:
 
         result = run(load(Path(args.env_file)))
     else:
-        with bench_stack("serving") as (_, cfg, took):
+        # benchstack's ports shifted by 500 (never a developer's SERVING_PORT 8000 nor a test stack's)
+        port = str(28000 + 500 + int(os.environ.get("MLOPS_BENCH_PORT_OFFSET", "0")))
+        with bench_stack("serving", {"SERVING_PORT": port}) as (_, cfg, took):
             result = {**run(cfg), "stack_up_s": round(took, 1)}
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

@@ -144,7 +144,7 @@ def served(runs, stack) -> dict:
         monitor = _wait("an asset-triggered served_monitoring_dag run", monitor_run, timeout=30)
         how = "asset event"
     except AssertionError:
-        monitor = {"dag_run_id": stack.trigger(MONITOR_DAG, conf={"week": WEEK}, role="ml")}
+        monitor = {"dag_run_id": stack.trigger(MONITOR_DAG, conf={"week": WEEK}, role="op")}
         how = "triggered with the week (no accepted_batches event reached it)"
     done = stack.wait_run(MONITOR_DAG, monitor["dag_run_id"], timeout=300)
     assert done["state"] == "success", stack.task_instances(MONITOR_DAG, monitor["dag_run_id"])
