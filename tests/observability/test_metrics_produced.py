@@ -31,6 +31,20 @@ SERVING = {"mlops_serving_requests_total", "mlops_serving_rows_total", "mlops_se
            "mlops_serving_prediction_log_dropped_total",
            *(f"mlops_serving_{h}{s}" for h in ("request_duration_seconds", "score")
              for s in HISTOGRAM_SUFFIXES)}
+# The exporters' own families that a panel or rule reads (prometheus-redis-exporter 1.45's key
+# lengths of -check-single-keys; prometheus-process-exporter 0.7's name groups). Checked live
+# against the real exporters by tests/stack/test_stack_6_quiet.py.
+EXPORTERS = {"redis_up", "redis_key_size", "pg_up", "namedprocess_namegroup_num_procs",
+             "namedprocess_namegroup_cpu_seconds_total", "namedprocess_namegroup_memory_bytes",
+             "namedprocess_namegroup_states"}
+QUERIES = Path(__file__).resolve().parents[2] / "observability" / "postgres-exporter" / "queries.yml"
+
+
+def query_families() -> set[str]:
+    """`<query>_<column>` of every GAUGE/COUNTER column of the postgres-exporter's custom queries."""
+    queries = yaml.safe_load(QUERIES.read_text())
+    return {f"{name}_{column}" for name, query in queries.items() for metric in query["metrics"]
+            for column, spec in metric.items() if spec["usage"] in ("GAUGE", "COUNTER")}
 
 
 def _package_file(package: str, name: str) -> Path:
@@ -102,7 +116,7 @@ def test_flower_families_match_the_shared_notes() -> None:
 
 def test_every_queried_metric_is_produced(mapping: StatsdMapping, alert_rules: list[dict]) -> None:
     produced = (mapping_families(mapping) | flower_families() | MLFLOW | PROMETHEUS | pushed_families()
-                | PUSHGATEWAY | SERVING)
+                | PUSHGATEWAY | SERVING | EXPORTERS | query_families())
     queries = dashboard_queries() + [(f"alert {r['alert']}", r["expr"]) for r in alert_rules]
     missing = [f"{where}: {name}" for where, expr in queries for name in sorted(metric_names(expr))
                if name not in produced]
