@@ -15,8 +15,8 @@ def _variants(text: str) -> dict[str, str]:
     lines = text.splitlines()
     header = lines[0].split(",")
 
-    def edit(row: int, column: str, value: str) -> str:
-        out = list(lines)
+    def edit(row: int, column: str, value: str, base: str | None = None) -> str:
+        out = (base or text).splitlines()
         fields = out[row].split(",")  # the genuine batch quotes no field
         fields[header.index(column)] = value
         out[row] = ",".join(fields)
@@ -28,7 +28,7 @@ def _variants(text: str) -> dict[str, str]:
         "text in an int column, late": edit(last, "distance", "far"),
         "empty int, late": edit(last, "flight", ""),
         "fraction in an int column, late": edit(last - 3, "sched_dep_time", "517.5"),
-        "huge int beside a float piece": edit(2, "flight", str(2**60 + 1)),
+        "huge int, then a float piece": edit(last, "flight", "", edit(2, "flight", str(2**60 + 1))),
         "true in an int column, late": edit(last, "hour", "True"),
         "text early only": edit(1, "temp", "warm"),
         "empty string column, late": edit(last, "tailnum", ""),
