@@ -115,17 +115,23 @@ def replay(until_week: str | None = None, landing_dir: str | None = None,
                         "weeks": sorted(written + skipped)})
 
 
+def batch_dtypes(schema: Schema, columns: list[str] | None = None) -> dict[str, str]:
+    """The dtypes a batch is read with: schema string columns and the time column as strings
+    (pandas types the others)."""
+    str_cols = {c: "string" for c, s in schema.columns.items() if s.dtype in ("string",)}
+    str_cols[schema.time_column] = "string"
+    if columns is not None:
+        str_cols = {c: t for c, t in str_cols.items() if c in columns}
+    return str_cols
+
+
 def read_batch(path: str | Path, schema: Schema | None = None,
                columns: list[str] | None = None) -> "pd.DataFrame":
     """Read a weekly CSV (optionally only ``columns``), schema string columns kept as strings."""
     import pandas as pd
 
     schema = schema or load_schema()
-    str_cols = {c: "string" for c, s in schema.columns.items() if s.dtype in ("string",)}
-    str_cols[schema.time_column] = "string"
-    if columns is not None:
-        str_cols = {c: t for c, t in str_cols.items() if c in columns}
-    return pd.read_csv(path, dtype=str_cols, usecols=columns, low_memory=False)
+    return pd.read_csv(path, dtype=batch_dtypes(schema, columns), usecols=columns, low_memory=False)
 
 
 def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":

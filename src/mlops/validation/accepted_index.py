@@ -48,7 +48,7 @@ def row_key_hashes(frame: "pd.DataFrame", schema: Schema) -> "np.ndarray":
             parts[name] = ts.astype("int64")
         else:
             parts[name] = col.astype("object").where(col.notna(), None)
-    keys = pd.DataFrame(parts, index=frame.index)
+    keys = pd.DataFrame(parts, index=frame.index, copy=False)  # no second copy to consolidate
     return pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype="uint64")
 
 

@@ -230,7 +230,8 @@ def _check_coverage(found: Findings, local: "pd.Series", schema: Schema, week: s
     expected = expected_dates(week, schema)
     if not expected:
         return False
-    counts = local.dt.date.value_counts()
+    counts = local.dt.normalize().value_counts()  # per day, no date object per row
+    counts.index = counts.index.date
     missing = [d for d in expected if d not in counts.index]
     how = f"time.expected_days: {schema.expected_days} in {schema.path}"
     if missing:
@@ -324,11 +325,16 @@ def check_row_key(found: Findings, batch: ParsedBatch, schema: Schema, week: str
         found.skip("row_key", "the schema declares no row_key")
         return
     df, key = batch.frame, list(schema.row_key)
-    nulls = df[key].isna()
-    incomplete = nulls.any(axis=1)
+    incomplete = np.zeros(len(df), dtype=bool)
+    cols = []  # one column's mask at a time, not a frame of them
+    for c in key:
+        nulls = df[c].isna().to_numpy()
+        if nulls.any():
+            cols.append(c)
+            incomplete |= nulls
+        del nulls
     if incomplete.any():
         pos = _first(incomplete)
-        cols = [c for c in key if nulls[c].any()]
         found.fail("row_key.missing", f"{int(incomplete.sum())} row(s) lack part of the row key "
                    f"({', '.join(key)}), e.g. line {batch.line_of(pos)}", cols, batch.line_of(pos))
     hashes = row_key_hashes(df, schema)
@@ -361,6 +367,28 @@ def check_row_key(found: Findings, batch: ParsedBatch, schema: Schema, week: str
         found.ok("row_key", columns=key, accepted_batches=len(index.entries) if index else None)
 
 
+def _duplicated(df: "pd.DataFrame", subset: list[str] | None) -> "np.ndarray":
+    """``df.duplicated(subset)`` (keep the first) with one column's labels in memory at a time:
+    pandas holds an int64 label array per column, more than the frame's size on a wide batch.
+
+    The same labels as pandas (``pd.factorize`` of each column, NaN its own value), folded into
+    one group id per row after each column and renumbered, so equal ids mean equal rows."""
+    import numpy as np
+    import pandas as pd
+
+    if subset is not None and set(subset) - set(df.columns):
+        raise KeyError(sorted(set(subset) - set(df.columns)))
+    ids = np.zeros(len(df), dtype="int64")
+    for name, col in df.items():
+        if subset is not None and name not in subset:
+            continue
+        labels, uniques = pd.factorize(col.values)
+        ids = ids * (len(uniques) + 1) + (labels.astype("int64") + 1)
+        del labels
+        ids = pd.factorize(ids)[0].astype("int64")  # < len(df): the next product cannot overflow
+    return pd.Series(ids).duplicated(keep="first").to_numpy()
+
+
 def check_anomalies(found: Findings, batch: ParsedBatch, schema: Schema, th: dict[str, float],
                     reference: "pd.DataFrame | None") -> None:
     """Duplicated rows and extreme outliers of numeric features (calendar columns exempt)."""
@@ -369,7 +397,7 @@ def check_anomalies(found: Findings, batch: ParsedBatch, schema: Schema, th: dic
     df = batch.frame
     n = len(df)
     subset = list(schema.duplicate_subset) if schema.duplicate_subset else None
-    duplicated = df.duplicated(subset=subset)
+    duplicated = _duplicated(df, subset)
     dups = int(duplicated.sum())
     if dups / n > th["max_duplicate_share"]:
         found.fail("anomalies.duplicates",

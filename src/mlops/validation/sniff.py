@@ -12,15 +12,17 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import Schema
 from mlops.validation.findings import Findings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 _MAGIC = [(b"PAR1", "Parquet"), (b"PK\x03\x04", "ZIP/XLSX"), (b"\x1f\x8b", "gzip"),
@@ -31,6 +33,9 @@ _MAGIC = [(b"PAR1", "Parquet"), (b"PK\x03\x04", "ZIP/XLSX"), (b"\x1f\x8b", "gzip
 #: batch comes near it).
 MAX_FIELD = 131072
 _BOM = "\ufeff"
+#: Rows pandas parses at a time: its tokenizer holds every field of what it parses, several times
+#: the text's size, so a large batch is parsed in pieces (see :func:`_parse_frame`).
+PARSE_CHUNK_ROWS = 8192
 
 
 @dataclass
@@ -39,7 +44,7 @@ class ParsedBatch:
 
     frame: "pd.DataFrame"
     header: list[str]
-    lines: list[int]
+    lines: Sequence[int]
 
     def line_of(self, position: int) -> int:
         """The 1-based line of the file where the data row at ``position`` (0-based) starts."""
@@ -177,11 +182,11 @@ def _text_stream(data: bytes) -> io.TextIOWrapper:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
 
 
-def _check_structure(found: Findings, data: bytes) -> tuple[list[str], list[int]]:
+def _check_structure(found: Findings, data: bytes) -> tuple[list[str], Sequence[int]]:
     """Header and row starts of well-formed CSV text; stops on the first structural problem."""
     reader = csv.reader(_text_stream(data))
     header: list[str] = []
-    starts: list[int] = []
+    starts = array("q")  # 8 bytes a row, not a list of int objects
     short: list[tuple[int, int]] = []  # (line, field count) of rows with too few fields
     long: list[tuple[int, int]] = []
     repeated: list[int] = []
@@ -255,7 +260,9 @@ def parse(found: Findings, data: bytes, schema: Schema) -> ParsedBatch:
     _sniff_bytes(found, data)
     header, starts = _check_structure(found, data)
     try:
-        frame = read_batch(_text_stream(data), schema)
+        frame = _parse_frame(data, schema, len(starts))
+        if frame is None:  # pieces pandas typed differently: one parse of the whole, as ever
+            frame = read_batch(_text_stream(data), schema)
     except (ValueError, pd.errors.ParserError) as exc:
         raise found.stop("corrupt", f"pandas cannot parse the CSV: {exc}") from exc
     if len(frame) != len(starts):
@@ -263,3 +270,129 @@ def parse(found: Findings, data: bytes, schema: Schema) -> ParsedBatch:
                          f"{len(starts)}: blank or malformed lines?")
     found.ok("format", rows=len(frame), column_count=len(header))
     return ParsedBatch(frame=frame, header=header, lines=starts)
+
+
+def _merged(pieces: list["pd.Series"]) -> "pd.Series | None":
+    """One column from its parsed pieces, exactly as pandas types a parse of the whole file; None
+    when that cannot be told from the pieces.
+
+    Pandas types each column by the first of int64, float64, bool and str that every value of the
+    parse fits: pieces of one dtype join as that dtype (str pieces only when they hold strings and
+    NaN alone), int64 and float64 pieces as float64 (exact for integers up to 2**53)."""
+    import pandas as pd
+
+    dtypes = {str(p.dtype) for p in pieces}
+    if dtypes == {"object"}:
+        if any(pd.api.types.infer_dtype(p, skipna=True) not in ("string", "empty") for p in pieces):
+            return None
+    elif dtypes == {"int64", "float64"}:
+        if any(p.dtype == "int64" and not _exact_as_float(p.to_numpy()) for p in pieces):
+            return None
+        pieces = [p.astype("float64") if p.dtype == "int64" else p for p in pieces]
+    elif len(dtypes) != 1:
+        return None
+    return pd.concat(pieces, ignore_index=True)
+
+
+def _exact_as_float(values: "np.ndarray") -> bool:
+    """Every int64 value is exact as a float64 (|v| <= 2**53)."""
+    import numpy as np
+
+    return not len(values) or int(np.abs(values).max()) <= 2**53
+
+
+_FILLED = ("int64", "float64", "bool")
+
+
+class _Column:
+    """One numeric, bool or string column filled piece by piece into one array of the batch's
+    rows (the pieces are not kept: kept and joined at the end, they would double the frame's
+    memory, the allocator not reusing their scattered space)."""
+
+    def __init__(self, rows: int, dtype: Any) -> None:
+        import numpy as np
+        import pandas as pd
+
+        #: The string dtype the column is read with (its values are held as objects until done).
+        self.strings = dtype if isinstance(dtype, pd.StringDtype) else None
+        self.values = np.empty(rows, dtype=object if self.strings else dtype)
+        self.filled = 0
+
+    def add(self, column: "pd.Series") -> bool:
+        """Append a piece; False when the whole file would be typed otherwise (see _merged) or
+        the piece does not fit."""
+        if self.strings is not None:
+            if column.dtype != self.strings:
+                return False
+            piece = column.to_numpy(dtype=object)
+        else:
+            piece = column.to_numpy()
+        end = self.filled + len(piece)
+        if end > len(self.values):
+            return False
+        kinds = {str(self.values.dtype), str(piece.dtype)}
+        if len(kinds) > 1:
+            if kinds != {"int64", "float64"}:
+                return False
+            if piece.dtype == "int64":
+                if not _exact_as_float(piece):
+                    return False
+                piece = piece.astype("float64")
+            else:
+                if not _exact_as_float(self.values[:self.filled]):
+                    return False
+                self.values = self.values.astype("float64")
+        self.values[self.filled:end] = piece
+        self.filled = end
+        return True
+
+    def series(self, name: str) -> "pd.Series":
+        import pandas as pd
+
+        if self.strings is not None:
+            return pd.Series(pd.array(self.values, dtype=self.strings), name=name, copy=False)
+        return pd.Series(self.values, name=name, copy=False)
+
+
+def _parse_frame(data: bytes, schema: Schema, rows: int) -> "pd.DataFrame | None":
+    """The batch's frame (``rows``: the data rows the structure check counted), parsed
+    ``PARSE_CHUNK_ROWS`` rows at a time so that the peak memory is the frame and one piece, not
+    pandas' tokens of the whole file; None when a column's pieces were typed differently or the
+    rows do not add up (the caller parses the whole file then)."""
+    import pandas as pd
+
+    from mlops.data import batch_dtypes
+
+    order: list[str] = []
+    filled: dict[str, _Column] = {}
+    pieces: dict[str, list[pd.Series]] = {}
+    with pd.read_csv(_text_stream(data), dtype=batch_dtypes(schema), low_memory=False,
+                     chunksize=PARSE_CHUNK_ROWS) as reader:
+        for first, piece in enumerate(reader):
+            if first == 0:
+                order = list(piece.columns)
+            for name, column in piece.items():
+                if first == 0 and (str(column.dtype) in _FILLED
+                                   or isinstance(column.dtype, pd.StringDtype)):
+                    filled[name] = _Column(rows, column.dtype)
+                if name in filled:
+                    if not filled[name].add(column):
+                        return None
+                else:  # str in a column pandas types: a broken batch, kept as pieces
+                    pieces.setdefault(name, []).append(column.copy(deep=True))
+            del piece
+    total = {c.filled for c in filled.values()} | {sum(map(len, p)) for p in pieces.values()}
+    if total != {rows}:
+        return None
+    merged: dict[str, pd.Series] = {}
+    for name in order:
+        if name in filled:
+            merged[name] = filled.pop(name).series(name)
+            continue
+        parts = pieces.pop(name)
+        column = parts[0].reset_index(drop=True) if len(parts) == 1 else _merged(parts)
+        if column is None:
+            return None
+        merged[name] = column
+    # copy=False: each column stays its own block (no second copy of the frame to consolidate it)
+    return pd.DataFrame(merged, copy=False)
