@@ -60,7 +60,7 @@ def test_prometheus_targets_up(stack) -> None:
     metrics through the statsd-exporter test double of the test stack; the stack's own health
     through Debian's postgres-, redis- and process-exporter)."""
     expected = {"prometheus", "flower", "pushgateway", "alertmanager", "statsd-exporter", "postgres-exporter",
-                "redis-exporter", "process-exporter"} | (
+                "redis-exporter", "process-exporter", "serving"} | (
         {"mlflow"} if mlflow_metrics_available() else set())
     deadline = time.monotonic() + 45  # one scrape interval (15 s) plus slack
     while True:
