@@ -250,7 +250,7 @@ def test_rendered_airflow_cfg_has_no_secret_and_changes_no_program(stack) -> Non
         assert not set(settings) & SECRET_AIRFLOW_KEYS
         refusal = settings.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD")
         users = {name: env for name, env in programs.items() if env.get("AIRFLOW_HOME") == str(home)}
-        expected = ({"api-server", "scheduler", "dag-processor", "triggerer", "log-server", "flower"}
+        expected = ({"api-server", "scheduler", "dag-processor", "triggerer", "log-server", "flower", "maintenance-worker"}
                     if owner == CONTROL_USER else {"worker-light1", "worker-light2", "worker-heavy1"})
         assert set(users) == expected, sorted(users)
         for name, env in users.items():

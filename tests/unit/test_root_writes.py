@@ -27,7 +27,8 @@ from stack.procs import stack_processes
 from stack.run import StackError
 
 REPO = Path(__file__).resolve().parents[2]
-OFFSET = int(os.environ.get("MLOPS_TEST_PORT_OFFSET", "0"))
+# Off the session stack's ports (it is still up when tests/unit runs: tests/faults use it after).
+OFFSET = int(os.environ.get("MLOPS_TEST_PORT_OFFSET", "0")) + 37
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="`up` runs as root; so must this test")
 
@@ -69,7 +70,8 @@ def _env_file(root: Path) -> Path:
         "AIRFLOW_API_PORT": 28080, "FLOWER_PORT": 25555, "MLFLOW_PORT": 25000, "MLFLOW_METRICS_PORT": 25001,
         "PROMETHEUS_PORT": 29090, "PUSHGATEWAY_PORT": 29091, "ALERTMANAGER_PORT": 29093, "GRAFANA_PORT": 23000,
         "STATSD_EXPORTER_PORT": 29102, "STATSD_PORT": 29125, "POSTGRES_PORT": 25432, "REDIS_PORT": 26379,
-        "AIRFLOW_LOG_SERVER_PORT": 28793}.items()}
+        "AIRFLOW_LOG_SERVER_PORT": 28793, "SERVING_PORT": 28000, "POSTGRES_EXPORTER_PORT": 29187,
+        "REDIS_EXPORTER_PORT": 29121, "PROCESS_EXPORTER_PORT": 29256}.items()}
     envfile.ensure(env_file, config.EXAMPLE_ENV, overrides={
         **ports, "STACK_HOME": str(root / "stack"), "MLOPS_DATA_DIR": str(root / "data"),
         "MLOPS_TEST_FAST_ALERTS": "1"})
