@@ -98,8 +98,14 @@ def compose_stack(phases: Phases) -> ComposeStack:
             raise failure[0]
         _set_images(stack, {**chosen, **others})
         with phases.phase("up -d until every service is healthy"):
-            stack.compose("up", "-d", timeout=600, log="up.log")
-            stack.wait_healthy()
+            try:
+                stack.compose("up", "-d", timeout=600, log="up.log")
+                stack.wait_healthy()
+            except BaseException:
+                # What the services said before `down -v` removes them: the only trace of why.
+                logs = stack.compose("logs", "--no-color", "--tail", "30", check=False, timeout=120)
+                phases.say("compose test: service logs at the failure:\n" + logs.stdout[-20000:])
+                raise
         yield stack
     finally:
         if thread is not None:

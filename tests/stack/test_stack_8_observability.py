@@ -71,9 +71,15 @@ def _has_value(prometheus: str, expr: str, start: float, end: float) -> bool:
     return any(not math.isnan(float(v)) for series in resp.json()["data"]["result"] for _, v in series["values"])
 
 
+def serving_panel(expr: str) -> bool:
+    """A panel of what the prediction service served: it has data once requests were made and a
+    served week was measured, which test_stack_9_served does (and checks these panels then)."""
+    return "mlops_serving_" in expr or "mlops_served_" in expr
+
+
 def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs) -> None:
     assert runs["ml"]["state"] == "success" and runs["retrain"] and runs["retrain"]["state"] == "success"
-    targets = panel_targets()
+    targets = [(key, expr) for key, expr in panel_targets() if not serving_panel(expr)]
     assert len(targets) > 40 and {k for k, _ in targets} >= set(ALLOWED_EMPTY), "a listed panel no longer exists"
     prometheus = dags_ready.cfg.prometheus_url
     deadline = time.monotonic() + 60  # a few scrapes after the last push

@@ -183,7 +183,11 @@ def test_the_drift_check_used_the_served_predictions(served: dict) -> None:
 
 def test_the_realised_auc_reaches_the_pushgateway_and_prometheus(served: dict, stack) -> None:
     champion, auc = served["champion"], served["result"]["versions"][served["champion"]]["roc_auc"]
-    text = requests.get(f"{stack.cfg.pushgateway_url}/metrics", timeout=10).text
+    # The Pushgateway answers logins only (stack/grants.py): read as Prometheus does.
+    resp = requests.get(f"{stack.cfg.pushgateway_url}/metrics", auth=stack.cfg.web_login("pushgateway", "prometheus"),
+                        timeout=10)
+    assert resp.status_code == 200, resp.text[:200]
+    text = resp.text
     line = next(l for l in text.splitlines() if l.startswith("mlops_served_roc_auc{")
                 and f'version="{champion}"' in l and f'week="{WEEK}"' in l and 'job="serving_monitor"' in l)
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(auc, abs=1e-9)
@@ -195,3 +199,22 @@ def test_the_realised_auc_reaches_the_pushgateway_and_prometheus(served: dict, s
 
     (series,) = _wait("Prometheus scraping the realised ROC AUC", seen, timeout=60)
     assert float(series["value"][1]) == pytest.approx(auc, abs=1e-9)
+
+
+def test_every_serving_panel_has_data_after_a_served_week(served: dict, stack) -> None:
+    """The ML dashboard's panels of what was served (left out of test_stack_8_observability's
+    check, which runs before any request) draw data once a week was served and measured."""
+    from test_stack_8_observability import _has_value, panel_targets, serving_panel
+
+    targets = [(key, expr) for key, expr in panel_targets() if serving_panel(expr)]
+    assert len(targets) >= 8
+    start = time.time() - 3600
+
+    def empty() -> list:
+        return [key for key, expr in targets if not _has_value(stack.cfg.prometheus_url, expr, start, time.time())]
+
+    deadline = time.monotonic() + 60  # a few scrapes after the monitoring's push
+    while empty() and time.monotonic() < deadline:
+        time.sleep(5)
+    assert not empty(), empty()
+
