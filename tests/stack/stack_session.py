@@ -309,6 +309,10 @@ def stack() -> StackHandle:
         "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{ALERT_WEBHOOK_PORT}/alertmanager",
         # The prediction service checks the champion alias every second (default 5 s).
         "SERVING_POLL_S": "1",
+        # A stopped heavy worker lets its training finish for this long (default 7200 s): longer than
+        # the upkeep test's 35 s training, short enough for the session's own `down` after the
+        # fault suite, which may leave a long training running.
+        "HEAVY_WORKER_STOP_GRACE_S": "90",
     })
     cfg = stack_config.load(env_file)
     alerts = AlertReceiver(ALERT_WEBHOOK_PORT)
@@ -322,7 +326,7 @@ def stack() -> StackHandle:
             pytest.fail(f"stack up failed:\n{result.stdout}\n{result.stderr}\n{_logs_tail(cfg)}")
         yield ts
     finally:
-        down = ts.ctl("down", timeout=180)
+        down = ts.ctl("down", timeout=300)
         alerts.stop()
         left = stack_processes(cfg)
         keep = os.environ.get("STACK_TEST_KEEP")
