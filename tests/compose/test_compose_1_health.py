@@ -45,6 +45,6 @@ def test_published_ports_bind_to_localhost_only(compose_stack: ComposeStack) -> 
             for b in bindings or []:
                 published[(c["Name"], port)] = (b["HostIp"], b["HostPort"])
     service_ports = {compose_stack.env[v] for v in ("AIRFLOW_API_PORT", "FLOWER_PORT", "MLFLOW_PORT", "PROMETHEUS_PORT",
-                                                    "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT")}
+                                                    "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT", "SERVING_PORT")}
     assert {p for _, p in published.values()} == service_ports
     assert {ip for ip, _ in published.values()} == {"127.0.0.1"}, published

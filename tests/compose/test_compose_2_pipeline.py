@@ -85,7 +85,7 @@ def test_prometheus_targets_up(compose_stack: ComposeStack) -> None:
     compose_stack.wait_for("every Prometheus target up",
                            lambda: (lambda t: set(t.values()) == {"up"} and t)(targets()), timeout=90)
     assert set(targets()) == {"prometheus", "statsd-exporter", "flower", "mlflow", "pushgateway", "alertmanager",
-                              "postgres-exporter", "redis-exporter", "process-exporter"}
+                              "postgres-exporter", "redis-exporter", "process-exporter", "serving"}
 
 
 def test_pushgateway_and_alertmanager_are_up_and_wired(compose_stack: ComposeStack, pipeline_run: dict) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from stack import grants
+
 from .compose_stack import ComposeStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +35,8 @@ TRAINING_S = 35
 def _unjustified(stack: ComposeStack) -> list[tuple[str, str]]:
     alerts = stack.prometheus_get("/api/v1/alerts")["data"]["alerts"]
     out = [(a["labels"]["alertname"], a["state"]) for a in alerts if a["labels"]["alertname"] not in JUSTIFIED]
-    routed = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/alerts", timeout=30).json()
+    routed = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/alerts", timeout=30,
+                          auth=grants.web_login(stack.env, "alertmanager", "admin")).json()
     out += [(a["labels"]["alertname"], "at alertmanager") for a in routed
             if a["labels"]["alertname"] not in JUSTIFIED]
     return out

@@ -55,7 +55,7 @@ _REDIS_PROBE = """
 import json, os, sys
 import redis
 client = redis.Redis.from_url(os.environ["AIRFLOW__CELERY__BROKER_URL"], socket_timeout=10)
-out = {"user": client.acl_whoami(), "ping": client.ping()}
+out = {"user": client.connection_pool.connection_kwargs["username"], "ping": client.ping()}
 for call in json.loads(sys.argv[1]):
     try:
         client.execute_command(*call)
