@@ -206,7 +206,9 @@ def test_every_serving_panel_has_data_after_a_served_week(served: dict, stack) -
     check, which runs before any request) draw data once a week was served and measured."""
     from test_stack_8_observability import _has_value, panel_targets, serving_panel
 
-    targets = [(key, expr) for key, expr in panel_targets() if serving_panel(expr)]
+    # The server-error share has a series only once a 5xx was answered: a healthy run has none.
+    no_errors = {("ml-model.json", "Server error share", "A")}
+    targets = [(key, expr) for key, expr in panel_targets() if serving_panel(expr) and key not in no_errors]
     assert len(targets) >= 8
     start = time.time() - 3600
 
