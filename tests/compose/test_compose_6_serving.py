@@ -58,7 +58,9 @@ def test_model_server_serves_and_follows_the_champion(compose_stack: ComposeStac
     mv = stack.mlflow("/api/2.0/mlflow/model-versions/get", name=model, version=champion).json()["model_version"]
     digest = {t["key"]: t["value"] for t in mv.get("tags", [])}["model_sha256"]
     created = stack.mlflow_request("POST", "/api/2.0/mlflow/model-versions/create", account="pipeline", json={
-        "name": model, "source": mv["source"], "run_id": mv.get("run_id"), "model_id": mv.get("model_id"),
+        "name": model, "source": mv["source"], "run_id": mv.get("run_id"),
+        # MLflow 3: a version's source `models:/<id>` must come with that logged model's id.
+        "model_id": mv.get("model_id") or mv["source"].removeprefix("models:/"),
         "tags": [{"key": "model_sha256", "value": digest}]})
     assert created.status_code == 200, created.text
     new = created.json()["model_version"]["version"]
