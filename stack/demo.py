@@ -255,12 +255,16 @@ def logins(cfg: StackConfig) -> None:
     print(f"  (all from {cfg.env_file})")
 
 
-def pipeline_round(cfg: StackConfig, api: Airflow, label: str, weeks: tuple[str, str]) -> tuple[dict, dict | None]:
-    """Replay `weeks` (first, last), run ml_pipeline_dag, follow the retraining it triggers."""
+def pipeline_round(cfg: StackConfig, api: Airflow, label: str, weeks: tuple[str, str],
+                   gated: bool = False) -> tuple[dict, dict | None]:
+    """Replay `weeks` (first, last), run ml_pipeline_dag, follow the retraining it triggers
+    (`gated`: the approval gate is on; the weekly deploy's gate is answered too)."""
     print(f"\n== {label}: replaying {weeks[0]}..{weeks[1]} into {cfg.data_dir / 'landing'}", flush=True)
     replay(cfg, weeks[1], weeks[0])
     run = api.trigger(DAG_ID)
     print(f"  triggered {DAG_ID} through the REST API: run {run['dag_run_id']}", flush=True)
+    if gated:
+        answer_gate(cfg, run["dag_run_id"], dag_id=DAG_ID, gate_task="approve_deploy")
     run = follow(api, DAG_ID, run["dag_run_id"])
     retrain_id = f"drift__{run['dag_run_id']}"
     resp = api.session.get(f"{api.base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns/{retrain_id}", timeout=30)
@@ -294,24 +298,26 @@ def set_gate(api: Airflow, on: bool) -> None:
         api.session.delete(f"{url}/mlops_require_approval", timeout=30)
 
 
-def answer_gate(cfg: StackConfig, run_id: str, timeout: float = 1800) -> None:
-    """Wait until the retraining's gate asks (or is skipped, or the run ends); print what is
-    asked, approve as the Op user over the REST API and print who answered."""
+def answer_gate(cfg: StackConfig, run_id: str, timeout: float = 1800, dag_id: str | None = None,
+                gate_task: str | None = None) -> None:
+    """Wait until a run's gate (default: the retraining's) asks (or is skipped, or the run ends);
+    print what is asked, approve as the Op user over the REST API and print who answered."""
+    dag_id, gate_task = dag_id or RETRAIN_DAG_ID, gate_task or GATE_TASK
     op = Airflow(cfg, cfg.env["AIRFLOW_OP_USER"], cfg.env["AIRFLOW_OP_PASSWORD"])
     deadline = time.monotonic() + timeout
     while True:
-        states = {t["task_id"]: t["state"] for t in op.task_instances(RETRAIN_DAG_ID, run_id)}
-        gate = states.get(GATE_TASK)
+        states = {t["task_id"]: t["state"] for t in op.task_instances(dag_id, run_id)}
+        gate = states.get(gate_task)
         if gate == "awaiting_input":
             break
         if gate in ("skipped", "success", "failed", "upstream_failed") or \
-                op.run(RETRAIN_DAG_ID, run_id)["state"] in ("success", "failed"):
+                op.run(dag_id, run_id)["state"] in ("success", "failed"):
             print(f"  approval gate: {gate or 'not reached'} (no deploy proposed, nothing to ask)")
             return
         if time.monotonic() > deadline:
-            raise StackError(f"{RETRAIN_DAG_ID} {run_id}: the gate did not ask within {timeout:.0f} s")
+            raise StackError(f"{dag_id} {run_id}: the gate did not ask within {timeout:.0f} s")
         time.sleep(2)
-    path = f"/dags/{RETRAIN_DAG_ID}/dagRuns/{run_id}/taskInstances/{GATE_TASK}/-1/hitlDetails"
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{gate_task}/-1/hitlDetails"
     asked = op.get(path)
     print(f"\n  the approval gate asks: {asked['subject']}")
     for line in (asked.get("body") or "").splitlines():
@@ -355,7 +361,7 @@ def main() -> int:
         set_gate(api, True)
         try:
             run, retrain = pipeline_round(cfg, api, "3/4 a week that drifts (approval gate on)",
-                                          (drift_week, drift_week))
+                                          (drift_week, drift_week), gated=True)
         finally:
             set_gate(api, False)
         print("\n== 4/4 summary", flush=True)
