@@ -101,6 +101,7 @@ class Holder:
             log.info("alias check answers again (after %.0f s)", self.check_age())
         self.last_check_ok = time.time()
         self.last_check_error = None
+        metrics.REGISTRY_CHAMPION.set(float(version or 0))
         if version is None or (self.current and self.current.version == version):
             return
         if version in self.refused:

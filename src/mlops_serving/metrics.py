@@ -11,6 +11,8 @@ ROWS = Counter("mlops_serving_rows", "rows scored")
 SCORE = Histogram("mlops_serving_score", "served delay probabilities",
                   buckets=tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,))
 MODEL_VERSION = Gauge("mlops_serving_model_version", "registered version served (0: none)")
+REGISTRY_CHAMPION = Gauge("mlops_serving_registry_champion_version",
+                          "version the alias champion named at the last successful check (0: none)")
 CHECK_AGE = Gauge("mlops_serving_registry_check_age_seconds",
                   "seconds since the last successful check of the champion alias")
 LOAD_FAILURES = Counter("mlops_serving_model_load_failures",

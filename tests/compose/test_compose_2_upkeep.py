@@ -32,19 +32,9 @@ WATCH_S = 120
 TRAINING_S = 35
 
 
-def _serving_follows_the_registry(stack: ComposeStack) -> bool:
-    """model-server serves the version behind the alias `champion` in MLflow itself (then a pending
-    ServingStaleModel only means the pushed mlops_champion_version has not caught up yet)."""
-    resp = requests.get(f"{stack.url('SERVING_PORT')}/health", timeout=30)
-    champion = stack.champion()
-    return champion is not None and str(resp.json().get("model_version")) == champion
-
-
 def _unjustified(stack: ComposeStack) -> list[tuple[str, str]]:
     alerts = stack.prometheus_get("/api/v1/alerts")["data"]["alerts"]
-    out = [(a["labels"]["alertname"], a["state"]) for a in alerts if a["labels"]["alertname"] not in JUSTIFIED
-           and not (a["labels"]["alertname"] == "ServingStaleModel" and a["state"] == "pending"
-                    and _serving_follows_the_registry(stack))]
+    out = [(a["labels"]["alertname"], a["state"]) for a in alerts if a["labels"]["alertname"] not in JUSTIFIED]
     routed = requests.get(f"{stack.url('ALERTMANAGER_PORT')}/api/v2/alerts", timeout=30,
                           auth=grants.web_login(stack.env, "alertmanager", "admin")).json()
     out += [(a["labels"]["alertname"], "at alertmanager") for a in routed

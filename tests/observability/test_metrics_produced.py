@@ -27,7 +27,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PUSHGATEWAY = {"push_time_seconds", "push_failure_time_seconds"}
 # The prediction service's /metrics (scrape job `serving`; names fixed in docs/architecture.md).
 SERVING = {"mlops_serving_requests_total", "mlops_serving_rows_total", "mlops_serving_model_version",
-           "mlops_serving_registry_check_age_seconds", "mlops_serving_model_load_failures_total",
+           "mlops_serving_registry_check_age_seconds", "mlops_serving_registry_champion_version", "mlops_serving_model_load_failures_total",
            "mlops_serving_prediction_log_dropped_total",
            *(f"mlops_serving_{h}{s}" for h in ("request_duration_seconds", "score")
              for s in HISTOGRAM_SUFFIXES)}

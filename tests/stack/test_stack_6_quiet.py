@@ -61,27 +61,11 @@ def _wait_value(stack, expr: str, check, timeout: float = 60) -> float:
         time.sleep(1)
 
 
-def _serving_follows_the_registry(stack) -> bool:
-    """The service serves the version behind the alias `champion` in MLflow itself. Earlier tests
-    of the session move the alias directly (not through a deploy step, which pushes
-    mlops_champion_version), so ServingStaleModel, which compares with the pushed champion, may lag
-    them: that is the test's doing, not the stack's, when the service follows the registry."""
-    user, password = stack.mlflow_login("pipeline")
-    resp = requests.get(f"{stack.cfg.mlflow_url}/api/2.0/mlflow/registered-models/get",
-                        params={"name": stack.cfg.env["MLOPS_MODEL_NAME"]}, auth=(user, password), timeout=30)
-    resp.raise_for_status()
-    aliases = {a["alias"]: a["version"] for a in resp.json()["registered_model"].get("aliases", [])}
-    health = requests.get(f"{stack.cfg.serving_url}/health", timeout=30).json()
-    return aliases.get("champion") is not None and str(health.get("model_version")) == aliases["champion"]
-
-
 def _unjustified(stack) -> list[tuple[str, str, dict]]:
     resp = requests.get(f"{stack.cfg.prometheus_url}/api/v1/alerts", timeout=30)
     assert resp.status_code == 200, resp.text
     found = [(a["labels"]["alertname"], a["state"], a["labels"]) for a in resp.json()["data"]["alerts"]
              if a["labels"]["alertname"] not in JUSTIFIED]
-    if any(name == "ServingStaleModel" for name, _, _ in found) and _serving_follows_the_registry(stack):
-        found = [f for f in found if f[0] != "ServingStaleModel"]
     return found
 
 
@@ -160,8 +144,7 @@ def test_no_false_alarm_on_an_idle_stack(dags_ready, runs) -> None:
         seen += _unjustified(stack)
         time.sleep(2)
     notices = [(e["labels"]["alertname"], e["status"]) for e in stack.alerts.events(since=t_idle)
-               if e["status"] == "firing" and e["labels"]["alertname"] not in JUSTIFIED
-               and not (e["labels"]["alertname"] == "ServingStaleModel" and _serving_follows_the_registry(stack))]
+               if e["status"] == "firing" and e["labels"]["alertname"] not in JUSTIFIED]
     assert not seen and not notices, (seen, notices)
     # The rules were live: every rule evaluated without error, on exporters that answered.
     groups = requests.get(f"{stack.cfg.prometheus_url}/api/v1/rules", timeout=30).json()["data"]["groups"]

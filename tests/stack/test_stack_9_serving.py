@@ -337,6 +337,9 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(stack, versio
         health = service.health()
         assert health["model_version"] == good and "model_sha256" in health["refused_versions"][broken]
         assert service.metric("mlops_serving_model_load_failures_total") == failures + 1
+        # What ServingStaleModel compares: the alias names the refused version, the old one serves.
+        assert service.metric("mlops_serving_registry_champion_version") == float(broken)
+        assert service.metric("mlops_serving_model_version") == float(good)
         resp = service.predict(week_rows[:2])
         assert resp.status_code == 200 and resp.json()["model_version"] == good
         assert "refused v" + broken in stack.ctl("status").stdout
