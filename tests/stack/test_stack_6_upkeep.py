@@ -104,6 +104,9 @@ def test_a_stopped_heavy_worker_lets_the_training_finish_and_takes_no_new_task(p
     ended = _epoch(done["end_date"])
     assert ended <= stopped["at"] + 1, (done["end_date"], stopped)
     assert stopped["after_s"] > 5, stopped
+    # ... and left as soon as it had, without the preloaded interpreter's slow teardown.
+    assert stopped["at"] - ended < 20, (done["end_date"], stopped)
+    assert "warm shutdown done" in (stack.cfg.home / "logs" / "worker-heavy1.log").read_text()
     started = _epoch(running["start_date"])
     assert ended - started >= TRAINING_S - 1 and started < t_stop
     # The second training was not taken: it waits in the broker's heavy list, queued.
