@@ -90,7 +90,7 @@ def test_label_drift_fires_on_the_stormiest_week(signals_dir: Path, champion) ->
 def test_model_drift_fires_when_the_champion_loses_its_auc(signals_dir: Path, champion) -> None:
     from mlops.drift import detect_drift
     from mlops.evaluate import load_version
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     result = detect_drift(week="2013-W17")
     model = result["signals"]["model"]

@@ -188,7 +188,7 @@ def test_offline_equals_online_on_a_whole_week(stack, versions, week_rows) -> No
     from mlops.config import load_schema
     from mlops.data import build_table, make_features
     from mlops.evaluate import load_version, score_version
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     service = Service(stack)
     online, request_ids = [], []
