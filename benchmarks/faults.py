@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from stack import config as stack_config  # noqa: E402
-from stack import envfile, faults, secondhost, workerhost  # noqa: E402
+from stack import envfile, workerhost  # noqa: E402
+from testkit import faults, secondhost  # noqa: E402
 from stack.api import Airflow  # noqa: E402
 from stack.ctl import cmd_down, cmd_up  # noqa: E402
 

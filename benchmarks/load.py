@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import bench_stack, pss_mb, say  # noqa: E402
 
 from stack import health  # noqa: E402
-from stack import load as burst_load  # noqa: E402
+from testkit import load as burst_load  # noqa: E402
 from stack.api import Airflow  # noqa: E402
 from stack.config import StackConfig  # noqa: E402
 from stack.ctl import stack_processes  # noqa: E402
-from stack.faults import ts  # noqa: E402
+from testkit.faults import ts  # noqa: E402
 
 LIGHT_WORKERS_TRIED = (1, 2, 3)
 BURSTS = (50, 200, 1000)

@@ -17,12 +17,13 @@ import subprocess
 import pytest
 
 from stack import config as stack_config
-from stack import secondhost, workerhost
+from stack import workerhost
+from testkit import secondhost
 from stack.api import Airflow
 from stack.components import STATSD_DOUBLE_SWITCH
 
-from faultsuite import FAULT_DAGS, LONG, NO_DRIFT, FaultStack
-from stack_session import LOCAL_BUNDLE, PORT_OFFSET, PROBE_DAGS, REPO, StackHandle, StatsdCapture
+from testkit.faultsuite import FAULT_DAGS, LONG, NO_DRIFT, FaultStack
+from testkit.stack_session import LOCAL_BUNDLE, PORT_OFFSET, PROBE_DAGS, REPO, StackHandle, StatsdCapture
 
 
 def _set_line(text: str, key: str, value: str) -> str:

@@ -11,7 +11,7 @@ import subprocess
 
 import psutil
 
-from faultsuite import REPO
+from testkit.faultsuite import REPO
 from stack.components import components
 from stack.procs import stack_process_list
 

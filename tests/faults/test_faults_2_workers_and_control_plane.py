@@ -27,8 +27,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
-from stack import faults
+from testkit.faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
+from testkit import faults
 from stack.health import celery_ping
 
 HEAVY_MAIN = "airflow:worker-heavy1"

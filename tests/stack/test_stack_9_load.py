@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from stack.api import Airflow
-from stack.load import DAG_ID, HEAVY_TASK, run_burst
+from testkit.load import DAG_ID, HEAVY_TASK, run_burst
 
 BURST_TASKS = 200
 RUNS = 4

@@ -11,7 +11,7 @@ import pytest
 from stack import components, config, envfile, render
 
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE = str(REPO / "tests" / "observability" / "statsd_double.py")
+DOUBLE = str(REPO / "tests" / "lib" / "testkit" / "statsd_double.py")
 
 
 def _cfg(tmp_path: Path, **overrides: str) -> config.StackConfig:

@@ -6,7 +6,7 @@ at the end, checking no process is left. Its root folder stays mode 700 (as mkdt
 must grant the stack's users traversal. The env file adds the test-only DAG bundle tests/stack/dags
 (stack_security_probe, stack_alert_probe) and the benchmark bundle (bench_fanout for the load
 test), runs two light workers, and sets two TEST-ONLY switches of the stack: the
-statsd-exporter test double (tests/observability/statsd_double.py) runs in place of the exporter,
+statsd-exporter test double (testkit/statsd_double.py) runs in place of the exporter,
 which has no build here, so the stack's Prometheus scrapes the Airflow metrics the stack really
 sends (the double also records every line: `stack.statsd`); and the alert clock is compressed
 (stack/render.py AlertClock), so alerts fire and resolve within seconds. Alertmanager sends to a
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 from stack import config as stack_config
 from stack import envfile
@@ -62,7 +62,7 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
 }.items()}
 # The session's webhook receiver (ALERT_WEBHOOK_URL of the test stack).
 ALERT_WEBHOOK_PORT = 29094 + PORT_OFFSET
-STATSD_DOUBLE = REPO / "tests" / "observability" / "statsd_double.py"
+STATSD_DOUBLE = REPO / "tests" / "lib" / "testkit" / "statsd_double.py"
 # Three winter weeks, then a summer week: its weather drifts against the winter training data.
 REPLAY_UNTIL = "2013-W03"
 DRIFT_WEEK = "2013-W27"
