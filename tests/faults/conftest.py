@@ -1,5 +1,5 @@
-"""The fault suite's stack: the session's test stack (tests/stack/stack_session.py, with its
-champion), restarted with `BIND_ADDRESS` on a veth to a second "host" (stack/secondhost.py: a
+"""The fault suite's stack: the session's test stack (tests/lib/testkit/stack_session.py, with its
+champion), restarted with `BIND_ADDRESS` on a veth to a second "host" (tests/lib/testkit/secondhost.py: a
 network namespace with its own address and host name) where a worker host runs a heavy worker and
 its log server (stack/workerhost.py), the main host's data folder shared at the same path.
 
