@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import config, drift_signals, metrics, registry
-# drift_columns and evidently_drift are re-exported: they live in mlops.column_drift.
-from mlops.column_drift import drift_columns, evidently_drift
 from mlops.config import Schema, load_schema
 from mlops.errors import DriftError
 from mlops.util import atomic_write_text, to_jsonable, write_json

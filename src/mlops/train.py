@@ -16,8 +16,9 @@ from mlops import __version__, config, metrics
 from mlops.config import Schema, load_schema
 from mlops.errors import TrainingError
 from mlops.model_store import SKOPS_TRUSTED_TYPES
-# Re-exported: the shared model helpers live in mlops.modeling (import them from there).
-from mlops.modeling import build_pipeline, fit_threads, limited_threads, load_table, model_input, score
+# The shared model helpers live in mlops.modeling (import them from there; fit_threads is re-exported
+# here only for code written before the move).
+from mlops.modeling import build_pipeline, fit_threads, limited_threads, load_table, model_input, score  # noqa: F401
 from mlops.util import WEEK_RE, sha256_file, to_jsonable
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ import pytest
 
 from stack import config as stack_config
 from stack import workerhost
-from testkit import secondhost
 from stack.api import Airflow
 from stack.components import STATSD_DOUBLE_SWITCH
+from testkit import secondhost
 
 from testkit.faultsuite import FAULT_DAGS, LONG, NO_DRIFT, FaultStack
 from testkit.stack_session import LOCAL_BUNDLE, PORT_OFFSET, PROBE_DAGS, REPO, StackHandle, StatsdCapture

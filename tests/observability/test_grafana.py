@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from testkit.grafana import DASHBOARDS, GRAFANA, dashboard_queries, panels
+from testkit.promql import substitute_grafana_vars
 
 
 def _datasource() -> dict:

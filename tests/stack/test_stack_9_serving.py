@@ -22,10 +22,11 @@ import psycopg2
 import pytest
 import requests
 
-from stack import envfile, faults
+from stack import envfile
 from stack.components import by_name
 from stack.config import SERVING_USER
 from stack.render import env_file
+from testkit import faults
 
 pytestmark = pytest.mark.stack
 WEEKS = {"train_weeks": ["2013-W01", "2013-W02"], "holdout_week": "2013-W03"}

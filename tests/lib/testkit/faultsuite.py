@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from stack import config as stack_config
 from stack import workerhost
-from testkit import faults, secondhost
 from stack.api import Airflow
+from testkit import faults, secondhost
 
 from testkit.stack_session import REPO, StackHandle, StatsdCapture
 
