@@ -25,6 +25,10 @@ from stack.config import StackConfig
 from stack.ctl import cmd_down, cmd_up
 
 REPO = Path(__file__).resolve().parent.parent
+# How a benchmark imports: it runs as a script, so its folder is on sys.path (`import benchstack`);
+# `stack` and `mlops` are installed in the venv; the test tooling it shares with the tests (the
+# package testkit in tests/lib, pytest's `pythonpath`) comes through this one line.
+sys.path.insert(0, str(REPO / "tests" / "lib"))
 PORT_OFFSET = int(os.environ.get("MLOPS_BENCH_PORT_OFFSET", "0"))
 BENCH_PORTS = {name: str(port + 500 + PORT_OFFSET) for name, port in {
     "AIRFLOW_API_PORT": 28080,

@@ -1,7 +1,7 @@
 """Recovery from faults on the native stack; prints one JSON object keyed by fault.
 
 Brings up its own stack (own folder under /tmp, ports shifted by --port-offset) listening on a veth
-address of a second "host" (stack/secondhost.py: a network namespace with its own address and host
+address of a second "host" (tests/lib/testkit/secondhost.py: a network namespace with its own address and host
 name) that runs a heavy worker of its own (stack/workerhost.py). After a first pipeline run (the
 champion), it injects each fault once while a real run is in flight and waits for the run's end:
 
@@ -34,13 +34,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from stack import config as stack_config  # noqa: E402
-from stack import envfile, faults, secondhost, workerhost  # noqa: E402
-from stack.api import Airflow  # noqa: E402
-from stack.ctl import cmd_down, cmd_up  # noqa: E402
+from benchstack import REPO  # first: it puts testkit (tests/lib) on sys.path
+from stack import config as stack_config
+from stack import envfile, workerhost
+from stack.api import Airflow
+from stack.ctl import cmd_down, cmd_up
+from testkit import faults, secondhost
 
 PIPELINE, RETRAIN = "ml_pipeline_dag", "model_retraining_dag"
 FIRST_WEEKS = "2013-W03"

@@ -3,7 +3,7 @@
 For each number of light workers in LIGHT_WORKERS_TRIED it brings up a stack of its own
 (benchmarks/benchstack.py, `LIGHT_WORKERS=<n>`), runs an unmeasured warm-up burst, then drives
 bursts of bench_fanout (benchmarks/dags: per run two planning tasks, then trivial mapped tasks on
-`light` and one on `heavy`) through the REST API as several concurrent runs (stack/load.py):
+`light` and one on `heavy`) through the REST API as several concurrent runs (tests/lib/testkit/load.py):
 50, 200 and 1000 task instances with one light worker, the 200-task burst with each.
 
 Per burst: `tasks`, `runs`, `wall_s` (first trigger to the end of the last run), `tasks_per_s`,
@@ -38,16 +38,13 @@ from typing import Any
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchstack import bench_stack, pss_mb, say  # noqa: E402
-
-from stack import health  # noqa: E402
-from stack import load as burst_load  # noqa: E402
-from stack.api import Airflow  # noqa: E402
-from stack.config import StackConfig  # noqa: E402
-from stack.ctl import stack_processes  # noqa: E402
-from stack.faults import ts  # noqa: E402
+from benchstack import bench_stack, pss_mb, say  # first: it puts testkit (tests/lib) on sys.path
+from stack import health
+from stack.api import Airflow
+from stack.config import StackConfig
+from stack.ctl import stack_processes
+from testkit import load as burst_load
+from testkit.faults import ts
 
 LIGHT_WORKERS_TRIED = (1, 2, 3)
 BURSTS = (50, 200, 1000)

@@ -69,7 +69,7 @@ def main() -> None:
 
     from mlops.config import load_schema
     from mlops.data import build_table, load_source, week_labels
-    from mlops.train import build_pipeline, fit_threads, limited_threads, model_input
+    from mlops.modeling import build_pipeline, fit_threads, limited_threads, model_input
 
     schema = load_schema()
     target = schema.target_name

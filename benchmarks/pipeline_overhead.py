@@ -45,14 +45,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchstack import REPO, bench_stack, process_name, pss_mb, say  # noqa: E402
-
-from stack import envfile  # noqa: E402
-from stack.api import Airflow  # noqa: E402
-from stack.config import AIRFLOW_ENV_FILE, StackConfig  # noqa: E402
-from stack.ctl import stack_processes  # noqa: E402
+from benchstack import REPO, bench_stack, process_name, pss_mb, say
+from stack import envfile
+from stack.api import Airflow
+from stack.config import AIRFLOW_ENV_FILE, StackConfig
+from stack.ctl import stack_processes
 
 DAG_ID = "ml_pipeline_dag"
 VALIDATION_DAG = "data_validation_dag"

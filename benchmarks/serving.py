@@ -46,8 +46,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from benchstack import bench_stack, say  # noqa: E402
 
@@ -128,7 +126,7 @@ def rows() -> tuple[list[dict[str, Any]], Any]:
     from mlops.config import load_schema
     from mlops.data import make_features
     from mlops.serve_replay import request_bodies, week_rows
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     schema = load_schema()
     raw = week_rows(ROWS_WEEK, schema)

@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from mlops import drift_signals
 from stack import alerting, demo_serving, envfile
 from stack.api import Airflow, flower_workers
 from stack.config import VENV_BIN, StackConfig, load
@@ -129,28 +130,19 @@ def xcom(api: Airflow, run: dict, task_id: str, key: str = "return_value") -> An
 
 
 def drift(api: Airflow, run: dict) -> dict | None:
-    """Print the three drift signals check_drift measured in `run`; return the result."""
+    """Print the drift signals check_drift measured in `run`; return the result."""
     result = xcom(api, run, "check_drift", key="drift")
     if not result:
         print("\ndrift: not measured in this run (no new batch reached check_drift)")
         return None
     fired = ", ".join(result["fired"]) or "none"
     print(f"\ndrift of {result['week']} against {result['reference']}: signals fired: {fired}")
-    for name, sig in result["signals"].items():
+    for name in drift_signals.names():  # the signal table: every signal of the result, in words
+        sig = result["signals"].get(name)
+        if sig is None:
+            continue
         mark = "FIRED" if sig["fired"] else "-"
-        if name == "data":
-            value = (f"share of drifted columns {sig['share']:.3f} "
-                     f"({', '.join(sig['drifted_columns']) or 'none'})")
-        elif name == "model":
-            value = (f"roc_auc {sig['roc_auc']:.4f} ({sig.get('source', 'replayed')} predictions) vs "
-                     f"{sig['reference_roc_auc']:.4f} on its holdout "
-                     f"{sig['reference_week']}: drop {sig['drop']:+.4f}" if sig.get("drop") is not None
-                     else f"not measured ({sig.get('note')})")
-        else:
-            value = (f"delayed rate {sig['rate']:.3f} vs {sig['reference_rate']:.3f}: difference "
-                     f"{sig['difference']:+.3f}" if sig.get("difference") is not None
-                     else f"not measured ({sig.get('note')})")
-        print(f"  {name:<6} {mark:<6} {value} (threshold {sig['threshold']})")
+        print(f"  {name:<6} {mark:<6} {drift_signals.described(name, sig)} (threshold {sig['threshold']})")
     print(f"  report: {result['report_html']}")
     return result
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pwd
-import re
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -78,87 +77,40 @@ def write_env_files(cfg: StackConfig, table: list[Component]) -> None:
                           comp.user)
 
 
-# TEST-ONLY switch of a test stack's env file (tests/stack/conftest.py; never in `.env.example`):
-# alerts fire and resolve within seconds, on the same rules and routes (see AlertClock).
+# TEST-ONLY switch of a test stack's env file (never in `.env.example`): the path of an alert clock
+# file, written by the test tooling (tests/lib/testkit/alert_clock.py): alerts fire and resolve
+# within seconds, on the same rules (copies with shortened durations) and routes.
 FAST_ALERTS_SWITCH = "MLOPS_TEST_FAST_ALERTS"
+_CLOCK_KEYS = {"prometheus": {"scrape_interval", "scrape_timeout", "evaluation_interval"},
+               "alertmanager": {"group_wait", "group_interval", "repeat_interval"}}
 
 
 @dataclass(frozen=True)
 class AlertClock:
-    """The compressed clock of a test stack's alerting. The rules keep their expressions and are
-    only shortened: every `for:` to at most `max_for_s`, every duration inside an expression (range
-    selectors, `offset`, and the seconds constants written with their duration in a trailing
-    comment, `> 691200  # 8d`) to at most `max_window_s`. Prometheus scrapes and evaluates more
-    often, Alertmanager groups and repeats sooner. The production values stay in the files (and in
-    their promtool unit tests)."""
+    """A test stack's alert timings: Prometheus' global intervals, Alertmanager's route intervals
+    and the folder of the rule files shortened to them (all from the file the switch names)."""
 
-    scrape_interval: str = "5s"
-    scrape_timeout: str = "5s"
-    evaluation_interval: str = "2s"
-    max_window_s: int = 30
-    max_for_s: int = 5
-    group_wait: str = "1s"
-    group_interval: str = "2s"
-    repeat_interval: str = "1m"
-
-
-TEST_ALERT_CLOCK = AlertClock()
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_RANGE = re.compile(r"\[\s*(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)\s*(:\s*[^\]]*)?\]")
-_OFFSET = re.compile(r"\boffset\s+(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)")
-_MARKED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*)#\s*(\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)\b")
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds of a Prometheus duration (`90s`, `1h30m`, `7d`)."""
-    if not _DURATION.match(text):
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def marked_constants(expr: str) -> list[tuple[float, str]]:
-    """(number, duration) of every seconds constant an expression marks with its duration."""
-    return [(float(m.group(1)), m.group(3)) for m in _MARKED.finditer(expr)]
-
-
-def compress_expr(expr: str, max_window_s: int) -> str:
-    """`expr` with every duration capped at `max_window_s` (see AlertClock); a marked constant
-    whose number is not its duration in seconds is refused."""
-    def cap(text: str) -> str:
-        return f"{int(min(duration_seconds(text), max_window_s))}s"
-
-    def constant(m: re.Match) -> str:
-        if float(m.group(1)) != duration_seconds(m.group(3)):
-            raise StackError(f"rule constant {m.group(1)} is marked as {m.group(3)} "
-                             f"({duration_seconds(m.group(3)):g} s): fix the number or its comment")
-        return f"{min(float(m.group(1)), max_window_s):g}{m.group(2)}# {m.group(3)}, capped at {max_window_s}s"
-
-    expr = _RANGE.sub(lambda m: f"[{cap(m.group(1))}{m.group(2) or ''}]", expr)
-    expr = _OFFSET.sub(lambda m: f"offset {cap(m.group(1))}", expr)
-    return _MARKED.sub(constant, expr)
-
-
-def compress_rules(doc: dict, clock: AlertClock) -> dict:
-    """A rule file's groups on the compressed clock."""
-    groups = []
-    for group in doc.get("groups") or []:
-        rules = []
-        for rule in group.get("rules") or []:
-            rule = dict(rule)
-            rule["expr"] = compress_expr(str(rule["expr"]), clock.max_window_s)
-            if "for" in rule:
-                rule["for"] = f"{int(min(duration_seconds(str(rule['for'])), clock.max_for_s))}s"
-            rules.append(rule)
-        groups.append({**group, "rules": rules})
-    return {**doc, "groups": groups}
+    prometheus: dict[str, str]
+    alertmanager: dict[str, str]
+    rules: Path
 
 
 def alert_clock(cfg: StackConfig) -> AlertClock | None:
-    """The compressed clock when the env file has the test-only switch, else None."""
-    return TEST_ALERT_CLOCK if cfg.env.get(FAST_ALERTS_SWITCH) == "1" else None
+    """The alert clock file the test-only switch names, else None (a product stack)."""
+    path = cfg.env.get(FAST_ALERTS_SWITCH)
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+        clock = AlertClock({k: str(v) for k, v in doc["prometheus"].items()},
+                           {k: str(v) for k, v in doc["alertmanager"].items()}, Path(doc["rules"]))
+        unknown = {part: sorted(set(getattr(clock, part)) - keys) for part, keys in _CLOCK_KEYS.items()}
+        if any(unknown.values()) or not clock.rules.is_dir():
+            raise ValueError(f"unknown keys {unknown} or no rules folder {clock.rules}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StackError(f"{FAST_ALERTS_SWITCH}={path} in {cfg.env_file}: not an alert clock file of the test "
+                         f"tooling (tests/lib/testkit/alert_clock.py): {exc}") from exc
+    return clock
 
 
 def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
@@ -243,10 +195,9 @@ def render_prometheus(cfg: StackConfig) -> tuple[dict, str]:
         doc["alerting"] = {**alerting_doc, "alertmanagers": [m for m in managers if m["static_configs"]]}
     clock = alert_clock(cfg)
     if clock is not None:
-        doc["global"] = {**(doc.get("global") or {}), "scrape_interval": clock.scrape_interval,
-                         "scrape_timeout": clock.scrape_timeout, "evaluation_interval": clock.evaluation_interval}
+        doc["global"] = {**(doc.get("global") or {}), **clock.prometheus}
         doc["rule_files"] = [str(cfg.home / "prometheus" / "rules" / "*.yml")]
-        origin += " (TEST stack: alert clock compressed, stack/render.py AlertClock)"
+        origin += f" (TEST stack: alert clock compressed, {cfg.env[FAST_ALERTS_SWITCH]})"
     return doc, origin
 
 
@@ -258,16 +209,14 @@ def _prometheus_login(cfg: StackConfig, server: str) -> dict[str, str]:
 
 
 def write_fast_rules(cfg: StackConfig, clock: AlertClock) -> None:
-    """The rule files on the compressed clock, into $STACK_HOME/prometheus/rules (test stacks)."""
+    """The clock's rule files (shortened by the test tooling) into $STACK_HOME/prometheus/rules."""
     folder = cfg.home / "prometheus" / "rules"
     account = pwd.getpwnam(CONTROL_USER)
     safefs.make_dir(folder, account.pw_uid, account.pw_gid, 0o700)
     with safefs.directory(folder) as folder_fd:
         safefs.remove_matching(folder_fd, "*.yml")
-    for source in sorted((OBS_PROMETHEUS / "rules").glob("*.yml")):
-        doc = compress_rules(yaml.safe_load(source.read_text()) or {}, clock)
-        write_private(folder / source.name, f"# {source} on the TEST alert clock (stack/render.py)\n"
-                      + yaml.safe_dump(doc, sort_keys=False), CONTROL_USER)
+    for source in sorted(clock.rules.glob("*.yml")):
+        write_private(folder / source.name, f"# {source}: TEST alert clock\n" + source.read_text(), CONTROL_USER)
 
 
 def write_prometheus(cfg: StackConfig) -> str:
@@ -296,9 +245,9 @@ def render_alertmanager(cfg: StackConfig) -> dict:
     if clock is not None:
         routes = [doc["route"], *doc["route"].get("routes", [])]
         for route in routes:
-            for key in ("group_wait", "group_interval", "repeat_interval"):
+            for key, value in clock.alertmanager.items():
                 if key in route or route is doc["route"]:
-                    route[key] = getattr(clock, key)
+                    route[key] = value
     return doc
 
 

@@ -1,6 +1,8 @@
 """The one Evidently wrapper: Evidently 0.7's DataDriftPreset on given columns, each column's
-test, score and verdict. The drift signals (:mod:`mlops.drift`, on features) and the monitoring
-of served scores (:mod:`mlops.monitoring`, on the probability column) both measure through it."""
+test, score and verdict. The drift signals (:mod:`mlops.drift`, on features), the data validation's
+distribution report (:mod:`mlops.validation.checks`) and the monitoring of served scores
+(:mod:`mlops.monitoring`, on the probability column) all measure through it; it imports nothing
+of the registry, so validation can use it without depending on model drift."""
 
 from __future__ import annotations
 
@@ -79,3 +81,32 @@ def column_drift(current: "pd.DataFrame", reference: "pd.DataFrame", numerical: 
             scores[col] = {"method": method, "score": value, "threshold": thr,
                            "drifted": bool(is_drift)}
     return snapshot, scores
+
+
+def drift_columns(schema: Schema, available: list[str]) -> list[str]:
+    """Feature columns that count in the drift decision (schema ``drift.exclude`` left out)."""
+    return [c for c in schema.features if c not in schema.drift_exclude and c in available]
+
+
+def evidently_drift(current: "pd.DataFrame", reference: "pd.DataFrame", schema: Schema,
+                    columns: list[str], drift_share: float,
+                    report_all: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Run Evidently's DataDriftPreset on every feature (only ``columns`` unless report_all).
+
+    Returns the snapshot and the drift of the monitored ``columns``: ``share``, ``count``,
+    ``drifted_columns``, plus the drifted informational (excluded) columns.
+    """
+    monitored = list(columns)
+    columns = [c for c in schema.features if c in current.columns and c in reference.columns
+               and (report_all or c in monitored)]
+    cats = [c for c in columns if c in schema.categorical]
+    current = html_safe_categories(current[columns], schema, cats)
+    reference = html_safe_categories(reference[columns], schema, cats)
+    snapshot, scores = column_drift(current, reference, [c for c in columns if c not in cats],
+                                    cats, drift_share)
+    drifted = [c for c, s in scores.items() if s["drifted"]]
+    hits = sorted(c for c in drifted if c in monitored)
+    share = len(hits) / len(monitored) if monitored else 0.0
+    return snapshot, {"share": share, "count": len(hits), "drifted_columns": hits,
+                      "informational_drifted": sorted(c for c in drifted if c not in monitored),
+                      "columns": scores}

@@ -20,7 +20,7 @@ def load_version(version: str | int) -> Any:
 
 def score_version(version: str | int, rows: Any) -> dict[str, float]:
     """ROC AUC, PR AUC, F1, Brier of a version on labelled rows of the training table."""
-    from mlops.train import limited_threads, model_input, score
+    from mlops.modeling import limited_threads, model_input, score
 
     schema = load_schema()
     model = load_version(version)
@@ -31,7 +31,7 @@ def score_version(version: str | int, rows: Any) -> dict[str, float]:
 
 def week_rows(week: str) -> Any:
     """The rows of one week of the training table (a RegistryError when it has none)."""
-    from mlops.train import load_table
+    from mlops.modeling import load_table
 
     table = load_table()
     rows = table[table["week"] == week]
@@ -48,7 +48,7 @@ def evaluate_model(version: str | int, holdout_week: str | None = None) -> dict[
     ``champion_metrics`` (None without a champion or when the version is the champion) and
     ``champion_trained_on_holdout`` (the champion saw that week: an unfair comparison).
     """
-    from mlops.train import load_table
+    from mlops.modeling import load_table
 
     version = str(version)
     info = registry.version_info(version)

@@ -42,11 +42,13 @@ PUSH_TIMEOUT_S = 3.0
 
 @dataclass(frozen=True)
 class Sample:
-    """One gauge value: its metric name, value and labels (beyond the grouping key)."""
+    """One gauge value: its metric name, value and labels (beyond the grouping key); ``help``
+    overrides the metric's HELP of :data:`HELP` (e.g. one built from the drift signals' table)."""
 
     name: str
     value: float | None
     labels: dict[str, str] = field(default_factory=dict)
+    help: str | None = None
 
 
 def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None = None,
@@ -73,7 +75,8 @@ def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None =
         for sample in values:
             gauge = gauges.get(sample.name)
             if gauge is None:
-                gauge = Gauge(sample.name, _help(sample.name), sorted(sample.labels), registry=registry)
+                gauge = Gauge(sample.name, sample.help or _help(sample.name), sorted(sample.labels),
+                              registry=registry)
                 gauges[sample.name] = gauge
             (gauge.labels(**sample.labels) if sample.labels else gauge).set(float(sample.value))
         send = push_to_gateway if replace else pushadd_to_gateway
@@ -113,8 +116,8 @@ HELP = {
     "mlops_drift_detected": "1 when a drift signal fired on the latest checked batch, else 0.",
     "mlops_drift_share": "Share of drifted decision columns in the latest checked batch (data signal).",
     "mlops_drift_signal_fired": "1 when the signal fired on the latest checked batch, else 0.",
-    "mlops_drift_signal_value": "Value the signal compares with its threshold (data: share, model: "
-                                "ROC AUC drop, label: absolute delayed-rate difference).",
+    # mlops.drift pushes it with the HELP built from its signal table (mlops.drift_signals).
+    "mlops_drift_signal_value": "Value the signal compares with its threshold.",
     "mlops_drift_signal_threshold": "Threshold of the signal.",
     "mlops_drift_champion_roc_auc": "ROC AUC of the champion on the latest checked batch.",
     "mlops_deployment_candidate_version": "Registry version the latest deployment acted on.",

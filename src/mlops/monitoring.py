@@ -154,7 +154,7 @@ def holdout_scores(champion: dict[str, Any], schema: Schema) -> "pd.Series | Non
     import pandas as pd
 
     from mlops.evaluate import load_version
-    from mlops.train import limited_threads, load_table, model_input
+    from mlops.modeling import limited_threads, load_table, model_input
 
     week = champion["tags"].get("holdout_week")
     if not week:

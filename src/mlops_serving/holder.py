@@ -190,7 +190,7 @@ def _warm(model: Any, example: "pd.DataFrame") -> None:
     """Score the example; WarmError unless every answer is a probability."""
     import numpy as np
 
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     try:
         proba = model.predict_proba(model_input(example))[:, 1]

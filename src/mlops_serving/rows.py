@@ -1,7 +1,7 @@
 """Request rows: checked against the data set's schema, then scored by the package's own code.
 
 Scoring uses exactly what training, ``evaluate`` and drift use: ``mlops.data.make_features`` on
-the raw columns, then ``mlops.train.model_input``, then the pipeline's ``predict_proba``. There is
+the raw columns, then ``mlops.modeling.model_input``, then the pipeline's ``predict_proba``. There is
 no second feature path; the checks here only refuse what that path would silently misread.
 
 What a row may hold (``mlops.served.request_columns``): the raw columns known before departure.
@@ -135,7 +135,7 @@ def frame(rows: list[dict], spec: RowSpec) -> "pd.DataFrame":
 def predict(model: Any, raw: "pd.DataFrame", schema: Schema) -> "np.ndarray":
     """Delay probabilities of raw rows: the same feature code as training and evaluate."""
     from mlops.data import make_features
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     return model.predict_proba(model_input(make_features(raw, schema), schema))[:, 1]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .compose_stack import LEFT_OUT, PROJECT, ComposeStack, Phases, engine_mod, images_mod, release_ports
+from testkit.compose_stack import LEFT_OUT, PROJECT, ComposeStack, Phases, engine_mod, images_mod, release_ports
 
 REPLAY_UNTIL = "2013-W03"
 # The stand-in airflow/Dockerfile builds on; every other row of images.STANDINS builds beside it.

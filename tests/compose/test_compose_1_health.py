@@ -3,7 +3,7 @@ memory limits, published ports on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-from .compose_stack import LEFT_OUT, NO_HEALTHCHECK, ONE_SHOT, ComposeStack
+from testkit.compose_stack import LEFT_OUT, NO_HEALTHCHECK, ONE_SHOT, ComposeStack
 
 
 def test_every_service_healthy_and_init_exited_0(compose_stack: ComposeStack) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from stack import grants
 
-from .compose_stack import ComposeStack, workload_ids
+from testkit.compose_stack import ComposeStack, workload_ids
 
 HEAVY_TASKS = {"train"}
 ML_TASKS = {"check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy"}

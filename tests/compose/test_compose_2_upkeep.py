@@ -22,7 +22,7 @@ import requests
 
 from stack import grants
 
-from .compose_stack import ComposeStack
+from testkit.compose_stack import ComposeStack
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE_FILE = REPO / "tests" / "stack" / "dags" / "upkeep_probe_dag.py"

@@ -20,7 +20,7 @@ from itsdangerous import BadSignature, Signer
 
 from stack import grants
 
-from .compose_stack import ComposeStack
+from testkit.compose_stack import ComposeStack
 
 # Run inside a service's container: connect with each URL named in argv (environment variables)
 # and report what the role may do.

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from stack import envfile, grants
 from stack.components import CONTROL_GRANTS, WORKER_GRANTS
 
-from .compose_stack import ONE_SHOT, WORKER_SECRETS, ComposeStack
+from testkit.compose_stack import ONE_SHOT, WORKER_SECRETS, ComposeStack
 
 PROBE_DAG_FILE = Path(__file__).resolve().parents[1] / "stack" / "dags" / "security_probe_dag.py"
 PROBE_DAG = "stack_security_probe"

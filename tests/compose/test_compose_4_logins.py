@@ -14,7 +14,7 @@ import time
 import jwt
 import requests
 
-from .compose_stack import PROJECT, ComposeStack
+from testkit.compose_stack import PROJECT, ComposeStack
 
 MLFLOW_API = "/api/2.0/mlflow"
 

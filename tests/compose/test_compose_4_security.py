@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from .compose_stack import ComposeStack
+from testkit.compose_stack import ComposeStack
 
 
 def test_flower_refuses_requests_without_its_password(compose_stack: ComposeStack) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .compose_stack import ComposeStack
+from testkit.compose_stack import ComposeStack
 
 
 def _registry(stack: ComposeStack) -> dict:

@@ -9,7 +9,7 @@ import json
 
 import requests
 
-from .compose_stack import ComposeStack
+from testkit.compose_stack import ComposeStack
 
 WEEK = "2013-W03"
 

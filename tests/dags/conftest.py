@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import dag_harness
-from dag_harness import AIRFLOW_HOME, DAGS_DIR, REPO, ROOT, airflow_cli, ml_env, report
+from testkit import dag_harness
+from testkit.dag_harness import AIRFLOW_HOME, DAGS_DIR, REPO, ROOT, airflow_cli, ml_env, report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,7 +10,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dag_harness import DAG_IDS, airflow_cli, run_dag, task_states, triggered_run
+from testkit.dag_harness import DAG_IDS, airflow_cli, run_dag, task_states, triggered_run
 
 CHAIN = ["check_new_data", "validate_data", "preprocess", "train", "evaluate", "check_drift", "approve_deploy", "deploy"]
 TRIGGER_RUN_ID = "cli_trigger_test"

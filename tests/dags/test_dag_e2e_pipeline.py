@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from dag_harness import (
+from testkit.dag_harness import (
     clear_and_rerun,
     retraining_runs,
     ml_env,

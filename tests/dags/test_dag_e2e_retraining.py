@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dag_harness import clear_and_rerun, mapped, ml_env, model_versions, run_dag, task_states, xcom
+from testkit.dag_harness import clear_and_rerun, mapped, ml_env, model_versions, run_dag, task_states, xcom
 
 MODEL = "retraining_model"
 WORSE = {"max_rows": 300, "shuffle_labels": True, "recipes": ["weekly", "recent_6"]}

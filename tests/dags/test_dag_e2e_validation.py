@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dag_harness import age_files, ml_env, run_dag, task_states, xcom
+from testkit.dag_harness import age_files, ml_env, run_dag, task_states, xcom
 
 CHECKS = ("check_data_quality", "check_distributions", "detect_anomalies")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dag_harness import AIRFLOW_ENV_FILE, DAG_IDS, DAGS_DIR, TEST_ENV, report
+from testkit.dag_harness import AIRFLOW_ENV_FILE, DAG_IDS, DAGS_DIR, TEST_ENV, report
 
 EDGES = {
     "ml_pipeline_dag": {

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from dag_harness import TEST_ENV
+from testkit.dag_harness import TEST_ENV
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from dag_harness import REPO
+from testkit.dag_harness import REPO
 
 
 class ScriptedReader:

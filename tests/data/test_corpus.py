@@ -1,4 +1,4 @@
-"""The corpus of mutated real batches (tests/data/corpus.py) against `mlops validate`: each is
+"""The corpus of mutated real batches (testkit/corpus.py) against `mlops validate`: each is
 rejected by the check that names its mistake, with one error line naming the file, the check,
 the columns and the line; the batch is moved to quarantine/ beside its report; accepted/, the
 index of accepted keys and the training table are untouched. Genuine content in another spelling
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import corpus as mutations  # noqa: E402
+from testkit import corpus as mutations
 
 
 def _state(world, data: Path) -> tuple:

@@ -32,7 +32,7 @@ def _drifted(frame: pd.DataFrame, labels: pd.Series) -> list[tuple[str, pd.DataF
 def _both(current: pd.DataFrame, reference: pd.DataFrame):
     from mlops.config import load_schema
     from mlops.data import make_features
-    from mlops.drift import drift_columns, evidently_drift
+    from mlops.column_drift import drift_columns, evidently_drift
     from mlops.validation.driftstats import dataset_drift
 
     schema = load_schema()
@@ -70,7 +70,7 @@ def test_same_decision_as_evidently(source_weeks) -> None:
 def test_small_reference_is_left_to_evidently(source_weeks) -> None:
     from mlops.config import load_schema
     from mlops.data import make_features
-    from mlops.drift import drift_columns
+    from mlops.column_drift import drift_columns
     from mlops.validation.driftstats import dataset_drift
 
     frame, labels = source_weeks

@@ -37,7 +37,7 @@ def test_the_drift_report_does_not_carry_a_script_from_a_batch(data_dir: Path, t
     Evidently, on the unmapped frames)."""
     from mlops.config import load_schema
     from mlops.data import read_batch
-    from mlops.drift import evidently_drift
+    from mlops.column_drift import evidently_drift
     from mlops.validation import driftstats
 
     schema = load_schema()

@@ -1,7 +1,7 @@
 """The days a batch must cover (configs/flights.yaml `time.expected_days`): every day of its
 week inside the data set's date range, so the weeks at the year's edges expect only their days
 of 2013; the key is checked when the schema is read. The partial and re-cut deliveries
-themselves are in the corpus (tests/data/corpus.py), the 53 genuine weeks in test_all_weeks.py."""
+themselves are in the corpus (tests/lib/testkit/corpus.py), the 53 genuine weeks in test_all_weeks.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The fault suite's stack: the session's test stack (tests/stack/stack_session.py, with its
-champion), restarted with `BIND_ADDRESS` on a veth to a second "host" (stack/secondhost.py: a
+"""The fault suite's stack: the session's test stack (tests/lib/testkit/stack_session.py, with its
+champion), restarted with `BIND_ADDRESS` on a veth to a second "host" (tests/lib/testkit/secondhost.py: a
 network namespace with its own address and host name) where a worker host runs a heavy worker and
 its log server (stack/workerhost.py), the main host's data folder shared at the same path.
 
@@ -17,12 +17,13 @@ import subprocess
 import pytest
 
 from stack import config as stack_config
-from stack import secondhost, workerhost
+from stack import workerhost
 from stack.api import Airflow
 from stack.components import STATSD_DOUBLE_SWITCH
+from testkit import secondhost
 
-from faultsuite import FAULT_DAGS, LONG, NO_DRIFT, FaultStack
-from stack_session import LOCAL_BUNDLE, PORT_OFFSET, PROBE_DAGS, REPO, StackHandle, StatsdCapture
+from testkit.faultsuite import FAULT_DAGS, LONG, NO_DRIFT, FaultStack
+from testkit.stack_session import LOCAL_BUNDLE, PORT_OFFSET, PROBE_DAGS, REPO, StackHandle, StatsdCapture
 
 
 def _set_line(text: str, key: str, value: str) -> str:

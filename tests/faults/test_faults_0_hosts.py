@@ -11,9 +11,9 @@ import subprocess
 
 import psutil
 
-from faultsuite import REPO
 from stack.components import components
 from stack.procs import stack_process_list
+from testkit.faultsuite import REPO
 
 HOLD_LOCK = """
 import sys, time

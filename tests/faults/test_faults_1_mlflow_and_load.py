@@ -16,8 +16,8 @@ import time
 import pytest
 import requests
 
-from faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts
-from stack import faults
+from testkit.faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts
+from testkit import faults
 
 OUTAGE_S = 60
 POOL = "model_registry"

@@ -27,9 +27,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
-from stack import faults
 from stack.health import celery_ping
+from testkit.faultsuite import LONG, PIPELINE, RETRAIN, assert_nothing_half_done, heartbeat_timeouts, recipe_index
+from testkit import faults
 
 HEAVY_MAIN = "airflow:worker-heavy1"
 RECIPES = ["recent_6", "recent_12"]

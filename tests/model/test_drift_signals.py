@@ -90,7 +90,7 @@ def test_label_drift_fires_on_the_stormiest_week(signals_dir: Path, champion) ->
 def test_model_drift_fires_when_the_champion_loses_its_auc(signals_dir: Path, champion) -> None:
     from mlops.drift import detect_drift
     from mlops.evaluate import load_version
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     result = detect_drift(week="2013-W17")
     model = result["signals"]["model"]
@@ -150,3 +150,47 @@ def test_a_bootstrap_resample_of_the_reference_fires_nothing(signals_dir: Path, 
     assert abs(train_resample["label"]["difference"]) < 0.01
     holdout_resample = results["2013-W46"]["signals"]["model"]
     assert abs(holdout_resample["drop"]) < 0.03  # the holdout AUC, up to resampling noise
+
+
+def test_a_new_signal_is_one_table_entry(signals_dir: Path, champion, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One entry added to mlops.drift_signals.SIGNALS (with its threshold declared): the signal is
+    measured, decides drift, and appears in the result, drift.json, drift.html's signal table, the
+    summary and the metrics pushed to a real Pushgateway (value, threshold, fired, and its HELP)."""
+    from mlops import config, drift_signals
+    from mlops.drift import detect_drift
+    from testkit.pushgateway import serving
+
+    def volume(ev: drift_signals.Evidence, ratio: float) -> dict:
+        measured = len(ev.current) / len(ev.reference)
+        return {"fired": measured >= ratio, "threshold": ratio, "ratio": measured, "rows": len(ev.current)}
+
+    signal = drift_signals.Signal("volume", "volume_ratio", volume, "rows of the batch per row of the reference",
+                                  value=lambda s: s["ratio"], text=lambda s: f"ratio {s['ratio']:.3f}")
+    monkeypatch.setattr(drift_signals, "SIGNALS", [*drift_signals.SIGNALS, signal])
+    monkeypatch.setitem(config.THRESHOLDS, "volume_ratio",
+                        config.Threshold("volume_ratio", 100.0, "drift", "rows ratio at which volume drift fires",
+                                         high=float("inf")))
+    with serving(tmp_path / "pushgateway.data", monkeypatch) as gateway:
+        quiet = detect_drift(week="2013-W04")  # the default (100 batch rows per reference row): quiet
+        assert quiet["signals"]["volume"]["fired"] is False and quiet["fired"] == []
+        result = detect_drift(week="2013-W04", volume_ratio=0.5)
+        series = {name: gateway.series(name) for name in
+                  ("mlops_drift_signal_value", "mlops_drift_signal_threshold", "mlops_drift_signal_fired")}
+        value_help = gateway.help_of("mlops_drift_signal_value")
+
+    sig = result["signals"]["volume"]
+    assert sig["rows"] > 1000 and sig["ratio"] == pytest.approx(sig["rows"] / config.reference_rows())
+    assert sig["fired"] is True and sig["threshold"] == 0.5
+    assert result["fired"] == ["volume"] and result["drift_detected"] is True
+    assert result["summary"].endswith(f"; volume: ratio {sig['ratio']:.3f} (threshold 0.5) FIRED")
+    assert json.loads(Path(result["report_json"]).read_text())["signals"]["volume"] == sig
+    page = Path(result["report_html"]).read_text()
+    assert f"<td>volume</td><td>ratio {sig['ratio']:.3f}</td><td>0.5</td><td>FIRED</td>" in page
+    assert "retraining due: volume" in page
+    job = (("job", "mlops_drift"), ("signal", "volume"))
+    assert series["mlops_drift_signal_value"][job] == pytest.approx(sig["ratio"])
+    assert series["mlops_drift_signal_threshold"][job] == 0.5
+    assert series["mlops_drift_signal_fired"][job] == 1
+    assert "volume: rows of the batch per row of the reference" in value_help
+    assert drift_signals.described("volume", sig) == f"ratio {sig['ratio']:.3f}"  # the demo's line

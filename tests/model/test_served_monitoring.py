@@ -27,7 +27,7 @@ def served_week(model_dir: Path) -> dict:
     from mlops.data import make_features, read_batch
     from mlops.evaluate import load_version
     from mlops.served import row_keys
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     schema = load_schema()
     champion = registry.get_champion()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .statsd_mapping import StatsdMapping, load_mapping
+from testkit.statsd_mapping import StatsdMapping, load_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 OBS = REPO / "observability"

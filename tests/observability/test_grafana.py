@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .promql import substitute_grafana_vars
-
-GRAFANA = Path(__file__).resolve().parents[2] / "observability" / "grafana"
-DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+from testkit.grafana import DASHBOARDS, GRAFANA, dashboard_queries, panels
+from testkit.promql import substitute_grafana_vars
 
 
 def _datasource() -> dict:
@@ -20,31 +18,6 @@ def _datasource() -> dict:
     assert doc["apiVersion"] == 1
     (ds,) = doc["datasources"]
     return ds
-
-
-def panels(dashboard: dict) -> list[dict]:
-    """All panels, including those nested in rows."""
-    out = []
-    for p in dashboard.get("panels", []):
-        out.append(p)
-        out.extend(p.get("panels", []))
-    return out
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and query variable of every dashboard."""
-    out = []
-    for path in DASHBOARDS:
-        d = json.loads(path.read_text())
-        for p in panels(d):
-            for t in p.get("targets", []):
-                out.append((f"{path.name} panel {p['id']} {t['refId']}", substitute_grafana_vars(t["expr"])))
-        for v in d.get("templating", {}).get("list", []):
-            query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-            if query.startswith("label_values("):
-                metric = query[len("label_values("):].rsplit(",", 1)[0].strip()
-                out.append((f"{path.name} variable {v['name']}", metric))
-    return out
 
 
 def test_datasource_has_a_fixed_uid() -> None:

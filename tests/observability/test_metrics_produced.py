@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from .promql import metric_names
-from .statsd_mapping import StatsdMapping
-from .test_grafana import dashboard_queries
-from .test_statsd_mapping import metric_type, seen_names
+from testkit.promql import metric_names
+from testkit.statsd_mapping import StatsdMapping
+from testkit.airflow_names import metric_type, seen_names
+from testkit.grafana import dashboard_queries
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # prometheus_flask_exporter families with MLflow's defaults_prefix (mlflow/server/prometheus_exporter.py);

@@ -1,4 +1,4 @@
-"""tests/observability/statsd_double.py (the statsd-exporter TEST DOUBLE) as a running program:
+"""tests/lib/testkit/statsd_double.py (the statsd-exporter TEST DOUBLE) as a running program:
 StatsD over UDP and TCP in, the project's mapping applied, Prometheus text exposition out."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE = REPO / "tests" / "observability" / "statsd_double.py"
+DOUBLE = REPO / "tests" / "lib" / "testkit" / "statsd_double.py"
 MAPPING = REPO / "observability" / "statsd" / "mapping.yml"
 
 

@@ -123,24 +123,10 @@ def test_statsd_from_scheduler_and_workers(dags_ready, runs) -> None:
     assert not any(n.startswith("mlops.") for n in names), sorted(n for n in names if n.startswith("mlops"))
 
 
-def _statsd_mapping_module():
-    """tests/observability/statsd_mapping.py, loaded by path (the statsd_exporter matcher)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "observability" / "statsd_mapping.py"
-    spec = importlib.util.spec_from_file_location("statsd_mapping_for_stack", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_emitted_statsd_name_is_mapped_or_dropped(dags_ready, runs) -> None:
     """Every StatsD name this running stack sent is matched by observability/statsd/mapping.yml,
     by a mapping rule or by a drop rule on purpose: nothing reaches Prometheus unmapped."""
-    mapping = _statsd_mapping_module()
+    from testkit import statsd_mapping as mapping
     sent: set[tuple[str, str]] = set()
     for _, line in list(dags_ready.statsd.lines):
         sent.update(mapping.parse_statsd_packet(line))

@@ -8,7 +8,7 @@ with data.
 
 No false alarm: after the session's pipeline run and retraining (`runs`) and the lifecycle's
 retrainings (test_stack_6_lifecycle, just before in file order), the stack stays idle. The test
-stack runs the production rules on a compressed clock (stack/render.py AlertClock: every window at
+stack runs the production rules on a compressed clock (tests/lib/testkit/alert_clock.py: every window at
 most 30 s, every `for:` at most 5 s, evaluation every 2 s, scrape every 5 s), so any condition that
 holds on an idle stack fires within about 42 s: an idle minute gives every rule its chance. During
 it no alert may be pending or firing at Prometheus, nor reach the webhook, except the ML alerts the

@@ -13,10 +13,8 @@ Celery's through Flower. No Grafana binary exists here: the queries are the pane
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -36,20 +34,10 @@ ALLOWED_EMPTY = {
 }
 
 
-def _promql_module():
-    """tests/observability/promql.py (Grafana variable substitution), loaded by path."""
-    path = Path(__file__).resolve().parent.parent / "observability" / "promql.py"
-    spec = importlib.util.spec_from_file_location("promql_for_stack", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def panel_targets() -> list[tuple[tuple[str, str, str], str]]:
     """((dashboard file, panel title, refId), PromQL) of every panel target and query variable
     (`label_values(metric, label)`) of every dashboard."""
-    substitute = _promql_module().substitute_grafana_vars
+    from testkit.promql import substitute_grafana_vars as substitute
     out = []
     for path in sorted(DASHBOARDS.glob("*.json")):
         dashboard = json.loads(path.read_text())

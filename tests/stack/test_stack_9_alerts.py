@@ -2,8 +2,8 @@
 the session's webhook receiver through Prometheus and Alertmanager (on the receiver of its
 severity's route), then resolves.
 
-The test stack runs the production rules and routes on a compressed clock (stack/render.py
-AlertClock: every `for:` at most 5 s, every duration inside a rule at most 30 s; Prometheus
+The test stack runs the production rules and routes on a compressed clock (tests/lib/testkit/
+alert_clock.py: every `for:` at most 5 s, every duration inside a rule at most 30 s; Prometheus
 evaluates every 2 s, Alertmanager groups within 1-2 s). promtool's unit tests
 (observability/prometheus/tests) cover the production durations.
 

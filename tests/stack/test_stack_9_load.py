@@ -1,6 +1,6 @@
 """A burst on the running stack: 200 task instances of bench_fanout (benchmarks/dags, trivial
 mapped tasks on both queues) triggered through the REST API as four concurrent runs
-(stack/load.py, the driver benchmarks/load.py times). Nothing is lost or stuck, no task trips
+(tests/lib/testkit/load.py, the driver benchmarks/load.py times). Nothing is lost or stuck, no task trips
 task_queued_timeout, the scheduler's StatsD heartbeat keeps coming, the heavy queue's tasks run on
 the heavy worker only and the light workers share the light queue. What it asserts is correctness,
 not speed: the timings are the benchmark's."""
@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from stack.api import Airflow
-from stack.load import DAG_ID, HEAVY_TASK, run_burst
+from testkit.load import DAG_ID, HEAVY_TASK, run_burst
 
 BURST_TASKS = 200
 RUNS = 4

@@ -22,10 +22,11 @@ import psycopg2
 import pytest
 import requests
 
-from stack import envfile, faults
+from stack import envfile
 from stack.components import by_name
 from stack.config import SERVING_USER
 from stack.render import env_file
+from testkit import faults
 
 pytestmark = pytest.mark.stack
 WEEKS = {"train_weeks": ["2013-W01", "2013-W02"], "holdout_week": "2013-W03"}
@@ -188,7 +189,7 @@ def test_offline_equals_online_on_a_whole_week(stack, versions, week_rows) -> No
     from mlops.config import load_schema
     from mlops.data import build_table, make_features
     from mlops.evaluate import load_version, score_version
-    from mlops.train import model_input
+    from mlops.modeling import model_input
 
     service = Service(stack)
     online, request_ids = [], []

@@ -12,7 +12,7 @@ import pytest
 from stack import config as stack_config
 from stack import envfile
 from stack.components import components
-from stack.load import PLANNERS, plan_runs
+from testkit.load import PLANNERS, plan_runs
 
 
 def _cfg(tmp_path: Path, light_workers: str, slots: str = "") -> stack_config.StackConfig:

@@ -25,6 +25,7 @@ from stack.access import acl_entries
 from stack.config import CONTROL_USER, WORKER_USER
 from stack.procs import stack_processes
 from stack.run import StackError
+from testkit import alert_clock
 
 REPO = Path(__file__).resolve().parents[2]
 # Off the session stack's ports (it is still up when tests/unit runs: tests/faults use it after).
@@ -74,7 +75,7 @@ def _env_file(root: Path) -> Path:
         "REDIS_EXPORTER_PORT": 29121, "PROCESS_EXPORTER_PORT": 29256}.items()}
     envfile.ensure(env_file, config.EXAMPLE_ENV, overrides={
         **ports, "STACK_HOME": str(root / "stack"), "MLOPS_DATA_DIR": str(root / "data"),
-        "MLOPS_TEST_FAST_ALERTS": "1"})
+        "MLOPS_TEST_FAST_ALERTS": str(alert_clock.write(root / "alert-clock"))})
     return env_file
 
 

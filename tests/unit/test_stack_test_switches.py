@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from stack import components, config, envfile, render
+from testkit import alert_clock
 
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE = str(REPO / "tests" / "observability" / "statsd_double.py")
+DOUBLE = str(REPO / "tests" / "lib" / "testkit" / "statsd_double.py")
 
 
 def _cfg(tmp_path: Path, **overrides: str) -> config.StackConfig:
@@ -39,13 +40,14 @@ def test_a_product_stack_never_runs_the_double_and_keeps_production_timings(tmp_
 def test_a_test_stack_runs_the_double_on_the_statsd_ports_with_a_compressed_alert_clock(tmp_path: Path) -> None:
     if config.optional_binary("statsd_exporter", "statsd-exporter"):
         pytest.fail("a real statsd_exporter is on PATH: the stack would use it instead of the double")
-    cfg = _cfg(tmp_path, MLOPS_TEST_STATSD_DOUBLE=DOUBLE, MLOPS_TEST_FAST_ALERTS="1")
+    clock_file = alert_clock.write(tmp_path / "alert-clock")
+    cfg = _cfg(tmp_path, MLOPS_TEST_STATSD_DOUBLE=DOUBLE, MLOPS_TEST_FAST_ALERTS=str(clock_file))
     exporter = components.by_name(cfg)["statsd-exporter"]
     assert exporter.present and exporter.command[1] == DOUBLE
     assert f"--statsd.listen-udp=127.0.0.1:{cfg.ports['STATSD_PORT']}" in exporter.command
     assert f"--double.record-file={components.statsd_double_record(cfg)}" in exporter.command
     doc, origin = render.render_prometheus(cfg)
-    clock = render.TEST_ALERT_CLOCK
+    clock = alert_clock.TEST_ALERT_CLOCK
     assert doc["global"]["evaluation_interval"] == clock.evaluation_interval and "TEST stack" in origin
     assert doc["rule_files"] == [str(cfg.home / "prometheus" / "rules" / "*.yml")]
     assert {t for job in doc["scrape_configs"] for s in job["static_configs"] for t in s["targets"]} >= {
@@ -55,3 +57,11 @@ def test_a_test_stack_runs_the_double_on_the_statsd_ports_with_a_compressed_aler
     routes = render.render_alertmanager(cfg)["route"]
     assert routes["group_wait"] == clock.group_wait
     assert {r["repeat_interval"] for r in routes["routes"]} == {clock.repeat_interval}
+
+
+def test_a_fast_alerts_switch_that_names_no_clock_file_is_refused(tmp_path: Path) -> None:
+    from stack.run import StackError
+
+    cfg = _cfg(tmp_path, MLOPS_TEST_FAST_ALERTS="1")
+    with pytest.raises(StackError, match="MLOPS_TEST_FAST_ALERTS=1 in .*stack.env: not an alert clock file"):
+        render.render_prometheus(cfg)

@@ -522,7 +522,7 @@ def check_distribution(found: Findings, batch: ParsedBatch, schema: Schema, th: 
     """Drift of the monitored features against the accepted reference. Returns the Evidently
     snapshot when one was made (``html`` True; or None and the check failed), else None."""
     from mlops.data import make_features
-    from mlops.drift import drift_columns, evidently_drift
+    from mlops.column_drift import drift_columns, evidently_drift
     from mlops.validation.driftstats import dataset_drift
 
     cur = make_features(batch.frame, schema)

@@ -85,7 +85,7 @@ def column_drift(reference: "pd.Series", current: "pd.Series",
 
 def dataset_drift(current: "pd.DataFrame", reference: "pd.DataFrame", categorical: list[str],
                   columns: list[str]) -> dict[str, Any] | None:
-    """Drift of the monitored ``columns`` in the shape of :func:`mlops.drift.evidently_drift`'s
+    """Drift of the monitored ``columns`` in the shape of :func:`mlops.column_drift.evidently_drift`'s
     result (``share``, ``count``, ``drifted_columns``, ``columns``), or None if a column needs
     Evidently's own tests."""
     scores: dict[str, dict[str, Any]] = {}

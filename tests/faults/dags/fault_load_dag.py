@@ -34,7 +34,7 @@ def fault_long_training() -> None:
         import time
 
         from mlops import config
-        from mlops.train import build_pipeline, limited_threads, load_table, model_input
+        from mlops.modeling import build_pipeline, limited_threads, load_table, model_input
 
         seconds = int(get_current_context()["params"]["seconds"])
         schema = config.load_schema()

@@ -44,14 +44,14 @@ def _frame(seed: int, rows: int, shift: float) -> Any:
 
 def work(kind: str) -> dict:
     """The queue's kind of work on fixed data: 'light' (drift of a shifted sample through
-    mlops.drift.evidently_drift) or 'heavy' (mlops.train.build_pipeline fitted, then scored)."""
+    mlops.column_drift.evidently_drift) or 'heavy' (mlops.modeling.build_pipeline fitted, then scored)."""
     import hashlib
 
     from mlops.config import load_schema
 
     schema = load_schema()
     if kind == "light":
-        from mlops.drift import drift_columns, evidently_drift
+        from mlops.column_drift import drift_columns, evidently_drift
 
         current, reference = _frame(1, 600, 0.8), _frame(2, 600, 0.0)
         columns = drift_columns(schema, list(current.columns))
@@ -61,7 +61,7 @@ def work(kind: str) -> dict:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from mlops.train import build_pipeline, model_input, score
+    from mlops.modeling import build_pipeline, model_input, score
 
     rows = _frame(3, 1500, 0.0)
     target = ((rows["temp"] + rows["distance"]) > 0.3).astype("int8").to_numpy()

@@ -11,8 +11,7 @@ part of an earlier, longer rule never matches. `load_mapping` reports such rules
 Importable by other tests (the native stack checks the names it captures live); it needs only
 PyYAML::
 
-    sys.path.insert(0, str(REPO / "tests" / "observability"))
-    import statsd_mapping
+    from testkit import statsd_mapping
     for name, kind in statsd_mapping.parse_statsd_packet(datagram):
         hit = statsd_mapping.match(name, kind)  # None: no rule, exported under a default name
         hit.dropped, hit.name, hit.labels       # False, "airflow_ti_finish_total", {...}
@@ -28,7 +27,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MAPPING = REPO_ROOT / "observability" / "statsd" / "mapping.yml"
 
 METRIC_TYPES = ("counter", "gauge", "observer")

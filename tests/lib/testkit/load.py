@@ -20,7 +20,7 @@ import requests
 
 from stack.api import Airflow
 from stack.config import StackConfig
-from stack.faults import TERMINAL, ts
+from testkit.faults import TERMINAL, ts
 
 DAG_ID = "bench_fanout"
 HEAVY_TASK = "heavy_item"

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "scripts" / "compose"))
 import engine as engine_mod  # noqa: E402  (scripts/compose/engine.py)
 import images as images_mod  # noqa: E402  (scripts/compose/images.py)
@@ -44,7 +44,7 @@ import images as images_mod  # noqa: E402  (scripts/compose/images.py)
 from stack import envfile  # noqa: E402
 
 COMPOSE_FILE = REPO / "docker-compose.celery.yml"
-OVERRIDE_FILE = Path(__file__).resolve().with_name("docker-compose.test.yml")
+OVERRIDE_FILE = REPO / "tests" / "compose" / "docker-compose.test.yml"
 PROJECT = os.environ.get("MLOPS_COMPOSE_PROJECT", "mlops-compose-test")
 if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", PROJECT):
     raise SystemExit(f"MLOPS_COMPOSE_PROJECT={PROJECT!r}: lower-case letters, digits, - and _ only")

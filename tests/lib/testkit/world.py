@@ -1,6 +1,6 @@
 """A small ML world for the data and model tests: a temporary MLOPS_DATA_DIR with a few replayed
 weeks, accepted batches, the DVC training table, a local SQLite MLflow store and optionally a
-champion. Loaded by path from the conftest files of tests/data and tests/model."""
+champion. The fixtures `world` and `shared_world` of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 MLOPS = str(VENV_BIN / "mlops")
 

@@ -6,10 +6,10 @@ at the end, checking no process is left. Its root folder stays mode 700 (as mkdt
 must grant the stack's users traversal. The env file adds the test-only DAG bundle tests/stack/dags
 (stack_security_probe, stack_alert_probe) and the benchmark bundle (bench_fanout for the load
 test), runs two light workers, and sets two TEST-ONLY switches of the stack: the
-statsd-exporter test double (tests/observability/statsd_double.py) runs in place of the exporter,
+statsd-exporter test double (testkit/statsd_double.py) runs in place of the exporter,
 which has no build here, so the stack's Prometheus scrapes the Airflow metrics the stack really
 sends (the double also records every line: `stack.statsd`); and the alert clock is compressed
-(stack/render.py AlertClock), so alerts fire and resolve within seconds. Alertmanager sends to a
+(tests/lib/testkit/alert_clock.py), so alerts fire and resolve within seconds. Alertmanager sends to a
 webhook receiver the session runs from before `up` (`stack.alerts`).
 """
 
@@ -30,12 +30,13 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 from stack import config as stack_config
 from stack import envfile
 from stack.components import statsd_double_record
 from stack.ctl import stack_processes
+from testkit import alert_clock
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 # Ports of the test stack: never the defaults, so a developer's `make up` keeps running.
@@ -62,7 +63,7 @@ TEST_PORTS = {name: str(port + PORT_OFFSET) for name, port in {
 }.items()}
 # The session's webhook receiver (ALERT_WEBHOOK_URL of the test stack).
 ALERT_WEBHOOK_PORT = 29094 + PORT_OFFSET
-STATSD_DOUBLE = REPO / "tests" / "observability" / "statsd_double.py"
+STATSD_DOUBLE = REPO / "tests" / "lib" / "testkit" / "statsd_double.py"
 # Three winter weeks, then a summer week: its weather drifts against the winter training data.
 REPLAY_UNTIL = "2013-W03"
 DRIFT_WEEK = "2013-W27"
@@ -290,6 +291,7 @@ def stack() -> StackHandle:
     bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
                {"name": "stack-probe", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(PROBE_DAGS)}},
                {"name": "benchmarks", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(BENCH_DAGS)}}]
+    clock_file = alert_clock.write(root / "alert-clock")
     envfile.ensure(env_file, stack_config.EXAMPLE_ENV, overrides={
         **TEST_PORTS,
         "STACK_HOME": str(root / "stack"),
@@ -305,7 +307,7 @@ def stack() -> StackHandle:
         "LIGHT_WORKER_CONCURRENCY": "4",
         # TEST-ONLY switches (stack/components.py, stack/render.py); .env.example has neither.
         "MLOPS_TEST_STATSD_DOUBLE": str(STATSD_DOUBLE),
-        "MLOPS_TEST_FAST_ALERTS": "1",
+        "MLOPS_TEST_FAST_ALERTS": str(clock_file),
         "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{ALERT_WEBHOOK_PORT}/alertmanager",
         # The prediction service checks the champion alias every second (default 5 s).
         "SERVING_POLL_S": "1",

@@ -9,10 +9,11 @@ import subprocess
 from dataclasses import dataclass
 
 from stack import config as stack_config
-from stack import faults, secondhost, workerhost
+from stack import workerhost
 from stack.api import Airflow
+from testkit import faults, secondhost
 
-from stack_session import REPO, StackHandle, StatsdCapture
+from testkit.stack_session import REPO, StackHandle, StatsdCapture
 
 FAULT_DAGS = REPO / "tests" / "faults" / "dags"
 PIPELINE, RETRAIN, LONG = "ml_pipeline_dag", "model_retraining_dag", "fault_long_training"

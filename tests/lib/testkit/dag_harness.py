@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAGS_DIR = REPO / "dags"
 VENV_BIN = Path(sys.executable).parent
 AIRFLOW_ENV_FILE = REPO / "airflow" / "airflow.env"

@@ -6,10 +6,10 @@ package; the Go module proxy is not reachable), so the tests run this stand-in w
 exporter would be: in the compose test it replaces the `statsd-exporter` service, and a native
 stack can run it for its Prometheus to scrape. It is never part of the product.
 
-It maps names with observability/statsd/mapping.yml through tests/observability/statsd_mapping.py
+It maps names with observability/statsd/mapping.yml through tests/lib/testkit/statsd_mapping.py
 (the project's model of the exporter's matcher) and accepts the exporter's own flags:
 
-    python tests/observability/statsd_double.py \\
+    python tests/lib/testkit/statsd_double.py \\
         --statsd.mapping-config=observability/statsd/mapping.yml \\
         --statsd.listen-udp=:9125 --statsd.listen-tcp=:9125 --web.listen-address=:9102
 
@@ -23,7 +23,7 @@ tags as labels, summary quantiles, the exporter's own `statsd_exporter_*` metric
 Endpoints: `/metrics`, `/-/healthy`, `/-/ready`. Needs only PyYAML.
 
 One flag of its own (the exporter has no such thing): `--double.record-file=PATH` appends every
-line received, as `<unix time> <line>`, to PATH; the native test stack (tests/stack/conftest.py)
+line received, as `<unix time> <line>`, to PATH; the native test stack (testkit/stack_session.py)
 reads what Airflow really sent from it.
 """
 
@@ -44,8 +44,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import statsd_mapping  # noqa: E402  (the sibling module, also when run as a script)
+import statsd_mapping  # its sibling: this file only runs as a script (the stacks start it by path)
 
 # The exporter's default histogram buckets (Prometheus client DefBuckets) when the mapping has none.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -281,7 +280,7 @@ def serve(registry: Registry, udp: tuple[str, int] | None, tcp: tuple[str, int] 
             elif path in ("/-/healthy", "/-/ready"):
                 body, ctype, status = b"OK\n", "text/plain", 200
             elif path == "/":
-                body, ctype, status = b"statsd-exporter TEST DOUBLE (tests/observability/statsd_double.py): /metrics\n", "text/plain", 200
+                body, ctype, status = b"statsd-exporter TEST DOUBLE (tests/lib/testkit/statsd_double.py): /metrics\n", "text/plain", 200
             else:
                 body, ctype, status = b"not found\n", "text/plain", 404
             self.send_response(status)
