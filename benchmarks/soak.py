@@ -270,11 +270,13 @@ class Sampler(threading.Thread):
             cpu = 0.0
             for p in procs:
                 try:
-                    t = p.cpu_times()
-                    cpu += t.user + t.system + t.children_user + t.children_system
                     if p.status() == psutil.STATUS_ZOMBIE:
                         zombies += 1
-                    elif p.name().startswith("airflow supervisor") or "airflow supervisor" in " ".join(p.cmdline()[:1]):
+                        continue
+                    t = p.cpu_times()
+                    cpu += t.user + t.system + t.children_user + t.children_system
+                    # Airflow retitles a task's supervisor process `airflow supervisor: <id>`.
+                    if (p.cmdline()[:1] or [""])[0].startswith("airflow supervisor"):
                         supervisors += 1
                 except psutil.Error:
                     continue
