@@ -6,14 +6,18 @@ prediction service on its own port) and, for each replayed week:
 1. when a champion exists, waits until the prediction service serves it and sends it the week's
    flights (`mlops serve-replay --week`), before the week's batch exists;
 2. lands the week's batch (`mlops data replay`);
-3. triggers, through the official Airflow client, `data_validation_dag` once per replayed day of
-   the week (logical date = that 2013 day, data interval = that day: the landing day's run is
-   given the week in its conf, the six others find no arrival in their day and end skipped,
-   as a real day without a batch does; the DAG allows one active run, so they queue) and
-   `ml_pipeline_dag` (from FIRST_PIPELINE_WEEK: the first week with a week to hold out), whose
-   check_drift triggers `model_retraining_dag` when a signal fires;
-4. once those ended, triggers `served_monitoring_dag` for the week when the service answered
-   flights of it (the benchmark stack runs no schedule, so the asset event does not start it);
+3. triggers, through the official Airflow client, `ml_pipeline_dag` (from FIRST_PIPELINE_WEEK:
+   the first week with a week to hold out), whose check_drift triggers `model_retraining_dag`
+   when a signal fires, and `data_validation_dag` once per replayed day. The clock is compressed:
+   a replayed week is the wall-clock time it takes, cut into seven days (`day_slices`); each
+   day's run gets its slice as data interval (logical date = the slice's start): the first day's
+   finds the batch that landed in it (by its arrival time, as the daily schedule does), the six
+   others find no arrival and end skipped, as a day without a batch does. The first day's run
+   starts with the pipeline; the six others are triggered at the end of the week, when their
+   slices are over, and run beside the next week's requests to the service;
+4. once the week's runs ended, triggers `served_monitoring_dag` for the week when the service
+   answered flights of it (the benchmark stack runs no schedule, so the asset event does not
+   start it), also beside the next week's requests;
 5. every MAINTENANCE_EVERY weeks, `maintenance_dag` with every retention of `.env` expressed in
    replayed time: R replayed days become R x (measured wall seconds per replayed day) real
    seconds, passed in the run's conf, so task logs, reports, Airflow's metadata rows
@@ -54,7 +58,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +97,12 @@ def week_id(index: int) -> str:
     return f"2013-W{index + 1:02d}"
 
 
-def week_days(week: str) -> list[date]:
-    """The seven days (Monday..Sunday) of an ISO week."""
-    year, num = week.split("-W")
-    monday = date.fromisocalendar(int(year), int(num), 1)
-    return [monday + timedelta(days=i) for i in range(7)]
+def day_slices(start: datetime, landed: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The compressed clock of one replayed week: its seven days as slices of wall-clock time.
+    The first day is [start, landed) (the batch landed in it); the six others split [landed, end)
+    evenly, so the slices of consecutive weeks tile the replay without a gap."""
+    step = (end - landed) / 6
+    return [(start, landed)] + [(landed + step * i, landed + step * (i + 1)) for i in range(6)]
 
 
 def quarter_bounds(weeks: int) -> tuple[int, int]:
@@ -338,9 +343,10 @@ def database_sizes_mb(cfg: Any) -> dict[str, float]:
         conn.close()
 
 
-def task_rows(cfg: Any, since: datetime) -> tuple[list[tuple[float, float]], int]:
-    """(queue wait, duration) of the task instances of runs started since `since` that ran, and
-    the number of task instances of ended runs left in no final state (lost)."""
+def task_rows(cfg: Any, since: datetime) -> tuple[list[tuple[float, float]], int, int]:
+    """(queue wait, duration) of the task instances of runs started since `since` that ran, the
+    number of task instances of ended runs left in no final state (lost), and how many daily
+    validation runs found and checked a batch (their validate_schema succeeded, not skipped)."""
     conn = _pg(cfg)
     try:
         with conn.cursor() as cur:
@@ -355,9 +361,14 @@ def task_rows(cfg: Any, since: datetime) -> tuple[list[tuple[float, float]], int
                 "WHERE dr.run_after >= %s AND dr.state IN %s AND (ti.state IS NULL OR ti.state NOT IN %s)",
                 (since, TERMINAL_RUN_STATES, FINAL_TI_STATES))
             lost = int(cur.fetchone()[0])
+            cur.execute(
+                "SELECT count(*) FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
+                "WHERE dr.run_after >= %s AND ti.dag_id = %s AND ti.task_id = 'validate_schema' AND ti.state = 'success'",
+                (since, VALIDATION_DAG))
+            validated = int(cur.fetchone()[0])
     finally:
         conn.close()
-    return rows, lost
+    return rows, lost, validated
 
 
 def alerts_fired(cfg: Any, start: float, end: float) -> dict[str, int]:
@@ -402,15 +413,16 @@ class Driver:
         """A fresh token (once a week: tokens expire)."""
         self._client()
 
-    def trigger(self, dag_id: str, conf: dict | None = None, day: date | None = None) -> str:
-        """Trigger a run (for a replayed `day`: logical date and one-day data interval); its id."""
+    def trigger(self, dag_id: str, conf: dict | None = None,
+                interval: tuple[datetime, datetime] | None = None) -> str:
+        """Trigger a run now (for a replayed day: logical date and data interval = its `interval`
+        of the compressed clock); its id."""
         from airflow_client.client.models import TriggerDAGRunPostBody
 
         body = TriggerDAGRunPostBody(conf=conf or {}, logical_date=None)
-        if day is not None:
-            start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-            body = TriggerDAGRunPostBody(conf=conf or {}, logical_date=start, data_interval_start=start,
-                                         data_interval_end=start + timedelta(days=1))
+        if interval is not None:
+            body = TriggerDAGRunPostBody(conf=conf or {}, logical_date=interval[0], data_interval_start=interval[0],
+                                         data_interval_end=interval[1])
         return self.dag_runs.trigger_dag_run(dag_id, body).dag_run_id
 
     def since(self, started: datetime) -> list[Any]:
@@ -486,42 +498,68 @@ def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
 
     driver = Driver(cfg)
     latency: list[tuple[int, float, float]] = []
-    lost = 0
+    lost = validated = 0
     served: dict[str, int] = {}
     maintenance: list[dict[str, Any]] = []
     week_seconds: list[float] = []
+    phases: dict[str, list[float]] = defaultdict(list)
     soak_started = datetime.now(timezone.utc)
+    carried: datetime | None = None  # the previous week's later days and monitoring, to be waited for
+    day_start: datetime | None = None  # where the week's first replayed day begins
     for index in range(weeks):
         week = week_id(index)
         sampler.week_index = index
         t0 = time.monotonic()
         started = datetime.now(timezone.utc)
+        day_start = day_start or started
         driver.refresh()
         sent = serve_week(cfg, week)
         if sent:
             served[week] = sent["rows"]
+        t1 = time.monotonic()
         land(cfg, week, week)
-        for n, day in enumerate(week_days(week)):
-            driver.trigger(VALIDATION_DAG, {"weeks": [week]} if n == 0 else {}, day=day)
+        landed = datetime.now(timezone.utc)
+        driver.trigger(VALIDATION_DAG, interval=(day_start, landed))
         if index + 1 >= FIRST_PIPELINE_WEEK:
             driver.trigger(PIPELINE_DAG)
-        driver.settle(started)
-        if sent:
-            driver.trigger(MONITOR_DAG, {"week": week})
+        since = carried or started  # this week's runs and the previous week's monitoring
+        driver.settle(since)
+        t2 = time.monotonic()
+        carried = None
         if (index + 1) % MAINTENANCE_EVERY == 0:
             spd = (sum(week_seconds) + time.monotonic() - t0) / (index + 1) / 7
             conf = maintenance_conf(cfg.env, spd, datetime.now(timezone.utc))
             driver.trigger(MAINTENANCE_DAG, conf)
             maintenance.append({"week": week, "seconds_per_replayed_day": round(spd, 2), "conf": conf})
-        driver.settle(started)
-        rows, week_lost = task_rows(cfg, started)
+            driver.settle(started)
+        t3 = time.monotonic()
+        rows, week_lost, week_validated = task_rows(cfg, since)  # every run since `since` has ended
+        validated += week_validated
         latency.extend((index, q, d) for q, d in rows)
         lost += week_lost
+        # The week's six later days, and its monitoring: they run beside the next week's requests
+        # to the service and are waited for with that week's runs.
+        carried = datetime.now(timezone.utc)
+        for interval in day_slices(day_start, landed, carried)[1:]:
+            driver.trigger(VALIDATION_DAG, interval=interval)
+        day_start = carried
+        if sent:
+            driver.trigger(MONITOR_DAG, {"week": week})
+        if index == weeks - 1:  # the last week's later days and monitoring
+            driver.settle(carried)
+            rows, week_lost, week_validated = task_rows(cfg, carried)
+            validated += week_validated
+            latency.extend((index, q, d) for q, d in rows)
+            lost += week_lost
         week_seconds.append(time.monotonic() - t0)
-        say(f"{week}: {week_seconds[-1]:.0f} s; runs {driver.by_dag()}; served {sent and sent['rows']}; "
-            f"lost {lost}; stuck {len(driver.stuck)}")
+        for name, took in (("serve", t1 - t0), ("land_validate_pipeline", t2 - t1), ("maintenance", t3 - t2)):
+            phases[name].append(round(took, 1))
+        say(f"{week}: {week_seconds[-1]:.0f} s (serve {t1 - t0:.0f}, pipeline {t2 - t1:.0f}, maintenance "
+            f"{t3 - t2:.0f}); runs {driver.by_dag()}; served {sent and sent['rows']}; batches validated {validated}; lost {lost}; "
+            f"stuck {len(driver.stuck)}")
     return {"driver": driver, "latency": latency, "lost": lost, "served": served, "maintenance": maintenance,
-            "week_seconds": week_seconds, "soak_started": soak_started}
+            "week_seconds": week_seconds, "soak_started": soak_started, "phases": dict(phases),
+            "validated": validated}
 
 
 def plot(samples: Samples, out: Path) -> Path:
@@ -601,6 +639,8 @@ def main() -> int:
                    "seconds_per_week": {"mean": round(statistics.mean(week_s), 1),
                                         "first": round(week_s[0], 1), "last": round(week_s[-1], 1),
                                         "max": round(max(week_s), 1)},
+                   "week_phases_s": done["phases"],
+                   "batches_validated_by_daily_runs": done["validated"],
                    "flights_served": sum(done["served"].values()),
                    "stack_up_s": round(up_s, 1),
                    "retention": done["maintenance"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -31,11 +31,15 @@ ISSUE_KEYS = ["weeks", "runs", "failed", "lost", "stuck", "wall_s", "pss_mb", "d
               "alerts_fired", "zombies_max"]
 
 
-def test_weeks_and_days(soak) -> None:
+def test_weeks_and_the_compressed_days(soak) -> None:
     assert [soak.week_id(i) for i in (0, 8, 51)] == ["2013-W01", "2013-W09", "2013-W52"]
-    days = soak.week_days("2013-W01")
-    assert days[0] == date(2012, 12, 31) and days[-1] == date(2013, 1, 6) and len(set(days)) == 7
-    assert soak.week_days("2013-W52")[-1] == date(2013, 12, 29)
+    start = datetime(2026, 12, 7, 14, 0, tzinfo=timezone.utc)
+    landed, end = start + timedelta(seconds=20), start + timedelta(seconds=80)
+    days = soak.day_slices(start, landed, end)
+    assert len(days) == 7 and days[0] == (start, landed)
+    # The six later days split what follows the landing evenly, and the slices tile the week.
+    assert {b - a for a, b in days[1:]} == {timedelta(seconds=10)}
+    assert all(days[i][1] == days[i + 1][0] for i in range(6)) and days[-1][1] == end
 
 
 def test_quarters_of_a_year_and_of_a_short_run(soak) -> None:
