@@ -570,6 +570,7 @@ def plot(samples: Samples, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (mem, disk) = plt.subplots(2, 1, figsize=(13, 9), sharex=True)
+    mem.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # about 20 programs: one colour each
     minutes = [t / 60 for t in samples.t]
     for name, values in sorted(samples.pss.items()):
         mem.plot([t / 60 for t, _, _ in values], [v for _, _, v in values], label=name, linewidth=1)
