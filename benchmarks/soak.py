@@ -215,15 +215,26 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _du_mb(path: Path) -> float:
-    """Disk used under `path` (MiB; 0 when absent)."""
+def _du_mb(path: Path) -> float | None:
+    """Disk used under `path` (MiB; 0 when absent); None when `du` gave no total three times (files
+    vanishing under it): never a 0 that did not happen."""
+    from tenacity import RetryError, retry, retry_if_result, stop_after_attempt
+
     if not path.exists():
         return 0.0
-    proc = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True)
+
+    @retry(retry=retry_if_result(lambda mb: mb is None), stop=stop_after_attempt(3))
+    def total() -> float | None:
+        proc = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True)
+        try:
+            return int(proc.stdout.split()[0]) / 1024
+        except (IndexError, ValueError):
+            return None
+
     try:
-        return int(proc.stdout.split()[0]) / 1024
-    except (IndexError, ValueError):
-        return 0.0
+        return total()
+    except RetryError:
+        return None
 
 
 @dataclass
@@ -236,8 +247,7 @@ class Samples:
     cpu_pct: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     supervisors: list[int] = field(default_factory=list)
     zombies: list[int] = field(default_factory=list)
-    disk_t: list[float] = field(default_factory=list)
-    disk: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    disk: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Sampler(threading.Thread):
@@ -296,7 +306,6 @@ class Sampler(threading.Thread):
 
     def sample_disk(self, now: float) -> None:
         s, cfg = self.samples, self.cfg
-        s.disk_t.append(now - self.started)
         sizes = {"logs": _du_mb(cfg.task_logs), "component_logs": _du_mb(cfg.logs),
                  "reports": _du_mb(Path(cfg.data_dir) / "reports"),
                  "mlflow_artifacts": _du_mb(cfg.home / "mlflow" / "artifacts"),
@@ -306,7 +315,8 @@ class Sampler(threading.Thread):
         for name, mb in databases.items():
             sizes[f"database_{name}"] = mb
         for kind, mb in sizes.items():
-            s.disk[kind].append(mb)
+            if mb is not None:
+                s.disk[kind].append((now - self.started, mb))
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -578,10 +588,9 @@ def plot(samples: Samples, out: Path) -> Path:
     mem.set_title("Soak: memory per supervisord program")
     mem.legend(fontsize=7, ncol=4, loc="upper left")
     mem.grid(alpha=0.3)
-    dminutes = [t / 60 for t in samples.disk_t]
     for kind, values in sorted(samples.disk.items()):
-        if not kind.startswith("database_") and len(values) == len(dminutes):
-            disk.plot(dminutes, values, label=kind)
+        if not kind.startswith("database_"):
+            disk.plot([t / 60 for t, _ in values], [v for _, v in values], label=kind)
     disk.set_ylabel("disk (MiB)")
     disk.set_xlabel("minutes into the replay")
     disk.set_title("disk per kind")
@@ -632,7 +641,7 @@ def main() -> int:
         week_s = done["week_seconds"]
         result = summarise(
             weeks=args.weeks, runs=driver.by_dag(), failed=driver.failed(), lost=done["lost"], stuck=driver.stuck,
-            wall_s=wall, pss=pss, disk=dict(s.disk), latency_rows=done["latency"], fired=fired,
+            wall_s=wall, pss=pss, disk={kind: [v for _, v in values] for kind, values in s.disk.items()}, latency_rows=done["latency"], fired=fired,
             zombies_max=max(s.zombies, default=0),
             extra={"task_supervisors_max": max(s.supervisors, default=0),
                    "task_supervisors_end": s.supervisors[-1] if s.supervisors else None,
