@@ -102,3 +102,4 @@ bench: install
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/faults.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/soak.py

@@ -1,7 +1,7 @@
 """
 ### maintenance_dag: daily upkeep (retention)
 
-[`prune_task_logs`, `prune_reports`, `clean_metadata_db`] (in parallel)
+[`prune_task_logs`, `prune_reports`, `clean_metadata_db`, `prune_mlflow_runs`] (in parallel)
 
 * **prune_task_logs** deletes task logs older than `LOG_RETENTION_DAYS` (`.env`, default 30).
 * **prune_reports** deletes validation and drift reports (`$MLOPS_DATA_DIR/reports`) older than
@@ -12,8 +12,16 @@
   worker, the only worker holding the database login; a cluster policy keeps every other task off
   that queue (`mlops_airflow.policy`).
 
+* **prune_mlflow_runs** (queue `maintenance`) deletes the pipeline experiment's MLflow runs that
+  started more than `MLFLOW_RUN_RETENTION_DAYS` (default 180) ago, except the run of every
+  registered model version (the champion, `previous`, every other version: their models, metrics
+  and the decisions recorded on them) and runs that have not ended. The delete is MLflow's soft
+  delete (lifecycle stage `deleted`): `mlflow gc` on the tracking server frees their rows and
+  artifacts. It uses the maintenance worker's own MLflow login (MANAGE on the experiment; the
+  pipeline's login cannot delete).
+
 A manual run may pass other retentions in its conf: `log_retention_days`, `report_retention_days`,
-`db_retention_days`, or `clean_before` (an ISO timestamp), `dag_ids` and `tables` (lists) for the
+`mlflow_run_retention_days`, `db_retention_days`, or `clean_before` (an ISO timestamp), `dag_ids` and `tables` (lists) for the
 database.
 docs/production.md, "Upkeep", lists what grows and what bounds it.
 """
@@ -59,6 +67,14 @@ def clean_metadata_db() -> dict[str, Any]:
     return clean(_conf())
 
 
+@task(queue=MAINTENANCE_QUEUE)
+def prune_mlflow_runs() -> dict[str, Any]:
+    """MLflow runs older than the retention that no registered version references."""
+    from mlops_airflow.maintenance import prune_mlflow_runs as prune
+
+    return prune(_conf())
+
+
 @dag(
     dag_id=DAG_ID,
     schedule="@daily",
@@ -70,10 +86,11 @@ def clean_metadata_db() -> dict[str, Any]:
     doc_md=__doc__,
 )
 def maintenance_dag() -> None:
-    """Three independent retention tasks."""
+    """Four independent retention tasks."""
     prune_task_logs()
     prune_reports()
     clean_metadata_db()
+    prune_mlflow_runs()
 
 
 maintenance_dag()

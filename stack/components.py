@@ -358,8 +358,9 @@ def heavy_stop_grace(cfg: StackConfig) -> int:
 
 
 def maintenance_worker(cfg: StackConfig) -> Component:
-    """The worker of the `maintenance` queue: `airflow db clean` for maintenance_dag. Its task needs
-    the metadata database's login, which no other worker holds: it gets it as MLOPS_METADATA_DB_URL
+    """The worker of the `maintenance` queue: `airflow db clean` and the MLflow run prune for
+    maintenance_dag. Its tasks need the metadata database's login and an MLflow login that may
+    delete runs (MLOPS_MLFLOW_MAINTENANCE_USER/_PASSWORD), which no other worker holds: the database's comes as MLOPS_METADATA_DB_URL
     (Airflow blanks AIRFLOW__DATABASE__SQL_ALCHEMY_CONN inside every task), runs as the
     control-plane user, and a cluster policy (mlops_airflow.policy) lets no other task onto its
     queue. One slot, no preload."""
@@ -370,7 +371,9 @@ def maintenance_worker(cfg: StackConfig) -> Component:
     return Component(name="maintenance-worker", phase="airflow", command=command, health=_worker_health(spec),
                      user=CONTROL_USER, home=cfg.airflow_home, airflow_home=cfg.airflow_home,
                      grants=CONTROL_GRANTS["maintenance-worker"], group="airflow", stopwait=120,
-                     extra_env=lambda: {"MLOPS_METADATA_DB_URL": cfg.db_url(cfg.env["POSTGRES_DB"])})
+                     extra_env=lambda: {"MLOPS_METADATA_DB_URL": cfg.db_url(cfg.env["POSTGRES_DB"]),
+                                        "MLOPS_MLFLOW_MAINTENANCE_USER": cfg.env["MLFLOW_MAINTENANCE_USER"],
+                                        "MLOPS_MLFLOW_MAINTENANCE_PASSWORD": cfg.env["MLFLOW_MAINTENANCE_PASSWORD"]})
 
 
 def statsd_double_record(cfg: StackConfig) -> Path:

@@ -30,6 +30,9 @@ from stack.run import StackError
 PIPELINE_PERMISSION = "EDIT"
 # The prediction service's account: reads the alias and the versions' artifacts, changes nothing.
 SERVING_PERMISSION = "READ"
+# maintenance_dag's account: deletes old runs of the experiment (MANAGE is the only permission that
+# may delete a run), reads the registered model's versions (whose runs it keeps), changes no version.
+MAINTENANCE_PERMISSIONS = {"experiment": "MANAGE", "registered_model": "READ"}
 API2 = "/api/2.0/mlflow"
 API3 = "/api/3.0/mlflow"
 
@@ -101,6 +104,7 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
         _ensure_user(admin, e["MLFLOW_PIPELINE_USER"], e["MLFLOW_PIPELINE_PASSWORD"]),
         _ensure_user(admin, e["MLFLOW_VIEWER_USER"], e["MLFLOW_VIEWER_PASSWORD"]),
         _ensure_user(admin, e["MLFLOW_SERVING_USER"], e["MLFLOW_SERVING_PASSWORD"]),
+        _ensure_user(admin, e["MLFLOW_MAINTENANCE_USER"], e["MLFLOW_MAINTENANCE_PASSWORD"]),
     ) if line]
     experiment = e.get("MLOPS_EXPERIMENT") or e["MLOPS_MODEL_NAME"]
     resp = admin.call("GET", f"{API2}/experiments/get-by-name", expect=(200, 404), params={"experiment_name": experiment})
@@ -116,7 +120,8 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
     for resource_type, resource_id, label in (("experiment", experiment_id, f"experiment {experiment}"),
                                               ("registered_model", model, f"registered model {model}")):
         for user, permission in ((e["MLFLOW_PIPELINE_USER"], PIPELINE_PERMISSION),
-                                 (e["MLFLOW_SERVING_USER"], SERVING_PERMISSION)):
+                                 (e["MLFLOW_SERVING_USER"], SERVING_PERMISSION),
+                                 (e["MLFLOW_MAINTENANCE_USER"], MAINTENANCE_PERMISSIONS[resource_type])):
             line = _ensure_grant(admin, user, resource_type, resource_id, label, permission)
             if line:
                 changes.append(line)
@@ -125,6 +130,7 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
 
 VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_USER",
              "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_USER", "MLFLOW_VIEWER_PASSWORD", "MLFLOW_SERVING_USER", "MLFLOW_SERVING_PASSWORD",
+             "MLFLOW_MAINTENANCE_USER", "MLFLOW_MAINTENANCE_PASSWORD",
              "MLOPS_MODEL_NAME")
 
 

@@ -70,3 +70,57 @@ def prune_older_than(root: Path, days: float, now: float | None = None) -> Prune
             except OSError:
                 pass
     return result
+
+
+@dataclass
+class PrunedRuns:
+    """What one pass over the MLflow runs deleted (soft: lifecycle stage `deleted`) and kept."""
+
+    cutoff_ms: int
+    deleted: list[str] = field(default_factory=list)
+    kept_registered: int = 0
+    kept_unfinished: int = 0
+
+
+def registered_run_ids(client: object) -> set[str]:
+    """Run ids behind every registered model version (of every registered model): their runs hold
+    the versions' models, metrics and the decisions recorded on them, so they are never pruned."""
+    ids: set[str] = set()
+    token = None
+    while True:
+        page = client.search_model_versions(max_results=1000, page_token=token)  # type: ignore[attr-defined]
+        ids.update(mv.run_id for mv in page if mv.run_id)
+        token = getattr(page, "token", None)
+        if not token:
+            return ids
+
+
+def prune_mlflow_runs(client: object, experiment_ids: list[str], days: float,
+                      now: float | None = None) -> PrunedRuns:
+    """Delete (soft: MLflow's `delete_run`, the run's rows and artifacts stay until `mlflow gc`)
+    the runs of `experiment_ids` that started more than `days` days ago, except the runs of
+    registered model versions (the champion, `previous` and every other version) and runs that
+    have not ended. An MLflow error propagates: nothing is read as "no registered version"."""
+    if days <= 0:
+        raise ValueError(f"{days!r}: a retention must be a positive number of days")
+    cutoff_ms = int(((now if now is not None else time.time()) - days * 86400) * 1000)
+    keep = registered_run_ids(client)
+    result = PrunedRuns(cutoff_ms=cutoff_ms)
+    # All pages first: deleting while paging would shift the (offset) pages under the search.
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=f"attributes.start_time < {cutoff_ms}",  # type: ignore[attr-defined]
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            break
+    for run in runs:
+        if run.info.run_id in keep:
+            result.kept_registered += 1
+        elif run.info.status in ("RUNNING", "SCHEDULED") or not run.info.end_time:
+            result.kept_unfinished += 1
+        else:
+            client.delete_run(run.info.run_id)  # type: ignore[attr-defined]
+            result.deleted.append(run.info.run_id)
+    return result

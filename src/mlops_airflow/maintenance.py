@@ -3,7 +3,7 @@ those files) and `airflow db clean` (the maintenance worker, the only one holdin
 database's login; mlops_airflow.policy keeps every other task off its queue).
 
 Retentions in days come from the environment (LOG_RETENTION_DAYS, REPORT_RETENTION_DAYS,
-AIRFLOW_DB_RETENTION_DAYS of `.env`); a run's conf may name others, or `clean_before` (an ISO
+AIRFLOW_DB_RETENTION_DAYS, MLFLOW_RUN_RETENTION_DAYS of `.env`); a run's conf may name others, or `clean_before` (an ISO
 timestamp), `dag_ids` and `tables` for the database."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 
 log = logging.getLogger("mlops_airflow")
 
-DEFAULT_DAYS = {"LOG_RETENTION_DAYS": 30.0, "REPORT_RETENTION_DAYS": 90.0, "AIRFLOW_DB_RETENTION_DAYS": 90.0}
+DEFAULT_DAYS = {"LOG_RETENTION_DAYS": 30.0, "REPORT_RETENTION_DAYS": 90.0, "AIRFLOW_DB_RETENTION_DAYS": 90.0,
+                "MLFLOW_RUN_RETENTION_DAYS": 180.0}
 
 
 def _days(conf: dict[str, Any], key: str, variable: str) -> float:
@@ -113,3 +114,34 @@ def uncleaned_tables(output: str) -> set[str]:
     """The tables `airflow db clean` reports it could not clean (it exits 0 unless asked not to)."""
     return {name.strip().strip("'\"") for match in _UNCLEANED.finditer(output) for name in match.group(1).split(",")
             if name.strip()}
+
+
+# The maintenance worker's MLflow login (stack/components.py maintenance_worker; compose:
+# airflow-worker-maintenance): MANAGE on the pipeline's experiment, READ on the registered model.
+# The pipeline's own login (Connection mlflow_default) has EDIT, which cannot delete a run.
+MLFLOW_USER_VAR = "MLOPS_MLFLOW_MAINTENANCE_USER"
+MLFLOW_PASSWORD_VAR = "MLOPS_MLFLOW_MAINTENANCE_PASSWORD"
+
+
+def prune_mlflow_runs(conf: dict[str, Any]) -> dict[str, Any]:
+    """Delete (soft, MLflow `delete_run`) the pipeline experiment's runs older than
+    MLFLOW_RUN_RETENTION_DAYS (conf `mlflow_run_retention_days`) that no registered model version
+    references, with the maintenance worker's MLflow login."""
+    from mlops import tracking
+    from mlops.retention import prune_mlflow_runs as prune
+
+    from mlops_airflow.config import configure_mlflow
+
+    user, password = os.environ.get(MLFLOW_USER_VAR), os.environ.get(MLFLOW_PASSWORD_VAR)
+    if not user or not password:
+        raise RuntimeError(f"{MLFLOW_USER_VAR}/{MLFLOW_PASSWORD_VAR} are not set: prune_mlflow_runs runs only on the "
+                           f"maintenance worker (queue maintenance)")
+    configure_mlflow()  # the tracking URI (checked to be this stack's own), then our login instead
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+    client = tracking.setup()
+    days = _days(conf, "mlflow_run_retention_days", "MLFLOW_RUN_RETENTION_DAYS")
+    result = prune(client, [tracking.experiment_id(client)], days)
+    log.info("MLflow runs older than %s days: deleted %d (%s), kept %d of registered versions, %d unfinished",
+             days, len(result.deleted), ", ".join(result.deleted), result.kept_registered, result.kept_unfinished)
+    return {"days": days, "deleted": len(result.deleted), "deleted_runs": result.deleted,
+            "kept_registered": result.kept_registered, "kept_unfinished": result.kept_unfinished}

@@ -40,12 +40,13 @@ EDGES = {
     },
     "served_monitoring_dag": set(),
 }
-# Tasks without upstream or downstream (maintenance_dag's three run side by side; served_monitoring_dag
+# Tasks without upstream or downstream (maintenance_dag's four run side by side; served_monitoring_dag
 # is a single task).
-ISOLATED = {"maintenance_dag": {"prune_task_logs", "prune_reports", "clean_metadata_db"},
+ISOLATED = {"maintenance_dag": {"prune_task_logs", "prune_reports", "clean_metadata_db", "prune_mlflow_runs"},
             "served_monitoring_dag": {"monitor_served"}}
-# The metadata database's cleaner runs on the maintenance worker (mlops_airflow.policy).
-MAINTENANCE_TASKS = {("maintenance_dag", "clean_metadata_db")}
+# The metadata database's cleaner and the MLflow run prune run on the maintenance worker
+# (mlops_airflow.policy): it alone holds their logins.
+MAINTENANCE_TASKS = {("maintenance_dag", "clean_metadata_db"), ("maintenance_dag", "prune_mlflow_runs")}
 HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
 # Tasks that register model versions or move registry aliases: the one-slot pool.
 REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy"),

@@ -274,7 +274,8 @@ def test_each_airflow_service_holds_exactly_the_native_grants(rendered: tuple[di
         if name.startswith("airflow-worker-"):
             extra = {"PUSHGATEWAY_PUSH_PASSWORD"}  # the ML steps' push login
         if name == "airflow-worker-maintenance":
-            extra = {"AIRFLOW_DB_PASSWORD"}  # MLOPS_METADATA_DB_URL, for `airflow db clean` only
+            # MLOPS_METADATA_DB_URL for `airflow db clean`, the MLflow login of prune_mlflow_runs
+            extra = {"AIRFLOW_DB_PASSWORD", "MLFLOW_MAINTENANCE_PASSWORD"}
         assert leaked <= set().union(*(allowed.get(g, set()) for g in grants)) | extra, (name, sorted(leaked))
     apiserver = _env(config["services"]["airflow-apiserver"])
     assert apiserver["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]

@@ -173,10 +173,32 @@ def _aged(path, days: float, owner: str) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def test_maintenance_dag_cleans_the_database_and_prunes_old_files(probe) -> None:
+def _mlflow_runs(stack, monkeypatch: pytest.MonkeyPatch) -> tuple[object, str, str]:
+    """The pipeline's MLflow login (what a task holds); an unregistered run of the pipeline's
+    experiment that started 40 days ago and one that started now, both ended: (client, old, new)."""
+    from mlflow.tracking import MlflowClient
+
+    env = stack.cfg.env
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env["MLFLOW_PIPELINE_USER"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", env["MLFLOW_PIPELINE_PASSWORD"])
+    client = MlflowClient(tracking_uri=stack.cfg.mlflow_url, registry_uri=stack.cfg.mlflow_url)
+    experiment = client.get_experiment_by_name(env.get("MLOPS_EXPERIMENT") or env["MLOPS_MODEL_NAME"]).experiment_id
+    ids = []
+    for age_days in (40, 0):
+        started = int((time.time() - age_days * 86400) * 1000)
+        run = client.create_run(experiment, start_time=started, tags={"upkeep_test": str(age_days)})
+        client.set_terminated(run.info.run_id, end_time=started + 1000)
+        ids.append(run.info.run_id)
+    return client, ids[0], ids[1]
+
+
+def test_maintenance_dag_cleans_the_database_and_prunes_old_files(probe, monkeypatch: pytest.MonkeyPatch) -> None:
     """`airflow db clean` runs from maintenance_dag (on the maintenance worker): a run older than the
     cut-off is gone, a newer one is still shown by the REST API (what the UI reads); task logs and
-    reports older than their retention are deleted, newer ones kept."""
+    reports older than their retention are deleted, newer ones kept; an MLflow run older than its
+    retention is deleted (soft) with the maintenance worker's login, which the pipeline's lacks."""
+    from mlflow.exceptions import MlflowException
+
     from stack.config import CONTROL_USER
 
     stack = probe
@@ -200,13 +222,21 @@ def test_maintenance_dag_cleans_the_database_and_prunes_old_files(probe) -> None
     for path, days in ((old_files[1], 31), (new_files[1], 29)):
         _aged(path, days, WORKER_USER)
 
+    client, old_mlflow_run, new_mlflow_run = _mlflow_runs(stack, monkeypatch)
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED|Permission denied"):
+        client.delete_run(old_mlflow_run)  # the pipeline's login (EDIT) may not delete
+
     conf = {"clean_before": cut, "dag_ids": [PROBE], "tables": ["dag_run"],
-            "log_retention_days": 30, "report_retention_days": 30}
+            "log_retention_days": 30, "report_retention_days": 30, "mlflow_run_retention_days": 30}
     run = stack.trigger("maintenance_dag", conf=conf, role="op")
     final = stack.wait_run("maintenance_dag", run, timeout=300)
     states = {t["task_id"]: (t["state"], t["queue"]) for t in stack.task_instances("maintenance_dag", run)}
     assert final["state"] == "success", states
     assert states["clean_metadata_db"] == ("success", "maintenance")
+    # The MLflow run prune runs there too, with its own login (MANAGE on the experiment).
+    assert states["prune_mlflow_runs"] == ("success", "maintenance")
+    assert client.get_run(old_mlflow_run).info.lifecycle_stage == "deleted"
+    assert client.get_run(new_mlflow_run).info.lifecycle_stage == "active"
 
     assert stack.api("GET", f"/dags/{PROBE}/dagRuns/{old_run}").status_code == 404
     shown = stack.api("GET", f"/dags/{PROBE}/dagRuns/{new_run}")
