@@ -186,7 +186,9 @@ def validate_failed_checks(exc) -> list[str]:  # noqa: ANN001 (BatchValidationEr
     ({"rows_per_week": "many"}, "rows_per_week"),
 ])
 def test_bad_generator_settings_name_the_file(tmp_path: Path, change: dict, message: str) -> None:
+    """Refused when the source is read (before any row is generated), naming file and key."""
     from mlops.config import load_schema
+    from mlops.data import load_source
     from mlops.errors import SchemaError
 
     raw = yaml.safe_load(SCHEMA.read_text())
@@ -194,7 +196,7 @@ def test_bad_generator_settings_name_the_file(tmp_path: Path, change: dict, mess
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SchemaError) as err:
-        load_schema(path)
+        load_source(load_schema(path))
     assert str(path) in str(err.value) and message in str(err.value)
 
 
