@@ -356,6 +356,10 @@ def main() -> int:
         os.environ["MLOPS_SCHEMA"] = str(schema.resolve())
         os.environ["MLOPS_MODEL_NAME"] = f"{schema.stem}_classifier"
         name = f"lifecycle-{schema.stem}"
+        spec = generator_spec()
+        if spec is not None and (spec.year, spec.weeks) != (2013, 52):
+            ap.error(f"--dataset {args.dataset}: the replay covers 2013-W01..W52; the data set "
+                     f"has {spec.year}, {spec.weeks} weeks")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mlops-lifecycle-"))
     os.environ["MLOPS_DATA_DIR"] = str(work / "data")
     t0 = time.perf_counter()
