@@ -24,7 +24,16 @@ the new champion scored at least 0.01 below the one it replaced on the following
 ``drift_weeks`` (week and the signals that fired), ``wall_s``, the thresholds and recipes used and
 per-week details; writes ``lifecycle.png`` (and ``lifecycle.json``) into ``--out``.
 
+``--dataset NAME|PATH`` replays another data set (``configs/NAME.yaml`` or a schema file) with
+its own model name (``NAME_classifier``) and recipes. For a generated data set with known drifts
+(``configs/synthetic_drift.yaml``) it adds ``drift_truth`` (the configured drifts: the week each
+begins, its kind), ``detection_delay_weeks`` (per true drift: weeks from its first week until a
+signal fired, null when none did before the next drift), ``false_alarms`` (weeks where a signal
+fired with no drift under way in that week or the 2 weeks before; ``false_alarm_weeks`` lists
+them) and writes ``lifecycle-NAME.png|json``.
+
 Run: .venv/bin/python benchmarks/lifecycle.py [--out benchmarks/out] [--last 2013-W52]
+     [--dataset synthetic_drift]
 Thresholds come from mlops.config.THRESHOLDS (override with MLOPS_<NAME> in the environment).
 """
 
@@ -52,6 +61,37 @@ def _say(msg: str) -> None:
 
 def weeks_of_year(last: str) -> list[str]:
     return [f"2013-W{n:02d}" for n in range(1, 53) if f"2013-W{n:02d}" <= last]
+
+
+def generator_spec() -> Any:
+    """The generator settings of the data set in use (None: a data set read from files)."""
+    from mlops.config import load_schema
+    from mlops.synthetic import spec_of
+
+    schema = load_schema()
+    return spec_of(schema.source, schema.path) if "generator" in schema.source else None
+
+
+def truth_scores(state: "Replay", spec: Any) -> dict[str, Any]:
+    """Drift detection against the configured drifts of a generated data set."""
+    from mlops.synthetic import drift_truth
+
+    truth = drift_truth(spec)
+    fired = sorted(w for w, r in state.weeks.items() if r["fired"])
+    number = {w: int(w[-2:]) for w in fired}
+    delays: dict[str, int | None] = {}
+    for i, drift in enumerate(truth):
+        start = int(drift["week"][-2:])
+        end = int(truth[i + 1]["week"][-2:]) if i + 1 < len(truth) else 99
+        hits = [number[w] - start for w in fired if start <= number[w] < end]
+        delays[drift["week"]] = min(hits) if hits else None
+    # A drift is under way from its first week through its last (gradual: width_weeks).
+    active = {int(d["week"][-2:]) + k for d in truth for k in range(d["width_weeks"])}
+    false = [w for w in fired if not any(number[w] - lag in active for lag in (0, 1, 2))]
+    return {"drift_truth": [{"week": d["week"], "kind": d["kind"],
+                             "width_weeks": d["width_weeks"]} for d in truth],
+            "detection_delay_weeks": delays, "false_alarms": len(false),
+            "false_alarm_weeks": false}
 
 
 def next_week(week: str) -> str:
@@ -254,7 +294,7 @@ def summarise(state: Replay, timing: dict[str, float], wall: float) -> dict[str,
     }
 
 
-def plot(state: Replay, out: Path) -> Path:
+def plot(state: Replay, out: Path, name: str = "lifecycle") -> Path:
     """lifecycle.png: next-week AUC of the three policies, drift/deploy/rollback markers."""
     import matplotlib
 
@@ -288,7 +328,7 @@ def plot(state: Replay, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", ncol=3, fontsize=8)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "lifecycle.png"
+    path = out / f"{name}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -301,19 +341,37 @@ def main() -> int:
                     help="folder for lifecycle.png and lifecycle.json (default benchmarks/out/)")
     ap.add_argument("--last", default="2013-W52", help="last week to replay (default 2013-W52)")
     ap.add_argument("--keep", help="keep the data folder and MLflow store here instead of a temp dir")
+    ap.add_argument("--dataset", default="flights",
+                    help="configs/NAME.yaml or a schema file (default flights: configs/flights.yaml)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for key in ("MLFLOW_TRACKING_URI", "MLOPS_PUSHGATEWAY_URL", "MLOPS_MODEL_NAME", "MLOPS_EXPERIMENT"):
         os.environ.pop(key, None)
+    name = "lifecycle"
+    if args.dataset != "flights":
+        schema = Path(args.dataset) if args.dataset.endswith((".yaml", ".yml")) else (
+            REPO / "configs" / f"{args.dataset}.yaml")
+        if not schema.is_file():
+            ap.error(f"--dataset {args.dataset}: {schema} not found")
+        os.environ["MLOPS_SCHEMA"] = str(schema.resolve())
+        os.environ["MLOPS_MODEL_NAME"] = f"{schema.stem}_classifier"
+        name = f"lifecycle-{schema.stem}"
+        spec = generator_spec()
+        if spec is not None and (spec.year, spec.weeks) != (2013, 52):
+            ap.error(f"--dataset {args.dataset}: the replay covers 2013-W01..W52; the data set "
+                     f"has {spec.year}, {spec.weeks} weeks")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mlops-lifecycle-"))
     os.environ["MLOPS_DATA_DIR"] = str(work / "data")
     t0 = time.perf_counter()
     state, timing = run(args.last)
     wall = time.perf_counter() - t0
     result = summarise(state, timing, wall)
+    spec = generator_spec()
+    if spec is not None:
+        result = {**truth_scores(state, spec), **result}
     out = Path(args.out)
-    result["plot"] = str(plot(state, out))
-    (out / "lifecycle.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    result["plot"] = str(plot(state, out, name))
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.keep:
         import shutil
 

@@ -245,10 +245,14 @@ class Recipe:
 
 
 def recipes_path() -> Path:
-    """``MLOPS_RECIPES`` or ``configs/recipes.yaml`` of the repository."""
+    """``MLOPS_RECIPES``, else the schema file when it has a ``recipes`` section of its own,
+    else ``configs/recipes.yaml`` of the repository."""
     env = os.environ.get("MLOPS_RECIPES")
     if env:
         return Path(env).expanduser().resolve()
+    schema = load_schema()
+    if schema.has_recipes:
+        return Path(schema.path)
     for cand in (REPO_ROOT / "configs" / "recipes.yaml", PACKAGE_DIR / "configs" / "recipes.yaml"):
         if cand.is_file():
             return cand
@@ -472,6 +476,8 @@ class Schema:
     #: Days of its week (inside the date range) a batch must have rows on: "every", "weekdays"
     #: (Monday to Friday) or "any" (no requirement).
     expected_days: str = "any"
+    #: The schema file has a ``recipes`` section (used when MLOPS_RECIPES is not set).
+    has_recipes: bool = False
 
     @property
     def calendar_columns(self) -> tuple[str, ...]:
@@ -561,6 +567,7 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         row_key=tuple(str(c) for c in raw.get("row_key") or ()),
         extra_columns=str((raw.get("header") or {}).get("extra_columns", "reject")),
         expected_days=str(time.get("expected_days", "any")),
+        has_recipes="recipes" in raw,
     )
     if schema.expected_days not in EXPECTED_DAYS:
         raise SchemaError(f"{path}: time.expected_days is {schema.expected_days!r}; one of {list(EXPECTED_DAYS)}")

@@ -46,7 +46,8 @@ _SOURCE_CACHE: dict[tuple[str, str], tuple["pd.DataFrame", "pd.Series"]] = {}
 
 def _source_with_weeks(schema: Schema) -> tuple["pd.DataFrame", "pd.Series"]:
     """The source and its week labels, kept for the life of the process (read-only use)."""
-    key = (schema.path, str(_source_dir(schema)))
+    key = (schema.path, repr(sorted(schema.source.items())) if "generator" in schema.source
+           else str(_source_dir(schema)))
     if key not in _SOURCE_CACHE:
         _SOURCE_CACHE.clear()
         df = load_source(schema)
@@ -55,10 +56,15 @@ def _source_with_weeks(schema: Schema) -> tuple["pd.DataFrame", "pd.Series"]:
 
 
 def load_source(schema: Schema | None = None) -> "pd.DataFrame":
-    """The full raw data set: the main table left-joined with the schema's join tables."""
+    """The full raw data set: the main table left-joined with the schema's join tables, or the
+    rows of a ``generator`` source (:mod:`mlops.synthetic`)."""
     import pandas as pd
 
     schema = schema or load_schema()
+    if "generator" in schema.source:
+        from mlops.synthetic import generate
+
+        return generate(schema.source, schema.path)
     base = _source_dir(schema)
     df = pd.read_csv(base / schema.source["table"], low_memory=False)
     for join in schema.source.get("joins") or []:
