@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dag_harness import REPO, mapped, ml_env, run_dag, task_states, xcom
+from testkit.dag_harness import REPO, mapped, ml_env, run_dag, task_states, xcom
 
 MODEL = "synthetic_drift_dag_model"
 SCHEMA = REPO / "configs" / "synthetic_drift.yaml"
