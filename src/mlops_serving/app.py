@@ -194,7 +194,7 @@ def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[by
     from mlops.served import row_keys
 
     raw = frame([row for rows in requests for row in rows], service.spec)
-    proba = predict(served.model, raw, service.schema).tolist()
+    proba = predict(served.scorer, raw, service.schema).tolist()
     keys = row_keys(raw, service.schema)
     weeks = week_labels(raw, service.schema).tolist()
     version, threshold, now = served.version, service.threshold, datetime.now(timezone.utc)
