@@ -199,6 +199,7 @@ def test_offline_equals_online_on_a_whole_week(stack, versions, week_rows) -> No
         assert body["model_version"] == versions["a"]
         online += [p["probability"] for p in body["predictions"]]
         request_ids.append(body["request_id"])
+    assert service.health()["compiled"] is True  # the service's fast path is what was compared
     schema = load_schema()
     raw = pd.DataFrame(week_rows)
     offline = load_version(versions["a"]).predict_proba(model_input(make_features(raw, schema), schema))[:, 1]
