@@ -70,6 +70,10 @@ def load_source(schema: Schema | None = None) -> "pd.DataFrame":
     return df
 
 
+#: Up to this many rows (a prediction request), per-row Python beats pandas' per-call overhead.
+_FEW_ROWS = 256
+
+
 def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
     """Parse the time column (ISO, any offset) into the schema's local time zone."""
     import pandas as pd
@@ -79,14 +83,18 @@ def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
 
 
 def week_labels(df: "pd.DataFrame", schema: Schema) -> "pd.Series":
-    """ISO week label (``2013-W07``) of every row, from the local time column."""
+    """ISO week label (``2013-W07``) of every row, from the local time column (``"<NA>-W<NA>"``
+    where the time does not parse, as pandas writes a missing week)."""
     import pandas as pd
 
-    iso = local_time(df[schema.time_column], schema).dt.isocalendar()
-    # Formatted in Python: pandas' string methods cost more than a few rows (a time that does not
-    # parse is "<NA>-W<NA>", as pandas writes it).
-    return pd.Series([f"{year}-W{week:02d}" if week is not pd.NA else "<NA>-W<NA>"
-                      for year, week in zip(iso["year"].tolist(), iso["week"].tolist())],
+    local = local_time(df[schema.time_column], schema)
+    if len(local) <= _FEW_ROWS:  # Python's ISO calendar: the same weeks without pandas' per-call cost
+        weeks = [(None, None) if t is pd.NaT else t.isocalendar()[:2] for t in local.tolist()]
+    else:
+        iso = local.dt.isocalendar()
+        weeks = [(None, None) if week is pd.NA else (year, week)
+                 for year, week in zip(iso["year"].tolist(), iso["week"].tolist())]
+    return pd.Series([f"{year}-W{week:02d}" if week is not None else "<NA>-W<NA>" for year, week in weeks],
                      index=df.index, dtype=object)
 
 
