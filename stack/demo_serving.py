@@ -122,26 +122,41 @@ def _stamp(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
-def monitoring_run(api: Airflow, week: str, since: float, timeout: float = 90) -> dict | None:
-    """The served_monitoring_dag run the accepted batch triggered (its asset event), or one
-    triggered here with conf {"week": week} when none came; followed to its end."""
-    from stack.demo import follow
+def monitored_weeks(api: Airflow, run: dict) -> set[str]:
+    """The weeks a served_monitoring_dag run monitors: its conf's ``week`` when triggered by hand,
+    else the ``week`` of each accepted_batches event that triggered it."""
+    given = (run.get("conf") or {}).get("week")
+    if given:
+        return {given}
+    events = api.get(f"/dags/{MONITOR_DAG_ID}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")["asset_events"]
+    return {week for event in events for week in [(event.get("extra") or {}).get("week"),
+                                                 *((event.get("extra") or {}).get("weeks") or [])] if week}
+
+
+def monitoring_run(api: Airflow, week: str, since: float, timeout: float = 90) -> tuple[dict, dict | None]:
+    """``(run, result)``: the served_monitoring_dag run (queued since ``since``) that monitors
+    ``week`` (from the accepted batch's asset event, or one triggered here with conf
+    {"week": week} when none came), followed to its end, and its result for ``week`` (a run
+    triggered by several accepted weeks has one result per week; None when it has none)."""
+    from stack.demo import follow, xcom
 
     @retry(retry=retry_if_result(lambda run: run is None), stop=stop_after_delay(20), wait=wait_fixed(2))
     def triggered() -> dict | None:
-        runs = api.get(f"/dags/{MONITOR_DAG_ID}/dagRuns", limit=100)["dag_runs"]
-        fresh = [r for r in runs if (_stamp(r.get("queued_at") or r.get("start_date")) or 0) >= since]
-        return fresh[0] if fresh else None
+        runs = api.get(f"/dags/{MONITOR_DAG_ID}/dagRuns", limit=100, order_by="-id")["dag_runs"]
+        return next((r for r in runs if (_stamp(r.get("queued_at") or r.get("start_date")) or 0) >= since
+                     and week in monitored_weeks(api, r)), None)
 
     try:
         run = triggered()
         print(f"  {MONITOR_DAG_ID} run {run['dag_run_id']} ({run.get('run_type')}, "
-              f"scheduled on the accepted_batches asset)", flush=True)
+              f"scheduled on the accepted_batches asset of {week})", flush=True)
     except RetryError:
         run = api.trigger(MONITOR_DAG_ID, {"week": week})
-        print(f"  no accepted_batches event reached {MONITOR_DAG_ID}: triggered run "
+        print(f"  no accepted_batches event of {week} reached {MONITOR_DAG_ID}: triggered run "
               f"{run['dag_run_id']} for {week}", flush=True)
-    return follow(api, MONITOR_DAG_ID, run["dag_run_id"], timeout=timeout)
+    run = follow(api, MONITOR_DAG_ID, run["dag_run_id"], timeout=timeout)
+    results = xcom(api, run, "monitor_served") or []
+    return run, next((r for r in results if r.get("week") == week), None)
 
 
 def after_pipeline(cfg: StackConfig, api: Airflow, watch: HealthWatch, week: str, since: float,
@@ -179,10 +194,9 @@ def after_pipeline(cfg: StackConfig, api: Airflow, watch: HealthWatch, week: str
             else:
                 print(f"  swap: champion is version {champion}, the service still answered with "
                       f"{moves[-1][1] if moves else '?'} when the demo looked")
-    run = monitoring_run(api, week, since)
-    result = (xcom(api, run, "monitor_served") or [None])[0] if run else None
+    run, result = monitoring_run(api, week, since)
     if not result:
-        print(f"  {MONITOR_DAG_ID}: no result (run {run['state'] if run else 'missing'})")
+        print(f"  {MONITOR_DAG_ID}: no result for {week} (run {run['dag_run_id']}: {run['state']})")
         return
     print(f"  realised on {result['week']} (labels of its accepted batch joined by row key; "
           f"score drift against the champion's holdout {result.get('reference_week')}):")

@@ -23,6 +23,7 @@ from mlops.errors import SchemaError
 from mlops.util import WEEK_RE, atomic_write_bytes, to_jsonable, week_of
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 
@@ -75,6 +76,10 @@ def load_source(schema: Schema | None = None) -> "pd.DataFrame":
     return df
 
 
+#: Up to this many rows (a prediction request), per-row Python beats pandas' per-call overhead.
+_FEW_ROWS = 256
+
+
 def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
     """Parse the time column (ISO, any offset) into the schema's local time zone."""
     import pandas as pd
@@ -84,9 +89,19 @@ def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
 
 
 def week_labels(df: "pd.DataFrame", schema: Schema) -> "pd.Series":
-    """ISO week label (``2013-W07``) of every row, from the local time column."""
-    iso = local_time(df[schema.time_column], schema).dt.isocalendar()
-    return iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
+    """ISO week label (``2013-W07``) of every row, from the local time column (``"<NA>-W<NA>"``
+    where the time does not parse, as pandas writes a missing week)."""
+    import pandas as pd
+
+    local = local_time(df[schema.time_column], schema)
+    if len(local) <= _FEW_ROWS:  # Python's ISO calendar: the same weeks without pandas' per-call cost
+        weeks = [(None, None) if t is pd.NaT else t.isocalendar()[:2] for t in local.tolist()]
+    else:
+        iso = local.dt.isocalendar()
+        weeks = [(None, None) if week is pd.NA else (year, week)
+                 for year, week in zip(iso["year"].tolist(), iso["week"].tolist())]
+    return pd.Series([f"{year}-W{week:02d}" if week is not None else "<NA>-W<NA>" for year, week in weeks],
+                     index=df.index, dtype=object)
 
 
 def replay(until_week: str | None = None, landing_dir: str | None = None,
@@ -140,18 +155,29 @@ def read_batch(path: str | Path, schema: Schema | None = None,
     return pd.read_csv(path, dtype=batch_dtypes(schema, columns), usecols=columns, low_memory=False)
 
 
+def _float_values(column: "pd.Series") -> "np.ndarray":
+    """A column as float64 values; what is not a number is NaN (``pd.to_numeric(errors="coerce")``)."""
+    import pandas as pd
+
+    if column.dtype.kind in "iuf":  # plain numpy numbers: the same values without pandas' checks
+        return column.to_numpy(dtype="float64")
+    return pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
+
+
 def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":
-    """Model input columns of a raw batch: categoricals as strings, the rest float."""
+    """Model input columns of a raw batch: categoricals as strings (None for missing), the rest float."""
     import pandas as pd
 
     schema = schema or load_schema()
-    # Built as one frame from its columns (inserting them one by one costs more than the data
-    # itself on the prediction service's single rows).
-    out: dict[str, pd.Series] = {}
+    # Built as one frame from plain arrays: per-column pandas operations cost more than the data
+    # itself on the prediction service's single rows.
+    out: dict[str, Any] = {}
     for c in schema.categorical:
-        out[c] = df[c].astype("object").where(df[c].notna(), None)
+        values = df[c].to_numpy(dtype="object", copy=True)
+        values[pd.isna(values)] = None
+        out[c] = values
     for c in schema.numeric:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        out[c] = _float_values(df[c])
     times: dict[str, pd.Series] = {}
     for name, spec in schema.derived.items():
         if spec["from"] not in times:
@@ -159,7 +185,7 @@ def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataF
         t = times[spec["from"]]
         part = spec["part"]
         val = t.dt.isocalendar()["week"] if part == "weekofyear" else getattr(t.dt, part)
-        out[name] = val.astype("float64")
+        out[name] = val.astype("float64").to_numpy()
     return pd.DataFrame(out, index=df.index)
 
 

@@ -50,6 +50,12 @@ class Served:
     categories: dict[str, frozenset[str]]
     loaded_at: float
     load_s: float
+    #: what scores: ``model`` compiled (:mod:`mlops_serving.compiled`), or ``model`` itself
+    scorer: Any = None
+
+    def __post_init__(self) -> None:
+        if self.scorer is None:
+            object.__setattr__(self, "scorer", self.model)
 
 
 @dataclass
@@ -110,6 +116,8 @@ class Holder:
 
     def _load(self, version: str) -> None:
         from mlops import model_store
+        from mlops.modeling import model_input
+        from mlops_serving.compiled import compile_pipeline
 
         started = time.perf_counter()
         try:
@@ -117,6 +125,7 @@ class Holder:
             example = self._input_example(version)
             categories = model_categories(model, self.schema)
             _warm(model, example)
+            scorer = compile_pipeline(model, model_input(example, self.schema)) or model
         except (MlopsError, WarmError) as exc:
             self._refuse(version, str(exc))
             return
@@ -128,11 +137,13 @@ class Holder:
             self._refuse(version, f"{type(exc).__name__}: {exc}")
             return
         old = self.current
-        self.current = Served(version, model, categories, time.time(), round(time.perf_counter() - started, 3))
+        self.current = Served(version, model, categories, time.time(), round(time.perf_counter() - started, 3),
+                              scorer)
         self.swaps += 1
         metrics.MODEL_VERSION.set(float(version))
-        log.info("serving v%s (was v%s; loaded and warmed in %.2f s)", version,
-                 old.version if old else None, self.current.load_s)
+        log.info("serving v%s (was v%s; loaded and warmed in %.2f s; %s)", version,
+                 old.version if old else None, self.current.load_s,
+                 "compiled" if scorer is not model else "scored by the pipeline itself")
 
     def _refuse(self, version: str, reason: str) -> None:
         self.refused[version] = reason

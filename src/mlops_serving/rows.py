@@ -133,7 +133,8 @@ def frame(rows: list[dict], spec: RowSpec) -> "pd.DataFrame":
 
 
 def predict(model: Any, raw: "pd.DataFrame", schema: Schema) -> "np.ndarray":
-    """Delay probabilities of raw rows: the same feature code as training and evaluate."""
+    """Delay probabilities of raw rows: the same feature code as training and evaluate; ``model``
+    is the pipeline or its compiled form (:mod:`mlops_serving.compiled`)."""
     from mlops.data import make_features
     from mlops.modeling import model_input
 

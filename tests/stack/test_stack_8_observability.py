@@ -99,6 +99,22 @@ def test_demo_shows_the_auc_the_drift_share_and_the_firing_alerts(dags_ready, ru
     assert "receivers: critical: webhook; warning: webhook" in out
 
 
+def test_demo_shows_the_served_monitoring_of_the_served_week(dags_ready, runs) -> None:
+    """`make demo`'s realised-AUC table (stack/demo_serving.py) is the served_monitoring_dag result
+    of the week the demo served, not of whichever run came first: the session's pipeline accepted
+    its first weeks and the drift week, and the run and result picked are the drift week's."""
+    from stack.api import Airflow
+    from stack.demo_serving import monitored_weeks, monitoring_run
+
+    api = Airflow(dags_ready.cfg, *dags_ready.login("admin"))
+    week = runs["drift_week"]
+    assert min(runs["weeks"]) < week, runs["weeks"]  # earlier weeks were accepted in the same session
+    run, result = monitoring_run(api, week, runs["t0"])
+    assert run["state"] == "success", run
+    assert week in monitored_weeks(api, run), run
+    assert result is not None and result["week"] == week, result
+
+
 def test_pushgateway_and_alertmanager_have_no_lifecycle_or_admin_api(stack) -> None:
     """No HTTP shutdown or wipe of the Pushgateway (its lifecycle and admin APIs are off);
     Alertmanager has no such switch: its /-/reload stays (for its logins, on 127.0.0.1, docs/security.md)."""

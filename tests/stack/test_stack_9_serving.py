@@ -200,6 +200,7 @@ def test_offline_equals_online_on_a_whole_week(stack, versions, week_rows) -> No
         assert body["model_version"] == versions["a"]
         online += [p["probability"] for p in body["predictions"]]
         request_ids.append(body["request_id"])
+    assert service.health()["compiled"] is True  # the service's fast path is what was compared
     schema = load_schema()
     raw = pd.DataFrame(week_rows)
     offline = load_version(versions["a"]).predict_proba(model_input(make_features(raw, schema), schema))[:, 1]
@@ -288,8 +289,22 @@ def test_deploy_and_rollback_under_load_fail_no_request(stack, versions, week_ro
         time.sleep(1)
     statuses = {status for _, status, _, _ in load.answers}
     assert statuses == {200}, [a for a in load.answers if a[1] != 200][:5]
-    seen = [v for _, _, v, _ in sorted(load.answers)]
     # a, then b, then a again: every answer from the version in service at the time, none mixed.
+    # In the order the service scored them (its log's served_at): the answers of a batch arrive
+    # within a millisecond, and four client threads may note them in another order.
+    answered = {rid: v for _, status, v, rid in load.answers if status == 200}
+
+    def scored() -> list[tuple[str, str]] | None:
+        with _db(stack, "PREDICTIONS_READER_USER", "PREDICTIONS_READER_PASSWORD") as conn, conn.cursor() as cur:
+            cur.execute("SELECT request_id, min(model_version), max(model_version) FROM predictions "
+                        "WHERE request_id = ANY(%s) GROUP BY request_id ORDER BY min(served_at), request_id",
+                        (list(answered),))
+            rows = cur.fetchall()
+        return rows if len(rows) == len(answered) else None
+
+    rows = faults.wait_for(scored, "every answer logged", 30)
+    assert all(low == high == answered[rid] for rid, low, high in rows)
+    seen = [v for _, v, _ in rows]
     changes = [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]]
     assert changes == [versions["a"], versions["b"], versions["a"]], changes
     first_b = min(t for t, _, v, _ in load.answers if v == versions["b"])
