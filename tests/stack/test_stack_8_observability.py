@@ -13,14 +13,12 @@ Celery's through Flower. No Grafana binary exists here: the queries are the pane
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from pathlib import Path
 
 import requests
 
-DASHBOARDS = Path(__file__).resolve().parents[2] / "observability" / "grafana" / "dashboards"
+from testkit.grafana import has_value, panel_targets, serving_panel
+
 # Panel targets allowed to be empty after a pipeline run and its retraining, with the reason.
 ALLOWED_EMPTY = {
     ("ml-model.json", "Champion ROC AUC on the newest batch", "A"):
@@ -34,37 +32,6 @@ ALLOWED_EMPTY = {
 }
 
 
-def panel_targets() -> list[tuple[tuple[str, str, str], str]]:
-    """((dashboard file, panel title, refId), PromQL) of every panel target and query variable
-    (`label_values(metric, label)`) of every dashboard."""
-    from testkit.promql import substitute_grafana_vars as substitute
-    out = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        dashboard = json.loads(path.read_text())
-        for panel in dashboard["panels"]:
-            for sub in [panel, *panel.get("panels", [])]:
-                for target in sub.get("targets", []):
-                    out.append(((path.name, sub["title"], target["refId"]), substitute(target["expr"])))
-        for var in dashboard.get("templating", {}).get("list", []):
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            metric, label = query[len("label_values("):-1].rsplit(",", 1)
-            out.append(((path.name, f"variable {var['name']}", "var"), f"count by ({label.strip()}) ({metric.strip()})"))
-    return out
-
-
-def _has_value(prometheus: str, expr: str, start: float, end: float) -> bool:
-    resp = requests.get(f"{prometheus}/api/v1/query_range", timeout=30,
-                        params={"query": expr, "start": start, "end": end, "step": 15})
-    assert resp.status_code == 200, (expr, resp.text[:500])
-    return any(not math.isnan(float(v)) for series in resp.json()["data"]["result"] for _, v in series["values"])
-
-
-def serving_panel(expr: str) -> bool:
-    """A panel of what the prediction service served: it has data once requests were made and a
-    served week was measured, which test_stack_9_served does (and checks these panels then)."""
-    return "mlops_serving_" in expr or "mlops_served_" in expr
-
-
 def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs) -> None:
     assert runs["ml"]["state"] == "success" and runs["retrain"] and runs["retrain"]["state"] == "success"
     targets = [(key, expr) for key, expr in panel_targets() if not serving_panel(expr)]
@@ -73,7 +40,7 @@ def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs
     deadline = time.monotonic() + 60  # a few scrapes after the last push
     while True:
         empty = [(key, expr) for key, expr in targets
-                 if key not in ALLOWED_EMPTY and not _has_value(prometheus, expr, runs["t0"], time.time())]
+                 if key not in ALLOWED_EMPTY and not has_value(prometheus, expr, runs["t0"], time.time())]
         if not empty or time.monotonic() > deadline:
             break
         time.sleep(5)

@@ -204,7 +204,7 @@ def test_the_realised_auc_reaches_the_pushgateway_and_prometheus(served: dict, s
 def test_every_serving_panel_has_data_after_a_served_week(served: dict, stack) -> None:
     """The ML dashboard's panels of what was served (left out of test_stack_8_observability's
     check, which runs before any request) draw data once a week was served and measured."""
-    from test_stack_8_observability import _has_value, panel_targets, serving_panel
+    from testkit.grafana import has_value, panel_targets, serving_panel
 
     # The server-error share has a series only once a 5xx was answered: a healthy run has none.
     no_errors = {("ml-model.json", "Server error share", "A")}
@@ -213,7 +213,7 @@ def test_every_serving_panel_has_data_after_a_served_week(served: dict, stack) -
     start = time.time() - 3600
 
     def empty() -> list:
-        return [key for key, expr in targets if not _has_value(stack.cfg.prometheus_url, expr, start, time.time())]
+        return [key for key, expr in targets if not has_value(stack.cfg.prometheus_url, expr, start, time.time())]
 
     deadline = time.monotonic() + 60  # a few scrapes after the monitoring's push
     while empty() and time.monotonic() < deadline:
