@@ -262,7 +262,8 @@ def exit_after_warm_shutdown(sender: object = None, **_: object) -> None:
     """Celery's ``worker_shutdown`` (sent once the warm shutdown has stopped the pool: no task is
     running any more): leave without tearing the interpreter down. Finalizing the heap of a
     preloaded (and ``gc.freeze``-d) worker keeps a core busy for half a minute to a minute on a
-    loaded machine, and every ``make down`` or restart waited for it."""
+    loaded machine, and every ``make down`` or restart waited for it; the maintenance worker (no
+    preload) waited out its whole stop grace after the fault suite."""
     import multiprocessing
 
     for child in multiprocessing.active_children():
@@ -276,13 +277,14 @@ def exit_after_warm_shutdown(sender: object = None, **_: object) -> None:
 
 
 def _preload_from_environment() -> None:
+    from celery.signals import worker_shutdown
+
+    # Every worker (only a worker's main process sends worker_shutdown; Flower never does).
+    worker_shutdown.connect(exit_after_warm_shutdown, weak=False)
     groups = requested()
     if not groups:
         return
     modules = preload(groups)
-    from celery.signals import worker_shutdown
-
-    worker_shutdown.connect(exit_after_warm_shutdown, weak=False)
     # Logged by the worker's main process; `make logs C=worker-light1` shows it.
     log.warning("mlops preload %s: %d modules in %.1f s (pid %d)", ",".join(groups), len(modules),
                 preload_seconds, os.getpid())

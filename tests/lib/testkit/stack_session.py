@@ -328,7 +328,9 @@ def stack() -> StackHandle:
             pytest.fail(f"stack up failed:\n{result.stdout}\n{result.stderr}\n{_logs_tail(cfg)}")
         yield ts
     finally:
-        down = ts.ctl("down", timeout=300)
+        # Up to every worker's stop grace in turn (light 30 s each, heavy 90 s, maintenance 120 s),
+        # then the rest: after the fault suite a training may still be running.
+        down = ts.ctl("down", timeout=600)
         alerts.stop()
         left = stack_processes(cfg)
         keep = os.environ.get("STACK_TEST_KEEP")
