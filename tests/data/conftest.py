@@ -50,13 +50,7 @@ def source_weeks():
 @pytest.fixture()
 def fresh_data(world: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty data folder of its own, set as MLOPS_DATA_DIR, no threshold from the shell."""
-    from mlops.config import THRESHOLDS
-
-    for spec in THRESHOLDS.values():
-        monkeypatch.delenv(spec.env, raising=False)
-    data = tmp_path / "data"
-    world.use_data_dir(data, monkeypatch)
-    return data
+    return world.fresh_data_dir(tmp_path, monkeypatch)
 
 
 @pytest.fixture()

@@ -52,12 +52,7 @@ def retrain() -> dict[str, Any]:
 
 @pytest.fixture()
 def synthetic(world: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from mlops.config import THRESHOLDS
-
-    for spec in THRESHOLDS.values():
-        monkeypatch.delenv(spec.env, raising=False)
-    data = tmp_path / "data"
-    world.use_data_dir(data, monkeypatch)
+    data = world.fresh_data_dir(tmp_path, monkeypatch)
     monkeypatch.setenv("MLOPS_SCHEMA", str(SCHEMA))
     monkeypatch.setenv("MLOPS_MODEL_NAME", MODEL)
     monkeypatch.delenv("MLOPS_RECIPES", raising=False)

@@ -32,6 +32,18 @@ def use_data_dir(path: Path, monkeypatch=None) -> None:  # noqa: ANN001 (pytest.
     setenv("MLOPS_FIT_THREADS", os.environ.get("MLOPS_FIT_THREADS", "1"))
 
 
+def fresh_data_dir(tmp_path: Path, monkeypatch) -> Path:  # noqa: ANN001 (pytest.MonkeyPatch)
+    """An empty data folder of its own under `tmp_path`, set as MLOPS_DATA_DIR, and no threshold
+    from the shell's environment."""
+    from mlops.config import THRESHOLDS
+
+    for spec in THRESHOLDS.values():
+        monkeypatch.delenv(spec.env, raising=False)
+    data = tmp_path / "data"
+    use_data_dir(data, monkeypatch)
+    return data
+
+
 WEEKS = ("2013-W01", "2013-W02", "2013-W03")
 LANDING = ("2013-W04",)
 CHAMPION_ROWS = 4000
