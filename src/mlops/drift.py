@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import config, drift_signals, metrics, registry
 from mlops.config import Schema, load_schema
 from mlops.errors import DriftError
-from mlops.util import atomic_write_text, to_jsonable, write_json
+from mlops.util import atomic_write_text, read_parquet, to_jsonable, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +50,6 @@ def batch_of(week: str | None) -> tuple[str, Path]:
 
 def reference_sample(run_id: str) -> "pd.DataFrame":
     """The training-feature sample logged by a training run (cached by run id)."""
-    import pandas as pd
-
     cache = config.sub_dir("state") / "reference_cache" / f"{run_id}.parquet"
     if not cache.exists():
         import mlflow
@@ -61,7 +59,7 @@ def reference_sample(run_id: str) -> "pd.DataFrame":
             run_id=run_id, artifact_path="reference/reference.parquet",
             dst_path=str(cache.parent / f"dl-{run_id}-{os.getpid()}"))
         Path(local).replace(cache)
-    return pd.read_parquet(cache)
+    return read_parquet(cache)
 
 
 def summary(signals: dict[str, dict[str, Any]]) -> str:

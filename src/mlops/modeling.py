@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import config
 from mlops.config import Schema, load_schema
 from mlops.errors import TrainingError
+from mlops.util import read_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +25,6 @@ _TABLE: dict[str, tuple[tuple[int, int], "pd.DataFrame"]] = {}
 def load_table(path: str | Path | None = None) -> "pd.DataFrame":
     """The training table built by the preprocess stage (read-only: it is cached per process
     until the file changes)."""
-    import pandas as pd
-
     p = Path(path) if path else config.processed_table()
     try:
         stat = p.stat()
@@ -35,7 +34,7 @@ def load_table(path: str | Path | None = None) -> "pd.DataFrame":
     cached = _TABLE.get(str(p))
     if cached is None or cached[0] != stamp:
         _TABLE.clear()
-        _TABLE[str(p)] = cached = (stamp, pd.read_parquet(p))
+        _TABLE[str(p)] = cached = (stamp, read_parquet(p))
     return cached[1]
 
 

@@ -16,14 +16,12 @@ from typing import Any
 from mlops import batches, config
 from mlops.config import load_schema
 from mlops.errors import PreprocessError
-from mlops.util import atomic_write_bytes, durable_replace, file_lock, to_jsonable, week_of
+from mlops.util import atomic_write_bytes, durable_replace, file_lock, read_parquet, to_jsonable, week_of
 
 
 def build_training_table(accepted: str | Path | None = None, out: str | Path | None = None,
                          schema_file: str | Path | None = None) -> dict[str, Any]:
     """Read every accepted batch, derive features and label, write the parquet table atomically."""
-    import pandas as pd
-
     from mlops.data import build_table, read_batch
 
     schema = load_schema(schema_file) if schema_file else load_schema()
@@ -62,8 +60,6 @@ def _sync(src: Path, dest: Path) -> None:
 
 def run_preprocess() -> dict[str, Any]:
     """Run the DVC ``preprocess`` stage in the data folder; return table path, rows and weeks."""
-    import pandas as pd
-
     root = config.data_dir()
     accepted = batches.accepted_dir()
     if not batches.accepted_batches():
@@ -81,7 +77,7 @@ def run_preprocess() -> dict[str, Any]:
                                   f"{(res.stderr or res.stdout).strip()[-2000:]}")
         ran = "Running stage 'preprocess'" in res.stdout
         table = config.processed_table()
-        meta = pd.read_parquet(table, columns=["week"])
+        meta = read_parquet(table, columns=["week"])
     weeks = sorted(meta["week"].unique())
     return to_jsonable({"table": table, "rows": len(meta), "weeks": weeks,
                         "latest_week": weeks[-1] if weeks else None, "stage_ran": ran,

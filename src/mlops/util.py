@@ -1,4 +1,4 @@
-"""Small helpers: file locks, atomic writes, hashing, week labels."""
+"""Small helpers: file locks, atomic writes, hashing, week labels, Parquet reads."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WEEK_RE = re.compile(r"^\d{4}-W\d{2}$")
+
+
+def read_parquet(path: Path | str, columns: list[str] | None = None) -> "pd.DataFrame":
+    """A Parquet file as a DataFrame, read on the calling thread: a process that exits while Arrow's
+    thread pool still starts its threads aborts (SIGABRT, apache/arrow#34314), which under CPU
+    contention struck `mlops preprocess` after it had printed its result."""
+    import pandas as pd
+
+    return pd.read_parquet(path, columns=columns, use_threads=False)
 
 
 @contextlib.contextmanager

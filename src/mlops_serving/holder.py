@@ -107,12 +107,11 @@ class Holder:
             log.info("alias check answers again (after %.0f s)", self.check_age())
         self.last_check_ok = time.time()
         self.last_check_error = None
+        served = self.current.version if self.current else None
+        if version is not None and version != served and version not in self.refused:
+            self._load(version)
+        # Exported after the load attempt, so a swap in progress never shows as a stale model.
         metrics.REGISTRY_CHAMPION.set(float(version or 0))
-        if version is None or (self.current and self.current.version == version):
-            return
-        if version in self.refused:
-            return
-        self._load(version)
 
     def _load(self, version: str) -> None:
         from mlops import model_store

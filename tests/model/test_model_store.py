@@ -134,10 +134,21 @@ def test_tampered_versions_are_refused_by_evaluate_drift_and_the_service(env: di
                 # the service's holder: refuses, counts it, keeps serving the good version
                 failures = metrics.LOAD_FAILURES._value.get()
                 holder.refused.clear()
-                holder.check_once()
+                exported_before, exported_while_loading = metrics.REGISTRY_CHAMPION._value.get(), []
+                load = holder._load
+                holder._load = lambda v: (exported_while_loading.append(metrics.REGISTRY_CHAMPION._value.get()),
+                                          load(v))
+                try:
+                    holder.check_once()
+                finally:
+                    del holder._load
                 assert holder.current.version == good, name
                 assert message.split(" ")[0] in holder.refused[bad], (name, holder.refused)
                 assert metrics.LOAD_FAILURES._value.get() == failures + 1
+                # A load in progress is no stale model; a refused one is (ServingStaleModel).
+                assert exported_while_loading == [exported_before], name
+                assert (metrics.MODEL_VERSION._value.get(), metrics.REGISTRY_CHAMPION._value.get()) \
+                    == (float(good), float(bad)), name
             finally:
                 registry.set_champion(good, "test: restore", expected_champion=bad)
         assert not Path("/tmp/pwned-by-model").exists()
