@@ -28,8 +28,10 @@ from stack.run import StackError
 from testkit import alert_clock
 
 REPO = Path(__file__).resolve().parents[2]
-# Off the session stack's ports (it is still up when tests/unit runs: tests/faults use it after).
-OFFSET = int(os.environ.get("MLOPS_TEST_PORT_OFFSET", "0")) + 37
+# Off the session stack's ports (it is still up when tests/unit runs: tests/faults use it after),
+# and off those of stacks at other offsets in hundreds: no two of the stack's ports differ by 50,
+# nor by 50 plus or minus a multiple of 100 up to 1400 (+37 met another stack's 200).
+OFFSET = int(os.environ.get("MLOPS_TEST_PORT_OFFSET", "0")) + 50
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="`up` runs as root; so must this test")
 
