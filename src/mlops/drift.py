@@ -6,8 +6,8 @@
 * **model**: the champion's ROC AUC on the batch (every batch arrives labelled) against the ROC
   AUC it had on its own holdout week at training time; fires when it dropped by ``auc_drop`` or
   more;
-* **label**: the batch's delayed rate against the delayed rate of the champion's training rows;
-  fires when they differ by ``label_shift`` or more (either way).
+* **label**: the batch's positive-label rate (the flights: delayed) against that of the
+  champion's training rows; fires when they differ by ``label_shift`` or more (either way).
 
 The signals are one table, :data:`mlops.drift_signals.SIGNALS` (a new signal is one entry there).
 Retraining is due when any signal fires. The result says which fired and by how much; it is
@@ -80,7 +80,7 @@ def resolve_thresholds(given: dict[str, float | None]) -> dict[str, float]:
 def _champion_scores(champion: dict[str, Any], raw: "pd.DataFrame",
                      schema: Schema) -> tuple[float | None, float]:
     """The champion's ROC AUC on a raw batch's labelled rows (None: one class) and their
-    delayed rate."""
+    positive-label rate."""
     from mlops.data import make_features, make_target
     from mlops.evaluate import load_version
     from mlops.modeling import limited_threads, model_input

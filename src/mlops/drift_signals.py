@@ -104,9 +104,9 @@ SIGNALS: list[Signal] = [
                            f"{s['reference_roc_auc']:.4f} at training, drop {s['drop']:+.4f}"),
            detail=lambda s: f"reference: holdout week {s.get('reference_week')}"),
     Signal("label", "label_shift", _label,
-           "absolute difference of the batch's delayed rate from the reference's",
+           "absolute difference of the batch's positive-label rate (the flights: delayed) from the reference's",
            value=lambda s: None if s.get("difference") is None else abs(s["difference"]),
-           text=lambda s: (f"delayed rate {s['rate']:.3f} vs {s['reference_rate']:.3f}, "
+           text=lambda s: (f"positive rate {s['rate']:.3f} vs {s['reference_rate']:.3f}, "
                            f"difference {s['difference']:+.3f}")),
 ]
 
