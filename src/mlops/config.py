@@ -478,6 +478,11 @@ class Schema:
     expected_days: str = "any"
     #: The schema file has a ``recipes`` section (used when MLOPS_RECIPES is not set).
     has_recipes: bool = False
+    #: retraining.validation_tail: share of the newest training week (its last rows) a
+    #: retraining validates its recipes on, each fitted on the rows before (0: the whole week).
+    validation_tail: float = 0.0
+    #: drift.model_reference: what the model signal compares the batch's ROC AUC with.
+    model_reference: str = "holdout"
 
     @property
     def calendar_columns(self) -> tuple[str, ...]:
@@ -503,6 +508,9 @@ _DTYPES = {"int", "float", "string", "datetime"}
 _DERIVED_PARTS = {"dayofweek", "dayofyear", "hour", "month", "weekofyear"}
 _TIME_PARTS = ("year", "month", "day", "hour")
 _EXTRA_POLICIES = ("reject", "warn")
+#: drift.model_reference: "holdout" (the champion's ROC AUC on its holdout week) or
+#: "best_measured" (the higher of that and its validation score, see mlops.drift).
+MODEL_REFERENCES = ("holdout", "best_measured")
 #: time.expected_days: the weekdays (0 = Monday) a batch must cover, inside the date range.
 EXPECTED_DAYS = {"every": (0, 1, 2, 3, 4, 5, 6), "weekdays": (0, 1, 2, 3, 4), "any": ()}
 
@@ -548,6 +556,9 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
     feats = need(raw, "features", "the top level")
     leaking = tuple(raw.get("leaking") or ())
     derived = {k: dict(v) for k, v in (feats.get("derived") or {}).items()}
+    tail = (raw.get("retraining") or {}).get("validation_tail", 0.0)
+    if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 0 <= tail < 1:
+        raise SchemaError(f"{path}: retraining.validation_tail is {tail!r}; a share in [0, 1)")
     schema = Schema(
         path=str(path), name=str(raw.get("name", path.stem)), columns=columns,
         time_column=need(time, "column", "time"), timezone=time.get("timezone", "UTC"),
@@ -568,7 +579,12 @@ def _parse_schema(path: Path, raw: dict[str, Any]) -> Schema:
         extra_columns=str((raw.get("header") or {}).get("extra_columns", "reject")),
         expected_days=str(time.get("expected_days", "any")),
         has_recipes="recipes" in raw,
+        validation_tail=float(tail),
+        model_reference=str((raw.get("drift") or {}).get("model_reference", "holdout")),
     )
+    if schema.model_reference not in MODEL_REFERENCES:
+        raise SchemaError(f"{path}: drift.model_reference is {schema.model_reference!r}; one of "
+                          f"{list(MODEL_REFERENCES)}")
     if schema.expected_days not in EXPECTED_DAYS:
         raise SchemaError(f"{path}: time.expected_days is {schema.expected_days!r}; one of {list(EXPECTED_DAYS)}")
     bad = [c for c in schema.features if c in schema.leaking or c == schema.target_column]

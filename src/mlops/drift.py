@@ -116,6 +116,26 @@ def _float_tag(tags: dict[str, str], key: str) -> float | None:
         return None
 
 
+def model_reference(tags: dict[str, str], how: str = "holdout") -> tuple[float | None, str | None]:
+    """The ROC AUC the model signal compares the batch's with, and the week it was measured on,
+    from the champion version's tags.
+
+    ``holdout`` (default): its ROC AUC on its own holdout week. ``best_measured`` (the data set's
+    ``drift.model_reference``): the higher of that and its validation score, i.e. the quality
+    its recipe showed on the week before its holdout. A champion chosen by a retraining right
+    after an abrupt drift was fitted on the old concept and scored on the drifted holdout week:
+    its holdout score already has the drift in it, and against it alone the model signal goes
+    quiet while the champion stays half adapted. Its validation week precedes the drift, so the
+    better of the two is the champion's quality before the drift.
+    """
+    auc, week = _float_tag(tags, "holdout_roc_auc"), tags.get("holdout_week")
+    if how == "best_measured":
+        val = _float_tag(tags, "validation_roc_auc")
+        if val is not None and (auc is None or val > auc):
+            return val, f"{tags.get('validation_week')} (validation)"
+    return auc, week
+
+
 def detect_drift(week: str | None = None, drift_share: float | None = None,
                  auc_drop: float | None = None, label_shift: float | None = None,
                  **more: float | None) -> dict[str, Any]:
@@ -144,8 +164,8 @@ def detect_drift(week: str | None = None, drift_share: float | None = None,
         served = _served(week, raw, schema)
         if served is not None:
             auc = served["roc_auc"]
-        ref_auc, ref_rate = _float_tag(tags, "holdout_roc_auc"), _float_tag(tags, "train_positive_rate")
-        ref_week = tags.get("holdout_week")
+        ref_auc, ref_week = model_reference(tags, schema.model_reference)
+        ref_rate = _float_tag(tags, "train_positive_rate")
     else:
         from mlops.modeling import load_table
 

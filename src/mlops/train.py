@@ -157,23 +157,52 @@ def _predict(pipe: "Pipeline", rows: "pd.DataFrame", schema: Schema) -> dict[str
     return score(rows[schema.target_name], proba)
 
 
+def validation_rows(table: "pd.DataFrame", schema: Schema, recipe: "config.Recipe",
+                    weeks: list[str], max_rows: int | None) -> tuple[
+                        "pd.DataFrame", "pd.DataFrame", list[str]]:
+    """(fit rows, validation rows, fit weeks) of a recipe's validation.
+
+    The validation week is the newest training week. By default it is predicted whole by the
+    recipe fitted on the training weeks before it. With the data set's
+    ``retraining.validation_tail`` (a share) only the week's last rows are validated on, and the
+    recipe is fitted on the rows before them: its weeks counted up to the validation week, whose
+    first rows (its *head*) are the newest it learns from. After an abrupt drift the newest
+    training week is the only one of the new concept; validating on its tail lets a recipe that
+    learns from it show it (a batch's rows are in time order; the table keeps that order).
+    """
+    import pandas as pd
+
+    validation = max(weeks)
+    week = table[table["week"] == validation]
+    tail = schema.validation_tail
+    if not tail:
+        before = recipe_weeks(recipe, [w for w in weeks if w < validation])
+        return _cap(table[table["week"].isin(before)], max_rows), week, before
+    cut = int(round(len(week) * (1.0 - tail)))
+    kept = recipe_weeks(recipe, weeks)
+    older = table[table["week"].isin([w for w in kept if w != validation])]
+    fit = _cap(pd.concat([older, week.iloc[:cut]]), max_rows)
+    return fit, week.iloc[cut:], kept
+
+
 def validation_score(table: "pd.DataFrame", schema: Schema, recipe: "config.Recipe",
                      weeks: list[str], max_rows: int | None,
                      shuffle_labels: bool) -> dict[str, Any] | None:
-    """The recipe's score on the validation week: the newest training week, predicted by the
-    recipe fitted on the training weeks before it. None when no week precedes it."""
-    validation = max(weeks)
-    before = recipe_weeks(recipe, [w for w in weeks if w < validation])
-    if not before:
+    """The recipe's score on the validation week (:func:`validation_rows`: the newest training
+    week, or its tail); None when there is nothing to fit or validate on."""
+    rows, held, before = validation_rows(table, schema, recipe, weeks, max_rows)
+    if rows.empty or held.empty:
         return None
-    rows = _cap(table[table["week"].isin(before)], max_rows)
     y = _labels(rows, schema, shuffle_labels)
     if len(set(y.tolist())) < 2:
         return None
     pipe, seconds, reused = fit_pipeline(schema, recipe, rows, y)
-    return {"week": validation, "train_weeks": before,
-            "metrics": _predict(pipe, table[table["week"] == validation], schema),
-            "fit_seconds": round(seconds, 3), "fit_reused": reused}
+    result = {"week": max(weeks), "train_weeks": before,
+              "metrics": _predict(pipe, held, schema),
+              "fit_seconds": round(seconds, 3), "fit_reused": reused}
+    if schema.validation_tail:
+        result["tail"] = schema.validation_tail
+    return result
 
 
 def _existing(client: Any, fingerprint: str) -> dict[str, Any] | None:
@@ -246,6 +275,8 @@ _SCORE_KEYS = ("roc_auc", "pr_auc", "f1", "brier", "positive_rate", "rows")
 def _log_validation(client: Any, run_id: str, validation: dict[str, Any]) -> None:
     client.set_tag(run_id, "validation_week", validation["week"])
     client.set_tag(run_id, "validation_train_weeks", json.dumps(validation["train_weeks"]))
+    if validation.get("tail"):
+        client.set_tag(run_id, "validation_tail", str(validation["tail"]))
     for key, value in validation["metrics"].items():
         client.log_metric(run_id, f"validation_{key}", float(value))
 
@@ -389,7 +420,9 @@ def _fit_and_log(schema: Schema, spec: "config.Recipe", train: "pd.DataFrame", y
         mlflow.log_metrics(mlflow_metrics)
         if validation:
             mlflow.set_tags({"validation_week": validation["week"],
-                             "validation_train_weeks": json.dumps(validation["train_weeks"])})
+                             "validation_train_weeks": json.dumps(validation["train_weeks"]),
+                             **({"validation_tail": str(validation["tail"])}
+                                if validation.get("tail") else {})})
             mlflow.log_metrics({f"validation_{k}": float(v)
                                 for k, v in validation["metrics"].items()})
         with tempfile.TemporaryDirectory() as tmp:

@@ -107,6 +107,14 @@ def test_drift_fires_on_the_abrupt_week_and_a_retraining_deploys(synthetic: Path
     run_preprocess()
     outcome = retrain()
     assert outcome["outcome"] == "deploy", outcome["evaluation"]["decision"]
+    # The recipes are validated on the tail of W14 (retraining.validation_tail), each fitted on
+    # the rows before it: only a recipe that learns from W14's head alone knows the new concept,
+    # and it wins (on the whole of W14, predicted from the weeks before it, every recipe would
+    # tie on the old concept and the weekly one would be chosen).
+    best = outcome["best"]
+    assert best["recipe"] != "weekly", best["validation"]
+    assert best["validation"]["week"] == DRIFT_WEEK and best["validation"]["tail"] == 0.5
+    assert best["validation"]["metrics"]["roc_auc"] >= 0.9, best["validation"]
     champion = champion_version()
     assert champion == outcome["best"]["version"] != first["version"]
     # Measured apart from the deploy decision: the new champion is far better on the new concept.
