@@ -132,7 +132,7 @@ def model_reference(tags: dict[str, str], how: str = "holdout") -> tuple[float |
     if how == "best_measured":
         val = _float_tag(tags, "validation_roc_auc")
         if val is not None and (auc is None or val > auc):
-            return val, f"{tags.get('validation_week')} (validation)"
+            return val, f"validation week {tags.get('validation_week')}"
     return auc, week
 
 

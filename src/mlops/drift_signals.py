@@ -35,7 +35,7 @@ class Evidence:
     current: "pd.DataFrame"  # the batch's features
     reference: "pd.DataFrame"  # the champion's training sample (or other weeks of the table)
     roc_auc: float | None  # the champion's ROC AUC on the batch (None: not measurable)
-    reference_roc_auc: float | None  # ... on its own holdout week at training time
+    reference_roc_auc: float | None  # ... on its own holdout week (see drift.model_reference)
     reference_week: str | None
     served: dict[str, Any] | None  # the prediction log's ROC AUC, when it measured the batch
     rate: float  # the batch's positive rate
@@ -102,7 +102,10 @@ SIGNALS: list[Signal] = [
            value=lambda s: s.get("drop"),
            text=lambda s: (f"roc_auc {s['roc_auc']:.4f} ({s.get('source', 'replayed')}) vs "
                            f"{s['reference_roc_auc']:.4f} at training, drop {s['drop']:+.4f}"),
-           detail=lambda s: f"reference: holdout week {s.get('reference_week')}"),
+           # The reference is the holdout week, or "validation week W" (mlops.drift.model_reference).
+           detail=lambda s: "reference: " + (
+               str(s["reference_week"]) if str(s.get("reference_week")).startswith("validation")
+               else f"holdout week {s.get('reference_week')}")),
     Signal("label", "label_shift", _label,
            "absolute difference of the batch's positive-label rate (the flights: delayed) from the reference's",
            value=lambda s: None if s.get("difference") is None else abs(s["difference"]),
