@@ -228,6 +228,8 @@ def _result_of(run: Any) -> dict[str, Any]:
                       "metrics": {k[len("validation_"):]: v for k, v in run_metrics.items()
                                   if k.startswith("validation_")
                                   and k[len("validation_"):] in _SCORE_KEYS}}
+        if tags.get("validation_tail"):
+            validation["tail"] = float(tags["validation_tail"])
     return {"run_id": run.info.run_id, "metrics": holdout, "validation": validation,
             "train_weeks": json.loads(tags.get("train_weeks", "[]")),
             "holdout_week": tags.get("holdout_week"), "recipe": tags.get("recipe"),

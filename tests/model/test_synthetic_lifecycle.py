@@ -3,7 +3,8 @@ folder, model name and MLflow store, the functions the DAG tasks call, week by w
 the abrupt drift of 2013-W14. The weekly model is trained and registered; the drift check is
 quiet on the weeks before the drift and fires on the drift week (measured by the real
 detector against the real champion); the drift-triggered retraining (every recipe of the data
-set, the best on its validation week, compared with the champion on the holdout) deploys."""
+set, the best on the tail of its validation week, compared with the champion on the holdout)
+chooses a recipe other than the weekly one and deploys it."""
 
 from __future__ import annotations
 
