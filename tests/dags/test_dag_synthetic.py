@@ -46,6 +46,7 @@ def test_retraining_dag_runs_on_the_synthetic_data_set(synthetic_run) -> None:
     assert [t["recipe"] for t in trained] == recipes
     client = tracking.setup()
     assert {client.get_run(t["run_id"]).data.tags["schema"] for t in trained} == {SCHEMA.name}
+    assert {client.get_run(t["run_id"]).data.tags["validation_tail"] for t in trained} == {"0.5"}
     assert all(t["holdout_week"] == "2013-W16" for t in trained)
     evaluation = xcom(dag_run, "evaluate_new_model")
     scores = {c["recipe"]: c["validation"]["metrics"]["roc_auc"] for c in trained}
