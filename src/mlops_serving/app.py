@@ -59,7 +59,7 @@ class Service:
         self.token = f"Bearer {settings.token}".encode()
         self.holder = Holder(self.schema, settings.poll_s)
         self.log = PredictionLog(settings.db_dsn, settings.flush_s, settings.log_queue_rows,
-                                 settings.retention_days)
+                                 settings.retention_days, self.schema)
         self.batcher = Batcher(lambda served, requests: _score(self, served, requests), max_rows=BATCH_ROWS)
 
     def start(self) -> None:
@@ -196,14 +196,10 @@ async def _predict(service: Service, request: Request) -> Response:
 
 
 def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[bytes]:
-    """Score the rows of several requests in one frame; log and encode each request's answer."""
-    from mlops.data import week_labels
-    from mlops.served import row_keys
-
+    """Score the rows of several requests in one frame; log and encode each request's answer (the
+    log derives row keys and weeks in its writer, off the request path)."""
     raw = frame([row for rows in requests for row in rows], service.spec)
     proba = predict(served.scorer, raw, service.schema).tolist()
-    keys = row_keys(raw, service.schema)
-    weeks = week_labels(raw, service.schema).tolist()
     version, threshold, now = served.version, service.threshold, datetime.now(timezone.utc)
     metrics.ROWS.inc(len(proba))
     for p in proba:
@@ -212,7 +208,7 @@ def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[by
     for rows in requests:
         end = start + len(rows)
         request_id = uuid.uuid4().hex
-        service.log.submit(request_id, now, version, keys[start:end], weeks[start:end], proba[start:end])
+        service.log.submit(request_id, now, version, rows, proba[start:end])
         answers.append(orjson.dumps({"request_id": request_id, "model_version": version, "threshold": threshold,
                                      "predictions": [{"probability": p, "delayed": p >= threshold,
                                                       "model_version": version} for p in proba[start:end]]}))

@@ -1,10 +1,14 @@
 """The durable prediction log: every scored row, written to PostgreSQL off the request path.
 
-A request only appends its rows to an in-memory queue (``submit``). A writer thread takes what is
-queued every ``SERVING_LOG_FLUSH_S`` seconds (0.5 s by default, at most 1 s) and writes it in one
-``COPY`` into table ``predictions`` (``mlops.served.TABLE``/``COLUMNS``), which is partitioned by
-day of ``served_at``: the writer creates each day's partition before writing into it and drops the
-partitions older than ``PREDICTIONS_RETENTION_DAYS`` (checked hourly).
+A request only appends its rows to an in-memory queue (``submit``): the row key's raw values and
+the time, nothing computed. A writer thread takes what is queued every ``SERVING_LOG_FLUSH_S``
+seconds (0.5 s by default, at most 1 s), derives every row's key and week at once
+(``mlops.served.row_keys``, ``mlops.data.week_labels``: what the monitoring joins on, computed by
+the same functions; per request they cost the service more than a sixth of a single row's
+scoring) and writes them in one ``COPY`` into table ``predictions`` (``mlops.served.TABLE``/
+``COLUMNS``), which is partitioned by day of ``served_at``: the writer creates each day's
+partition before writing into it and drops the partitions older than
+``PREDICTIONS_RETENTION_DAYS`` (checked hourly).
 
 What a crash loses: the rows queued since the last flush, i.e. at most one flush interval of
 predictions (plus a COPY in progress, which commits or not as a whole). tests/stack measures it by
@@ -24,6 +28,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from mlops.config import Schema
 from mlops.served import COLUMNS, TABLE
 from mlops_serving import metrics
 
@@ -84,9 +89,14 @@ def prune(conn: Any, retention_days: int, now: datetime | None = None) -> list[s
 class PredictionLog:
     """Queue + background writer (see module doc)."""
 
-    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int) -> None:
+    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int, schema: Schema) -> None:
         self.dsn, self.flush_s, self.max_rows, self.retention_days = dsn, flush_s, max_rows, retention_days
+        self.schema = schema
+        self._key_columns = (*schema.row_key, schema.time_column)
+        #: submitted rows: (request id, time, version, (row key values..., time value), probability)
         self._queue: collections.deque[tuple] = collections.deque()
+        #: the writer's rows with key and week derived, not yet written (writer thread only)
+        self._ready: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,15 +114,18 @@ class PredictionLog:
 
     def pending(self) -> int:
         """Rows queued and not yet written."""
-        return len(self._queue)
+        return len(self._queue) + len(self._ready)
 
-    def submit(self, request_id: str, served_at: datetime, version: str, keys: list[str], weeks: list[str],
+    def submit(self, request_id: str, served_at: datetime, version: str, rows: list[dict[str, Any]],
                probabilities: Any) -> None:
-        """Queue one request's rows (never blocks on the database)."""
+        """Queue one request's rows (checked request rows: their key and time columns) with their
+        probabilities; never blocks on the database."""
         if not self.enabled:
             return
-        room = self.max_rows - len(self._queue)
-        rows = [(request_id, served_at, version, k, w, float(p)) for k, w, p in zip(keys, weeks, probabilities)]
+        room = self.max_rows - self.pending()
+        columns = self._key_columns
+        rows = [(request_id, served_at, version, tuple([row.get(c) for c in columns]), float(p))
+                for row, p in zip(rows, probabilities)]
         if room < len(rows):
             metrics.LOG_DROPPED.inc(len(rows) - max(room, 0))
             rows = rows[:max(room, 0)]
@@ -147,10 +160,32 @@ class PredictionLog:
             self._days.clear()
         return self._conn
 
+    def _derive(self) -> None:
+        """Move the queued rows to ``_ready`` with their row key and week (one call of each for all)."""
+        import pandas as pd
+
+        from mlops.data import week_labels
+        from mlops.served import row_keys
+
+        with self._lock:
+            taken = list(self._queue)
+            self._queue.clear()
+        if not taken:
+            return
+        try:
+            raw = pd.DataFrame.from_records([values for *_, values, _ in taken], columns=list(self._key_columns))
+            keys, weeks = row_keys(raw, self.schema), week_labels(raw, self.schema).tolist()
+        except Exception as exc:  # checked rows never get here; never let them block the log
+            log.error("prediction log: %d rows dropped, their key or week failed: %s", len(taken), exc)
+            metrics.LOG_DROPPED.inc(len(taken))
+            return
+        self._ready.extend((request_id, served_at, version, key, week, p)
+                           for (request_id, served_at, version, _, p), key, week in zip(taken, keys, weeks))
+
     def flush(self) -> int:
         """Write every queued row in one COPY; rows stay queued when the database fails."""
-        with self._lock:
-            batch = list(self._queue)
+        self._derive()
+        batch = self._ready
         if not batch:
             return 0
         try:
@@ -169,9 +204,7 @@ class PredictionLog:
             log.warning("prediction log: %d rows not written yet: %s", len(batch), self.last_error)
             self._reset()
             return 0
-        with self._lock:
-            for _ in range(len(batch)):
-                self._queue.popleft()
+        self._ready = []
         self.written += len(batch)
         metrics.LOG_WRITTEN.inc(len(batch))
         self.last_write, self.last_error = time.time(), None
