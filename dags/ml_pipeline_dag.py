@@ -51,6 +51,10 @@ paths are rebuilt from the weeks this run claimed, never taken from an XCom.
 `model_registry`, shared by every worker host. An MLflow outage fails a task with its normal
 retries; it is never read as "no champion".
 
+Param `dataset` (default `$MLOPS_DATASET`, else `flights`): the data set every task works on
+(`mlops.dataset`: its own folder, experiment and registered model); the drift-triggered
+retraining's conf carries it.
+
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
 
@@ -65,6 +69,7 @@ from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL
 from mlops_airflow.approval import DeployApprovalOperator
 from mlops_airflow.assets import ACCEPTED_BATCHES, ACCEPTED_BATCHES_MORE, CHAMPION, DRIFT, TRAINING_TABLE
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
+from mlops_airflow.dataset import dataset_param
 from mlops_airflow.drift import DriftTriggerOperator
 
 DAG_ID = "ml_pipeline_dag"
@@ -79,6 +84,7 @@ DAG_ID = "ml_pipeline_dag"
     default_args=default_args(),
     tags=["mlops", "training", "weekly"],
     doc_md=__doc__,
+    params={"dataset": dataset_param()},
 )
 def ml_pipeline_dag() -> None:
     """Weekly pipeline: new data → validated → trained → evaluated → drift-checked → deployed."""

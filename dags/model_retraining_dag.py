@@ -44,6 +44,10 @@ The tasks that register versions or move aliases (`backup_current_model`, `evalu
 worker host. An MLflow outage fails them with their normal retries; it is never read as "no
 champion".
 
+Param `dataset` (default `$MLOPS_DATASET`, else `flights`; a drift-triggered run gets the
+pipeline run's): the data set every task works on. `retrain_model` is mapped over the recipes of
+every data set of `configs/` (the default one's first); a run skips those its data set lacks.
+
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
 
@@ -57,6 +61,7 @@ from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL, RETRAINING_DAG_ID, WEEK_PA
 from mlops_airflow.approval import DeployApprovalOperator
 from mlops_airflow.assets import CHAMPION, DRIFT
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
+from mlops_airflow.dataset import dataset_param
 
 RECIPES = recipe_names()
 
@@ -70,6 +75,7 @@ RECIPES = recipe_names()
     tags=["mlops", "training", "retraining"],
     doc_md=__doc__,
     params={
+        "dataset": dataset_param(),
         "train_weeks": Param(
             None,
             type=["null", "array"],
