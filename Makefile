@@ -44,7 +44,7 @@ test: install
 
 # Everything that needs no running stack: a change to the ML core, the DAGs or the observability
 # files checked in minutes, without tests/stack and tests/faults (`make test` runs those too).
-FAST_TESTS := tests/unit tests/data tests/model tests/dags tests/observability
+FAST_TESTS := tests/unit tests/data tests/model tests/docs tests/dags tests/observability
 test-fast: install
 	$(PY) -m pytest $(FAST_TESTS) -m "not stack"
 
