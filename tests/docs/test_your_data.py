@@ -325,7 +325,11 @@ def test_the_reports_hold_what_the_page_lists(walkthrough: tuple[Shell, list[Ran
     assert "column_scores" in listed and listed - {"champion vN", "training table"} <= set(saved)
     assert saved["column_scores"] and {k: v for k, v in saved.items() if k != "column_scores"} == drift
     page = Path(drift["report_html"]).read_text(encoding="utf-8")
-    assert "mlops-drift-signals" in page and "evidently" in page.lower()
+    from mlops import drift_signals
+
+    table = page.split("id='mlops-drift-signals'", 1)[1].split("</section>", 1)
+    assert all(f"<td>{name}</td>" in table[0] for name in drift_signals.names())
+    assert len(table[1]) > 10_000  # Evidently's report follows the signal table
 
 
 def test_the_configuration_excerpts_are_the_file() -> None:
