@@ -38,6 +38,7 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 
 from mlops_airflow import WEEK_PATTERN
 from mlops_airflow.config import default_args
+from mlops_airflow.dataset import dataset_param
 
 DAG_ID = "data_validation_dag"
 
@@ -52,6 +53,7 @@ DAG_ID = "data_validation_dag"
     tags=["mlops", "data-quality", "daily"],
     doc_md=__doc__,
     params={
+        "dataset": dataset_param(),
         "weeks": Param(
             None,
             type=["null", "array"],

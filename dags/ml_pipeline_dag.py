@@ -65,6 +65,7 @@ from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL
 from mlops_airflow.approval import DeployApprovalOperator
 from mlops_airflow.assets import ACCEPTED_BATCHES, ACCEPTED_BATCHES_MORE, CHAMPION, DRIFT, TRAINING_TABLE
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
+from mlops_airflow.dataset import dataset_param
 from mlops_airflow.drift import DriftTriggerOperator
 
 DAG_ID = "ml_pipeline_dag"
@@ -79,6 +80,7 @@ DAG_ID = "ml_pipeline_dag"
     default_args=default_args(),
     tags=["mlops", "training", "weekly"],
     doc_md=__doc__,
+    params={"dataset": dataset_param()},
 )
 def ml_pipeline_dag() -> None:
     """Weekly pipeline: new data → validated → trained → evaluated → drift-checked → deployed."""

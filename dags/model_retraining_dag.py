@@ -57,6 +57,7 @@ from mlops_airflow import HEAVY_QUEUE, REGISTRY_POOL, RETRAINING_DAG_ID, WEEK_PA
 from mlops_airflow.approval import DeployApprovalOperator
 from mlops_airflow.assets import CHAMPION, DRIFT
 from mlops_airflow.config import HEAVY_RETRIES, HEAVY_RETRY_DELAY, HEAVY_TIMEOUT, default_args
+from mlops_airflow.dataset import dataset_param
 
 RECIPES = recipe_names()
 
@@ -70,6 +71,7 @@ RECIPES = recipe_names()
     tags=["mlops", "training", "retraining"],
     doc_md=__doc__,
     params={
+        "dataset": dataset_param(),
         "train_weeks": Param(
             None,
             type=["null", "array"],

@@ -26,6 +26,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from mlops_airflow import WEEK_PATTERN
 from mlops_airflow.assets import ACCEPTED_BATCHES
 from mlops_airflow.config import default_args
+from mlops_airflow.dataset import dataset_param
 
 DAG_ID = "served_monitoring_dag"
 
@@ -40,6 +41,7 @@ DAG_ID = "served_monitoring_dag"
     tags=["mlops", "serving", "monitoring"],
     doc_md=__doc__,
     params={
+        "dataset": dataset_param(),
         "week": Param(None, type=["null", "string"], pattern=WEEK_PATTERN,
                       description="monitor this accepted week instead of the triggering event's"),
     },

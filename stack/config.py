@@ -380,6 +380,8 @@ class StackConfig:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(p["AIRFLOW_LOG_SERVER_PORT"]),
                 "MLOPS_DATA_DIR": str(self.data_dir),
                 "MLOPS_MODEL_NAME": self.env["MLOPS_MODEL_NAME"],
+                # The stack's default data set (the DAGs' Param dataset; mlops.dataset).
+                **{k: self.env[k] for k in ("MLOPS_DATASET", "MLOPS_SCHEMA") if self.env.get(k)},
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "PYTHONPATH": str(REPO / "src"),
                 # maintenance_dag's retentions (mlops_airflow.maintenance).

@@ -91,6 +91,43 @@ def _ensure_grant(admin: MlflowAdmin, user: str, resource_type: str, resource_id
     return f"MLflow user {user}: {permission} on {label} (was {have.get('permission')})"
 
 
+def pipeline_resources(e: dict[str, str]) -> list[tuple[str, str]]:
+    """(experiment, registered model) of every data set of configs/ (mlops.dataset): the
+    flights' from `e` (MLOPS_EXPERIMENT, MLOPS_MODEL_NAME), each other's from its file."""
+    from mlops.dataset import DEFAULT_DATASET, known_names, resolve
+
+    found = [(e.get("MLOPS_EXPERIMENT") or e["MLOPS_MODEL_NAME"], e["MLOPS_MODEL_NAME"])]
+    for name in known_names():
+        if name != DEFAULT_DATASET:
+            dataset = resolve(name)
+            if (dataset.experiment_name, dataset.model_name) not in found:
+                found.append((dataset.experiment_name, dataset.model_name))
+    return found
+
+
+def _ensure_resources(admin: MlflowAdmin, e: dict[str, str], experiment: str, model: str) -> list[str]:
+    """One data set's experiment and registered model, created by the admin, and the grants."""
+    changes: list[str] = []
+    resp = admin.call("GET", f"{API2}/experiments/get-by-name", expect=(200, 404), params={"experiment_name": experiment})
+    if resp.status_code == 200:
+        experiment_id = resp.json()["experiment"]["experiment_id"]
+    else:
+        experiment_id = admin.call("POST", f"{API2}/experiments/create", json={"name": experiment}).json()["experiment_id"]
+        changes.append(f"MLflow experiment {experiment}: created (id {experiment_id})")
+    if admin.call("GET", f"{API2}/registered-models/get", expect=(200, 404), params={"name": model}).status_code == 404:
+        admin.call("POST", f"{API2}/registered-models/create", json={"name": model})
+        changes.append(f"MLflow registered model {model}: created")
+    for resource_type, resource_id, label in (("experiment", experiment_id, f"experiment {experiment}"),
+                                              ("registered_model", model, f"registered model {model}")):
+        for user, permission in ((e["MLFLOW_PIPELINE_USER"], PIPELINE_PERMISSION),
+                                 (e["MLFLOW_SERVING_USER"], SERVING_PERMISSION),
+                                 (e["MLFLOW_MAINTENANCE_USER"], MAINTENANCE_PERMISSIONS[resource_type])):
+            line = _ensure_grant(admin, user, resource_type, resource_id, label, permission)
+            if line:
+                changes.append(line)
+    return changes
+
+
 def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
     """Apply the accounts, the pipeline's experiment and model and its grants on the MLflow server
     at `base`, from the variables `e` (read from `source`); return the changes."""
@@ -106,25 +143,8 @@ def ensure_accounts(base: str, e: dict[str, str], source: str) -> list[str]:
         _ensure_user(admin, e["MLFLOW_SERVING_USER"], e["MLFLOW_SERVING_PASSWORD"]),
         _ensure_user(admin, e["MLFLOW_MAINTENANCE_USER"], e["MLFLOW_MAINTENANCE_PASSWORD"]),
     ) if line]
-    experiment = e.get("MLOPS_EXPERIMENT") or e["MLOPS_MODEL_NAME"]
-    resp = admin.call("GET", f"{API2}/experiments/get-by-name", expect=(200, 404), params={"experiment_name": experiment})
-    if resp.status_code == 200:
-        experiment_id = resp.json()["experiment"]["experiment_id"]
-    else:
-        experiment_id = admin.call("POST", f"{API2}/experiments/create", json={"name": experiment}).json()["experiment_id"]
-        changes.append(f"MLflow experiment {experiment}: created (id {experiment_id})")
-    model = e["MLOPS_MODEL_NAME"]
-    if admin.call("GET", f"{API2}/registered-models/get", expect=(200, 404), params={"name": model}).status_code == 404:
-        admin.call("POST", f"{API2}/registered-models/create", json={"name": model})
-        changes.append(f"MLflow registered model {model}: created")
-    for resource_type, resource_id, label in (("experiment", experiment_id, f"experiment {experiment}"),
-                                              ("registered_model", model, f"registered model {model}")):
-        for user, permission in ((e["MLFLOW_PIPELINE_USER"], PIPELINE_PERMISSION),
-                                 (e["MLFLOW_SERVING_USER"], SERVING_PERMISSION),
-                                 (e["MLFLOW_MAINTENANCE_USER"], MAINTENANCE_PERMISSIONS[resource_type])):
-            line = _ensure_grant(admin, user, resource_type, resource_id, label, permission)
-            if line:
-                changes.append(line)
+    for experiment, model in pipeline_resources(e):
+        changes += _ensure_resources(admin, e, experiment, model)
     return changes
 
 

@@ -1,5 +1,8 @@
 """``mlops``: one subcommand per lifecycle step, printing the step's result dict as JSON.
 
+``mlops --dataset NAME|PATH <command>`` runs the command on another data set (``configs/NAME.yaml``
+or a configuration file; default ``$MLOPS_DATASET``, else the flights).
+
 Errors print one line ``mlops: error: <file>: check '<check>' failed ...`` on stderr and exit
 non-zero (1: bad input or failed step, 2: usage).
 """
@@ -101,6 +104,12 @@ def _recipes(a: argparse.Namespace) -> Any:
                         for r in load_recipes().values()]}
 
 
+def _dataset(a: argparse.Namespace) -> Any:
+    from mlops.dataset import current
+
+    return current().describe()
+
+
 def _evaluate(a: argparse.Namespace) -> Any:
     from mlops.promotion import evaluate_candidate
 
@@ -158,6 +167,9 @@ def _demo(a: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", metavar="NAME|PATH",
+                   help="data set to work on: configs/NAME.yaml or a configuration file "
+                        "(default $MLOPS_DATASET, else flights)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], Any], help_: str,
@@ -171,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("replay", _replay, "write the data set as weekly batches into landing/", data)
     sp.add_argument("--until", help="last ISO week to write, e.g. 2013-W10 (default: all)")
     sp.add_argument("--from", dest="from_week", help="first ISO week to write")
-    sp.add_argument("--landing", help="landing folder (default $MLOPS_DATA_DIR/landing)")
+    sp.add_argument("--landing", help="landing folder (default: the data set's landing/)")
 
     ing = sub.add_parser("ingest", help="landing watermark").add_subparsers(dest="ingest_cmd",
                                                                              required=True)
@@ -206,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--validate", action="store_true",
                     help="also score the recipe on the validation week (the newest training week)")
 
+    add("dataset", _dataset, "show the data set: schema file, data folder, model, experiment")
     add("recipes", _recipes, "list the training recipes (configs/recipes.yaml)")
 
     sp = add("evaluate", _evaluate, "evaluate a version on the holdout week vs the champion; "
@@ -256,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        from mlops.dataset import use_dataset
         from mlops.runas import drop_to_data_owner
 
         drop_to_data_owner()
-        result = args.func(args)
+        with use_dataset(args.dataset):
+            result = args.func(args)
     except BatchValidationError as exc:
         _print({"status": "failed", "file": exc.path, "check": exc.check,
                 "columns": exc.columns, "line": exc.line, "detail": exc.detail,

@@ -10,6 +10,7 @@ Airflow tasks can change the environment between calls. Paths are resolved at ca
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops.errors import MlopsError, RecipeError, SchemaError
+
+#: The data set of the running step (a ``mlops.dataset.Dataset``), set per CLI call or per task
+#: by ``mlops.dataset.use_dataset``; None: the settings below read the environment.
+ACTIVE_DATASET: contextvars.ContextVar[Any] = contextvars.ContextVar("mlops_dataset", default=None)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # src/mlops/config.py -> repository root (editable install, Airflow bundle, CI checkout).
@@ -170,7 +175,8 @@ def threshold(name: str, value: float | None = None, source: str | None = None) 
         return spec.check(value, source or f"keyword argument {name}")
     raw = os.environ.get(spec.env)
     if raw is None or raw.strip() == "":
-        return spec.default
+        dataset = ACTIVE_DATASET.get()
+        return dataset.threshold_defaults.get(name, spec.default) if dataset else spec.default
     return spec.check(raw.strip(), f"environment {spec.env}")
 
 
@@ -245,9 +251,10 @@ class Recipe:
 
 
 def recipes_path() -> Path:
-    """``MLOPS_RECIPES``, else the schema file when it has a ``recipes`` section of its own,
-    else ``configs/recipes.yaml`` of the repository."""
-    env = os.environ.get("MLOPS_RECIPES")
+    """The active data set's recipes file (``MLOPS_RECIPES`` without one), else the schema file
+    when it has a ``recipes`` section of its own, else ``configs/recipes.yaml`` of the repository."""
+    dataset = ACTIVE_DATASET.get()
+    env = dataset.recipes_file if dataset else os.environ.get("MLOPS_RECIPES")
     if env:
         return Path(env).expanduser().resolve()
     schema = load_schema()
@@ -316,7 +323,11 @@ def recipe(name: str | None) -> Recipe:
 
 # --- locations ---------------------------------------------------------------------------------
 def data_dir() -> Path:
-    """Root of all ML data: ``MLOPS_DATA_DIR`` (default ``./data``), absolute."""
+    """Root of the active data set's data (without one: ``MLOPS_DATA_DIR``, default ``./data``),
+    absolute."""
+    dataset = ACTIVE_DATASET.get()
+    if dataset is not None:
+        return Path(dataset.data_dir)
     return Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
 
 
@@ -343,18 +354,28 @@ def locks_dir() -> Path:
 
 
 def model_name() -> str:
+    """The active data set's registered model (without one: ``MLOPS_MODEL_NAME``)."""
+    dataset = ACTIVE_DATASET.get()
+    if dataset is not None:
+        return str(dataset.model_name)
     return os.environ.get("MLOPS_MODEL_NAME") or "flight_delay_classifier"
 
 
 def experiment_name() -> str:
+    """The active data set's MLflow experiment (without one: ``MLOPS_EXPERIMENT``, else the model
+    name)."""
+    dataset = ACTIVE_DATASET.get()
+    if dataset is not None:
+        return str(dataset.experiment_name)
     return os.environ.get("MLOPS_EXPERIMENT") or model_name()
 
 
 def local_store_dir() -> Path:
     """Folder of the default local MLflow store: ``<data folder>-mlflow`` beside the data folder,
     never inside it (tasks write into the data folder; whoever loads a model from the store
-    trusts what is there)."""
-    root = data_dir()
+    trusts what is there). One store for every data set: beside the flights' folder, which holds
+    the others' folders."""
+    root = Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
     path = root.with_name(root.name + "-mlflow")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -421,7 +442,11 @@ def dvc_template() -> Path:
 
 # --- schema ------------------------------------------------------------------------------------
 def schema_path() -> Path:
-    """``MLOPS_SCHEMA`` or ``configs/flights.yaml`` of the repository (independent of the cwd)."""
+    """The active data set's schema file (without one: ``MLOPS_SCHEMA`` or ``configs/flights.yaml``
+    of the repository, independent of the cwd)."""
+    dataset = ACTIVE_DATASET.get()
+    if dataset is not None:
+        return Path(dataset.schema_file)
     env = os.environ.get("MLOPS_SCHEMA")
     if env:
         return Path(env).expanduser().resolve()

@@ -58,11 +58,14 @@ def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None =
     ``replace``: PUT, the group then holds exactly these metrics; otherwise POST, which replaces
     only the metrics of these names (the others pushed earlier to the group stay). ``success``
     adds ``mlops_last_success_timestamp_seconds`` (now). True when the Pushgateway accepted it.
+    A data set other than the flights (the active one, mlops.dataset) adds the grouping label
+    ``dataset``: two data sets never overwrite each other's results.
     """
     url = pushgateway_url()
     if url is None:
         return False
     job = JOBS[kind]
+    grouping = {**(grouping or {}), **dataset_grouping()}
     values = [s for s in samples if s.value is not None]
     if success:
         values.append(Sample(LAST_SUCCESS, time.time()))
@@ -93,6 +96,15 @@ def push(kind: str, samples: Iterable[Sample], grouping: dict[str, str] | None =
         log.warning("metrics: push of %s (%s) to %s failed: %s", job, ", ".join(sorted({s.name for s in values})),
                     url, exc)
         return False
+
+
+def dataset_grouping() -> dict[str, str]:
+    """``{"dataset": NAME}`` while a data set other than the flights is active, else nothing (the
+    flights' grouping keys stay those of a single data set)."""
+    from mlops.config import ACTIVE_DATASET
+
+    dataset = ACTIVE_DATASET.get()
+    return {"dataset": dataset.name} if dataset is not None and not dataset.is_default else {}
 
 
 def _help(name: str) -> str:

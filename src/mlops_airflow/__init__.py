@@ -19,9 +19,14 @@ REGISTRY_POOL = "model_registry"
 
 
 def recipe_names() -> list[str]:
-    """Names of the training recipes (configs/recipes.yaml), read when a DAG file is parsed:
-    ``model_retraining_dag.retrain_model`` maps over them. Only the light ``mlops.config``
-    module is imported."""
-    from mlops.config import load_recipes
+    """Names of the training recipes, read when a DAG file is parsed:
+    ``model_retraining_dag.retrain_model`` maps over them. Those of the default data set
+    (``MLOPS_DATASET``, else the flights: configs/recipes.yaml) in file order, then those of the
+    other data sets of ``configs/`` it lacks (a run skips the recipes its data set does not
+    have). Only the light ``mlops.config`` and ``mlops.dataset`` modules are imported."""
+    from mlops.dataset import known_names, resolve
 
-    return list(load_recipes())
+    names = list(resolve(None).recipes)
+    for other in known_names():
+        names += [n for n in resolve(other).recipes if n not in names]
+    return names

@@ -168,7 +168,14 @@ class DeployApprovalOperator(HITLBranchOperator):
         return None
 
     def execute(self, context: Any) -> Any:
-        """Skip (no deploy proposed), approve at once (gate off) or ask (gate on)."""
+        """Skip (no deploy proposed), approve at once (gate off) or ask (gate on), on the run's
+        data set."""
+        from mlops_airflow.dataset import run_dataset
+
+        with run_dataset(context):
+            return self._ask(context)
+
+    def _ask(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException
 
         if not context["ti"].xcom_pull(task_ids=self.evaluate_task_id):
@@ -195,6 +202,12 @@ class DeployApprovalOperator(HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         """Act on the answer: Approve → the deploying task; Reject (or the timeout) → the
         reason on the candidate, then the reject task (or nothing)."""
+        from mlops_airflow.dataset import run_dataset
+
+        with run_dataset(context):
+            return self._answered(context, event)
+
+    def _answered(self, context: Any, event: dict[str, Any]) -> Any:
         answer = HITLOperator.execute_complete(self, context, event)
         decision = self._decision(context)
         if not decision or not decision.get("deploy"):  # the record changed while waiting

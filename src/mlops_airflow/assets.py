@@ -22,18 +22,26 @@ DRIFT = Asset(name="drift", uri="mlops://flights/drift", group=GROUP)
 ACCEPTED_BATCHES_MORE = AssetAlias(name="accepted_batches_more", group=GROUP)
 
 
+def _tagged(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with ``dataset`` when the task runs on a data set other than the flights (the
+    flights' events keep the extras of a single data set)."""
+    from mlops.metrics import dataset_grouping
+
+    return {**extra, **dataset_grouping()}
+
+
 def accepted_events(outlet_events: Any, weeks: list[str]) -> None:
     """One ``accepted_batches`` event per accepted week, ``extra={"week": week}``."""
     if not weeks:
         return
-    outlet_events[ACCEPTED_BATCHES].extra = {"week": weeks[0]}
+    outlet_events[ACCEPTED_BATCHES].extra = _tagged({"week": weeks[0]})
     for week in weeks[1:]:
-        outlet_events[ACCEPTED_BATCHES_MORE].add(ACCEPTED_BATCHES, extra={"week": week})
+        outlet_events[ACCEPTED_BATCHES_MORE].add(ACCEPTED_BATCHES, extra=_tagged({"week": week}))
 
 
 def table_event(outlet_events: Any, weeks: list[str]) -> None:
     """The ``training_table`` event: the weeks this run added (``week``: the newest)."""
-    outlet_events[TRAINING_TABLE].extra = {"weeks": weeks, "week": weeks[-1] if weeks else None}
+    outlet_events[TRAINING_TABLE].extra = _tagged({"weeks": weeks, "week": weeks[-1] if weeks else None})
 
 
 def champion_event(outlet_events: Any, result: dict[str, Any], decision: str) -> None:
@@ -46,9 +54,9 @@ def champion_event(outlet_events: Any, result: dict[str, Any], decision: str) ->
     holdout = (result.get("decision") or {}).get("holdout_week")
     if holdout:
         extra["week"] = holdout
-    outlet_events[CHAMPION].extra = {k: v for k, v in extra.items() if v is not None}
+    outlet_events[CHAMPION].extra = _tagged({k: v for k, v in extra.items() if v is not None})
 
 
 def drift_event(outlet_events: Any, result: dict[str, Any]) -> None:
     """The ``drift`` event: the week and the signals that fired."""
-    outlet_events[DRIFT].extra = {"week": result.get("week"), "signals": list(result.get("fired") or [])}
+    outlet_events[DRIFT].extra = _tagged({"week": result.get("week"), "signals": list(result.get("fired") or [])})

@@ -53,7 +53,14 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         self.evaluation = evaluation
 
     def execute(self, context: Any) -> Any:
-        """Run drift detection, then hand over to TriggerDagRunOperator when drift is detected."""
+        """Run drift detection on the run's data set, then hand over to TriggerDagRunOperator
+        when drift is detected (the triggered run's conf carries the data set)."""
+        from mlops_airflow.dataset import run_dataset, run_dataset_name
+
+        with run_dataset(context):
+            return self._check(context, run_dataset_name(context))
+
+    def _check(self, context: Any, dataset: str) -> Any:
         from mlops_airflow.config import configure_mlflow, configure_predictions_db, threshold_kwargs
         from mlops_airflow.tasks import fail_fast
 
@@ -82,6 +89,7 @@ class DriftTriggerOperator(TriggerDagRunOperator):
         self.conf = {
             **(self.conf or {}),
             "drift": result,
+            "dataset": dataset,
             "triggered_by": {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id},
         }
         self.trigger_run_id = retraining_run_id(dag_run.run_id)

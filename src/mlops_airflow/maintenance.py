@@ -48,13 +48,20 @@ def prune_task_logs(conf: dict[str, Any]) -> dict[str, Any]:
 
 def prune_reports(conf: dict[str, Any]) -> dict[str, Any]:
     """Delete validation and drift reports older than REPORT_RETENTION_DAYS (conf
-    `report_retention_days`)."""
-    from mlops import config
+    `report_retention_days`), in the flights' data folder and in every other data set's
+    (mlops.dataset.data_roots); the counts are summed over them."""
+    from mlops.dataset import data_roots
     from mlops.retention import prune_older_than
 
-    result = prune_older_than(config.reports_dir(), _days(conf, "report_retention_days", "REPORT_RETENTION_DAYS"))
-    log.info("reports: %s", result)
-    return asdict(result)
+    days = _days(conf, "report_retention_days", "REPORT_RETENTION_DAYS")
+    passes = [prune_older_than(root / "reports", days) for root in data_roots()]
+    total = asdict(passes[0])  # the flights' (its root names the result)
+    for other in passes[1:]:
+        for key, value in asdict(other).items():
+            if isinstance(value, (int, list)):
+                total[key] += value
+    log.info("reports: %s", total)
+    return total
 
 
 def clean_before(conf: dict[str, Any], now: datetime | None = None) -> datetime:

@@ -8,14 +8,20 @@ import re
 from typing import Any
 
 from mlops_airflow import WEEK_PATTERN
+from mlops_airflow.dataset import in_run_dataset, run_dataset_name
 
 log = logging.getLogger("mlops_airflow")
 
 
 def weeks_of_run(context: Any) -> list[str]:
     """The weeks to monitor: the run's ``week`` param when given, else the ``week`` (or
-    ``weeks``) of every triggering ``accepted_batches`` event; empty when neither names one
-    (the task then monitors the newest accepted batch)."""
+    ``weeks``) of every triggering ``accepted_batches`` event of the run's data set (an event's
+    extra ``dataset``, the flights without one); empty when neither names one (the task then
+    monitors the newest accepted batch). Skips the task when every triggering event belongs to
+    another data set."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops_airflow.dataset import DEFAULT
     from mlops_airflow.assets import ACCEPTED_BATCHES
 
     given = (context.get("params") or {}).get("week")
@@ -26,7 +32,11 @@ def weeks_of_run(context: Any) -> list[str]:
     except (KeyError, TypeError):
         events = []
     weeks: set[str] = set()
-    for event in events:
+    ours = run_dataset_name(context)
+    mine = [e for e in events if str((getattr(e, "extra", None) or {}).get("dataset") or DEFAULT) == ours]
+    if events and not mine:
+        raise AirflowSkipException(f"every triggering accepted_batches event is of another data set than {ours}")
+    for event in mine:
         extra = getattr(event, "extra", None) or {}
         for week in [extra.get("week"), *(extra.get("weeks") or [])]:
             if isinstance(week, str) and re.fullmatch(WEEK_PATTERN, week):
@@ -36,6 +46,7 @@ def weeks_of_run(context: Any) -> list[str]:
     return sorted(weeks)
 
 
+@in_run_dataset
 def monitor_run(context: Any) -> list[dict[str, Any]]:
     """Monitor each week of the run; skip (not fail) when no prediction log is configured."""
     from airflow.sdk.exceptions import AirflowSkipException

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlops_airflow.config import configure_mlflow, threshold_kwargs
+from mlops_airflow.dataset import in_run_dataset
 from mlops_airflow.runstate import run_once
 
 log = logging.getLogger("mlops_airflow")
@@ -72,6 +73,7 @@ def accepted_weeks(context: Any) -> list[str]:
     return [w for w in claimed_weeks(context) if accepted_path(w).is_file()]
 
 
+@in_run_dataset
 def claim_new_batches(context: Any) -> list[str]:
     """Paths of the landing batches not yet processed, memoised for this DAG run."""
     ti = context["ti"]
@@ -92,6 +94,7 @@ def push_run_success(dag_id: str) -> None:
     metrics.push("dag_run", [], grouping={"dag_id": dag_id})
 
 
+@in_run_dataset
 def validate_new_batches(context: Any) -> dict[str, Any]:
     """Validate and accept each batch this run claimed; bad ones end in quarantine and in the
     result. The paths are rebuilt from the claimed week ids (``landing/<week>.csv``).
@@ -135,6 +138,7 @@ def validate_new_batches(context: Any) -> dict[str, Any]:
     return {"accepted": accepted, "rejected": rejected, "weeks": weeks}
 
 
+@in_run_dataset
 def train_and_mark(table: dict[str, Any], context: Any) -> dict[str, Any]:
     """Train the weekly recipe on the accepted weeks (newest held out), then add this run's
     accepted weeks (rebuilt from its claim, not from the XCom) to the watermark: from now on they
@@ -154,6 +158,7 @@ def train_and_mark(table: dict[str, Any], context: Any) -> dict[str, Any]:
     return {**result, "batches": [str(accepted_path(w)) for w in weeks]}
 
 
+@in_run_dataset
 def evaluate_candidate(model: dict[str, Any], context: Any) -> dict[str, Any]:
     """Register the candidate this run trained (rebuilt from its MLflow run, which must be tagged
     as trained for this run: an edited ``run_id`` is refused) once per fingerprint, evaluate it
@@ -176,6 +181,7 @@ def evaluate_candidate(model: dict[str, Any], context: Any) -> dict[str, Any]:
     return result
 
 
+@in_run_dataset
 def deploy_if_better(evaluation: dict[str, Any] | None) -> dict[str, Any]:
     """Deploy the candidate when the decision this run's ``evaluate`` recorded in MLflow says so,
     else skip the task. The XCom only tells whether an evaluation ran at all."""
@@ -219,6 +225,7 @@ def _push_retraining(deployed: bool, candidate: str) -> None:
                                 metrics.Sample("mlops_retraining_candidate_version", float(candidate))])
 
 
+@in_run_dataset
 def deploy_retrained(context: Any) -> dict[str, Any]:
     """``deploy_candidate`` for model_retraining_dag, recording the retraining's outcome."""
     result = deploy_candidate(context)
@@ -228,6 +235,7 @@ def deploy_retrained(context: Any) -> dict[str, Any]:
     return result
 
 
+@in_run_dataset
 def rollback_candidate(context: Any) -> dict[str, Any]:
     """Restore the backed-up champion and record on the candidate version why it lost (the
     decision's reason, or the approver's rejection).
@@ -262,6 +270,7 @@ def rollback_candidate(context: Any) -> dict[str, Any]:
     return result
 
 
+@in_run_dataset
 def backup_champion_once(context: Any) -> dict[str, Any] | None:
     """backup_champion() on the first attempt of this run; the same answer on any rerun."""
     configure_mlflow()
@@ -272,6 +281,7 @@ def backup_champion_once(context: Any) -> dict[str, Any] | None:
         return run_once(ti.dag_id, ti.run_id, "backup", backup_champion)
 
 
+@in_run_dataset
 def train_recipe(context: Any, recipe: str) -> dict[str, Any]:
     """Train one recipe on the data selection of the retraining run's conf (``train_weeks``,
     ``holdout_week``, ``max_rows``, ``shuffle_labels`` apply to every recipe) and score it on
@@ -279,18 +289,20 @@ def train_recipe(context: Any, recipe: str) -> dict[str, Any]:
     registered (``evaluate_new_model`` registers the chosen one)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from mlops.config import load_recipes, recipes_path
+
     params = context["params"]
     chosen = params.get("recipes")
+    with fail_fast():
+        known = list(load_recipes())
     if chosen:
-        from mlops.config import load_recipes
-
-        with fail_fast():
-            known = list(load_recipes())
         unknown = sorted(set(chosen) - set(known))
         if unknown:
             _fail(f"conf recipes {unknown} are not in the recipes file (known: {known})")
         if recipe not in chosen:
             raise AirflowSkipException(f"recipe {recipe} not in this run's conf recipes {chosen}")
+    if recipe not in known:
+        raise AirflowSkipException(f"recipe {recipe} is not one of this run's data set ({recipes_path()})")
     configure_mlflow()
     from mlops.train import mark_trained_for, train_model
 
@@ -319,6 +331,7 @@ def candidate_summary(trained: dict[str, Any]) -> dict[str, Any]:
             "train_weeks": len(trained["train_weeks"]), "reused": trained.get("reused")}
 
 
+@in_run_dataset
 def evaluate_recipes(candidates: list[dict[str, Any]], context: Any) -> dict[str, Any]:
     """Choose the recipe with the best validation score, register its candidate and evaluate it
     against the champion on the holdout week (``result["decision"]``, recorded in MLflow). The
@@ -343,6 +356,7 @@ def evaluate_recipes(candidates: list[dict[str, Any]], context: Any) -> dict[str
             "candidates": [candidate_summary(c) for c in trained]}
 
 
+@in_run_dataset
 def preprocess_accepted(context: Any) -> dict[str, Any]:
     """Rebuild the training table (``dvc repro``) now that new batches are accepted; a
     ``training_table`` asset event names the weeks."""

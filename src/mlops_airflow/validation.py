@@ -6,9 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlops_airflow.dataset import in_run_dataset
+
 log = logging.getLogger("mlops_airflow")
 
 
+@in_run_dataset
 def batches_for_run(context: Any) -> list[str]:
     """The weeks this run checks: conf ``weeks`` if given, else the data interval's arrivals.
 
@@ -36,6 +39,7 @@ def batches_for_run(context: Any) -> list[str]:
     return [Path(p).stem for p in arrived]
 
 
+@in_run_dataset
 def run_check(week: str, check: str) -> dict[str, Any]:
     """Run one validation check (``mlops.validate`` names: schema, quality, distribution,
     anomalies) on one batch; fail the task at once, naming file, check and columns, if it fails.
