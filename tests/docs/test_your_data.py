@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,26 +129,6 @@ def json_mismatches(quoted: list[str], data: Any) -> list[str]:
 
 
 # --- running the page ------------------------------------------------------------------------------
-def cli_has_dataset_option() -> bool:
-    res = subprocess.run([world.MLOPS, "--help"], capture_output=True, text=True, timeout=120)
-    return "--dataset" in res.stdout
-
-
-def _by_env(command: str, env: dict[str, str], cwd: Path) -> str:
-    """``mlops --dataset X ...`` as the environment variables that stood for it before the CLI
-    had the option (MLOPS_SCHEMA, a data folder of its own, MLOPS_MODEL_NAME)."""
-
-    def swap(m: re.Match[str]) -> str:
-        given = m.group(1)
-        schema = (cwd / given).resolve() if "/" in given or given.endswith(".yaml") \
-            else world.REPO / "configs" / f"{given}.yaml"
-        name = yaml.safe_load(schema.read_text(encoding="utf-8"))["name"]
-        data = Path(env["MLOPS_DATA_DIR"]) / "datasets" / name
-        return f"env MLOPS_SCHEMA={schema} MLOPS_DATA_DIR={data} MLOPS_MODEL_NAME={name}_classifier mlops"
-
-    return re.sub(r"\bmlops --dataset (\S+)", swap, command)
-
-
 @dataclass
 class Ran:
     step: Step
@@ -175,7 +154,6 @@ class Shell:
             self.env.pop(key, None)
         self.env.update(MLOPS_DATA_DIR=str(data), MLOPS_FIT_THREADS="1",
                         PATH=f"{world.VENV_BIN}{os.pathsep}{self.env.get('PATH', '')}")
-        self.native = cli_has_dataset_option()
 
     def run(self, step: Step) -> Ran:
         command = step.command
@@ -186,8 +164,6 @@ class Shell:
                                  env=self.env, capture_output=True, text=True, timeout=60)
             self.env[name] = res.stdout
             return Ran(step, res.returncode, "", res.stderr)
-        if not self.native:
-            command = _by_env(command, self.env, self.cwd)
         res = subprocess.run(["bash", "-c", command], cwd=self.cwd, env=self.env,
                              capture_output=True, text=True, timeout=900)
         return Ran(step, res.returncode, res.stdout, res.stderr)
@@ -268,6 +244,16 @@ def test_every_command_prints_what_the_page_quotes(walkthrough: tuple[Shell, lis
 
 def test_what_the_prose_says_about_the_outputs(walkthrough: tuple[Shell, list[Ran]]) -> None:
     shell, ran = walkthrough
+    # Each data set has its folder under $MLOPS_DATA_DIR/datasets/, its model; one MLflow store.
+    base = Path(shell.env["MLOPS_DATA_DIR"])
+    described = ran_of(ran, "--dataset synthetic_drift dataset").json
+    assert Path(described["data_dir"]) == base / "datasets" / "synthetic_drift"
+    real = yaml.safe_load(SYNTHETIC.read_text(encoding="utf-8"))
+    assert described["model_name"] == real["model_name"] == described["experiment"]
+    assert (base.with_name(base.name + "-mlflow") / "mlflow.db").is_file()
+    assert not (base / "landing").exists()  # the flights' folder stays untouched
+    loans = ran_of(ran, "--dataset ./loans.yaml data replay").json
+    assert Path(loans["landing_dir"]) == base / "datasets" / "loans" / "landing"
     # The replay writes the weeks asked for, and only those.
     replay = ran_of(ran, "data replay --from 2013-W08 --until 2013-W15").json
     assert replay["written"] == [f"2013-W{n:02d}" for n in range(8, 16)]
@@ -358,6 +344,26 @@ def test_the_csv_configuration_loads(tmp_path: Path) -> None:
     schema = load_schema(path)
     assert schema.name == "loans" and "generator" not in schema.source
     assert set(schema.source) == {"path", "table"}
+    from mlops.dataset import resolve
+
+    dataset = resolve(str(path))  # a PATH is named by its file's stem
+    assert dataset.name == path.stem and dataset.model_name == config["model_name"]
+    assert dataset.threshold_defaults == config["thresholds"]
+
+
+def test_the_dags_take_the_param(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_airflow.dataset import dataset_param
+
+    text = PAGE.read_text(encoding="utf-8").split("## 6. On the stack", 1)[1]
+    dags = [name for name in ticked(text.split("takes the data set", 1)[0]) if name.endswith("_dag")]
+    assert len(dags) == 4
+    for dag in dags:
+        source = (world.REPO / "dags" / f"{dag}.py").read_text(encoding="utf-8")
+        assert '"dataset": dataset_param()' in source, dag
+    monkeypatch.delenv("MLOPS_DATASET", raising=False)
+    assert dataset_param().value == "flights"
+    monkeypatch.setenv("MLOPS_DATASET", "synthetic_drift")
+    assert dataset_param().value == "synthetic_drift"
 
 
 def test_the_tables_name_the_real_checks_and_signals() -> None:
@@ -405,4 +411,3 @@ def test_weekly_files_in_landing(walkthrough: tuple[Shell, list[Ran]]) -> None:
     monday = [r for r in rows if "2013-04-01T" not in r]
     assert check_of("2013-W14.csv", "\n".join(monday) + "\n") in (
         "temporal.missing_days", "temporal.partial_day")
-    shutil.rmtree(landing.parent / "quarantine", ignore_errors=True)
