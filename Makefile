@@ -14,7 +14,7 @@ help:
 	@echo "make install   system packages + .venv from requirements.lock"
 	@echo "make demo      bring the stack up and run the ML pipeline end to end"
 	@echo "make test      the whole test suite (unit, data, model, DAGs, running stack)"
-	@echo "make test-fast everything that needs no running stack (unit, data, model, DAGs, observability, import contracts)"
+	@echo "make test-fast everything that needs no running stack (unit, data, model, docs, DAGs, observability, import contracts)"
 	@echo "make test-compose   docker-compose.celery.yml built, brought up and driven on a Docker engine"
 	@echo "make env       write .env with generated secrets (for compose users; needs only python3)"
 	@echo "make up|down|status|logs   the native stack"

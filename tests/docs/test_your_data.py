@@ -408,6 +408,13 @@ def test_weekly_files_in_landing(walkthrough: tuple[Shell, list[Ran]]) -> None:
     rows = accepted.read_text(encoding="utf-8").splitlines()
     assert check_of("loans-week.csv", "\n".join(rows) + "\n") == "temporal.batch_name"
     assert check_of("2013-W20.csv", "\n".join(rows) + "\n") == "temporal.week"
+    import pandas as pd
+
+    bad = Path(ran_of(ran, "validate incoming/2013-W16.csv").json["quarantined_to"])
+    week16 = pd.read_csv(bad)
+    week16["label"] = week16["label"].clip(upper=1)
+    week16["id"] = pd.read_csv(accepted)["id"].to_numpy()
+    assert check_of("2013-W16.csv", week16.to_csv(index=False)) == "row_key.accepted"
     monday = [r for r in rows if "2013-04-01T" not in r]
     assert check_of("2013-W14.csv", "\n".join(monday) + "\n") in (
         "temporal.missing_days", "temporal.partial_day")
