@@ -51,6 +51,10 @@ paths are rebuilt from the weeks this run claimed, never taken from an XCom.
 `model_registry`, shared by every worker host. An MLflow outage fails a task with its normal
 retries; it is never read as "no champion".
 
+Param `dataset` (default `$MLOPS_DATASET`, else `flights`): the data set every task works on
+(`mlops.dataset`: its own folder, experiment and registered model); the drift-triggered
+retraining's conf carries it.
+
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
 

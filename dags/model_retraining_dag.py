@@ -44,6 +44,10 @@ The tasks that register versions or move aliases (`backup_current_model`, `evalu
 worker host. An MLflow outage fails them with their normal retries; it is never read as "no
 champion".
 
+Param `dataset` (default `$MLOPS_DATASET`, else `flights`; a drift-triggered run gets the
+pipeline run's): the data set every task works on. `retrain_model` is mapped over the recipes of
+every data set of `configs/` (the default one's first); a run skips those its data set lacks.
+
 MLflow: Connection `mlflow_default` if defined, else env `MLFLOW_TRACKING_URI`.
 """
 

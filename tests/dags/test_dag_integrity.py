@@ -54,8 +54,9 @@ REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy")
                                                           "deploy_new_model", "rollback_model"))}
 DEPRECATED = ("schedule_interval", "provide_context", "apply_defaults", "days_ago")
 HEAVY_MODULES = ("sklearn", "mlflow", "pandas", "evidently", "dvc")
-# The retraining DAG reads the recipe names from configs/recipes.yaml with mlops.config only.
-PARSE_TIME_MLOPS = {"mlops", "mlops.config", "mlops.errors"}
+# The retraining DAG reads the recipe names of the data sets of configs/ with mlops.config and
+# mlops.dataset only.
+PARSE_TIME_MLOPS = {"mlops", "mlops.config", "mlops.dataset", "mlops.errors"}
 
 
 def _tasks(edges: set[tuple[str, str]]) -> set[str]:
@@ -218,10 +219,17 @@ def test_registry_tasks_share_the_one_slot_pool(dagbag) -> None:
 
 def test_retrain_model_is_mapped_over_the_recipes(dagbag) -> None:
     from mlops.config import load_recipes
+    from mlops.dataset import resolve
 
     task = dagbag.dags["model_retraining_dag"].task_dict["retrain_model"]
     assert type(task).__name__.endswith("MappedOperator")
-    assert task._get_specified_expand_input().value == {"recipe": list(load_recipes())}
+    # The flights' recipes in file order, then those of the other data sets of configs/ (a run
+    # skips the recipes its data set lacks).
+    mapped = task._get_specified_expand_input().value["recipe"]
+    flights = list(load_recipes())
+    assert mapped[:len(flights)] == flights
+    assert set(mapped) == set(flights) | set(resolve("synthetic_drift").recipes)
+    assert len(mapped) == len(set(mapped))
     assert task.queue == "heavy"
     evaluate = dagbag.dags["model_retraining_dag"].task_dict["evaluate_new_model"]
     assert evaluate.trigger_rule == "none_failed_min_one_success"  # skipped recipes are fine
