@@ -418,3 +418,21 @@ def test_weekly_files_in_landing(walkthrough: tuple[Shell, list[Ran]]) -> None:
     monday = [r for r in rows if "2013-04-01T" not in r]
     assert check_of("2013-W14.csv", "\n".join(monday) + "\n") in (
         "temporal.missing_days", "temporal.partial_day")
+
+
+def test_the_files_and_names_the_page_cites_exist() -> None:
+    import importlib
+
+    prose = re.sub(r"^```.*?^```$", "", PAGE.read_text(encoding="utf-8"), flags=re.M | re.S)
+    cited = set(ticked(prose))
+    files = sorted(c for c in cited if re.fullmatch(r"(configs|tests|src|dags|docs)/[\w/.-]+", c)
+                   and "NAME" not in c)
+    assert files and [f for f in files if not (world.REPO / f).exists()] == []
+    names = sorted(c for c in cited if re.fullmatch(r"mlops(_airflow)?(\.\w+)+", c))
+    assert "mlops.config.THRESHOLDS" in names
+    for name in names:
+        module, _, attribute = name.rpartition(".")
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            assert hasattr(importlib.import_module(module), attribute), name
