@@ -69,6 +69,12 @@ def ticked(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
+def page_groups() -> dict[str, str]:
+    """Each check of the validation report's table, by the group the page puts it in."""
+    return {name: ticked(group)[0] for group, cell in table_cells("## 4. The validation report")
+            for name in ticked(cell)}
+
+
 # --- comparing quoted output -----------------------------------------------------------------------
 def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in text.split("...")), re.S)
@@ -303,6 +309,16 @@ def test_the_reports_hold_what_the_page_lists(walkthrough: tuple[Shell, list[Ran
     assert "history" in listed and listed - {"error"} <= set(report), listed - set(report)
     assert listed <= set(rejected), listed - set(rejected)
     assert len(report["history"]) == 1 and Path(validation["report_html"]).is_file()
+    from mlops.validation.report import HISTORY_LIMIT
+
+    assert f"one entry per run (the newest {HISTORY_LIMIT})" in section4
+    groups = page_groups()
+    for name, entry in [*report["checks"].items(), *rejected["checks"].items()]:
+        assert groups.get(name) == entry["group"], (name, entry["group"], groups.get(name))
+    # Evidently's report is in validation.html with --html (W12), not without (W11).
+    assert ran_of(ran, "validate 2013-W12 --accept --html > /dev/null")
+    size = (Path(validation["report_html"]).parent.parent / "2013-W12" / "validation.html").stat().st_size
+    assert size > 10 * Path(validation["report_html"]).stat().st_size, size
     assert rejected["status"] == "failed" and rejected["error"]["check"] == failed["check"]
 
     drift = ran_of(ran, "drift --week 2013-W14").json
@@ -399,11 +415,16 @@ def test_weekly_files_in_landing(walkthrough: tuple[Shell, list[Ran]]) -> None:
     accepted = Path(ran_of(ran, "validate 2013-W14 --accept").json["accepted_to"])
     mlops = "mlops --dataset synthetic_drift validate"
 
+    groups = page_groups()
+
     def check_of(name: str, content: str) -> str:
         (landing / name).write_text(content, encoding="utf-8")
         res = shell.run(Step(f"{mlops} {landing / name}"))
         assert res.returncode == 1, res.stderr
-        return res.json["check"]
+        check = res.json["check"]
+        entry = json.loads(Path(res.json["report"]).read_text())["checks"][check]
+        assert entry["status"] == "failed" and groups[check] == entry["group"], (check, entry)
+        return check
 
     rows = accepted.read_text(encoding="utf-8").splitlines()
     assert check_of("loans-week.csv", "\n".join(rows) + "\n") == "temporal.batch_name"
