@@ -134,3 +134,40 @@ def test_approval_switch_and_timeout_from_variable_then_environment(airflow_db, 
         monkeypatch.setenv("AIRFLOW_VAR_MLOPS_APPROVAL_TIMEOUT", bad)
         with pytest.raises(ConfigurationError, match="'mlops_approval_timeout' must be a number"):
             response_timeout()
+
+
+def test_a_task_body_runs_under_its_runs_data_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlops_airflow.dataset: the Param picks the data set for the block only; an unknown one fails
+    the task at once; served monitoring keeps to the events of its run's data set."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from mlops import config
+    from mlops_airflow.assets import ACCEPTED_BATCHES
+    from mlops_airflow.dataset import dataset_param, run_dataset
+    from mlops_airflow.monitoring import weeks_of_run
+
+    monkeypatch.delenv("MLOPS_DATASET", raising=False)
+    monkeypatch.delenv("MLOPS_MODEL_NAME", raising=False)
+    assert dataset_param().value == "flights"
+    with run_dataset({"params": {"dataset": "synthetic_drift"}}) as dataset:
+        assert config.model_name() == dataset.model_name == "synthetic_drift_classifier"
+    assert config.model_name() == "flight_delay_classifier"
+    with pytest.raises(AirflowFailException, match="Param dataset: unknown data set 'nope'"):
+        with run_dataset({"params": {"dataset": "nope"}}):
+            pass
+    monkeypatch.setenv("MLOPS_DATASET", "synthetic_drift")
+    assert dataset_param().value == "synthetic_drift"
+    monkeypatch.delenv("MLOPS_DATASET")
+
+    def context(dataset: str, *extras: dict) -> dict:
+        events = [SimpleNamespace(extra=e) for e in extras]
+        return {"params": {"dataset": dataset, "week": None}, "triggering_asset_events": {ACCEPTED_BATCHES: events}}
+
+    flights, synthetic = {"week": "2013-W05"}, {"week": "2013-W02", "dataset": "synthetic_drift"}
+    assert weeks_of_run(context("flights", flights, synthetic)) == ["2013-W05"]
+    assert weeks_of_run(context("synthetic_drift", flights, synthetic)) == ["2013-W02"]
+    with pytest.raises(AirflowSkipException, match="another data set"):
+        weeks_of_run(context("flights", synthetic))
+    assert weeks_of_run(context("flights")) == []
