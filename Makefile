@@ -14,7 +14,7 @@ help:
 	@echo "make install   system packages + .venv from requirements.lock"
 	@echo "make demo      bring the stack up and run the ML pipeline end to end"
 	@echo "make test      the whole test suite (unit, data, model, DAGs, running stack)"
-	@echo "make test-fast everything that needs no running stack (unit, data, model, DAGs, observability, import contracts)"
+	@echo "make test-fast everything that needs no running stack (unit, data, model, docs, DAGs, observability, import contracts)"
 	@echo "make test-compose   docker-compose.celery.yml built, brought up and driven on a Docker engine"
 	@echo "make env       write .env with generated secrets (for compose users; needs only python3)"
 	@echo "make up|down|status|logs   the native stack"
@@ -44,7 +44,7 @@ test: install
 
 # Everything that needs no running stack: a change to the ML core, the DAGs or the observability
 # files checked in minutes, without tests/stack and tests/faults (`make test` runs those too).
-FAST_TESTS := tests/unit tests/data tests/model tests/dags tests/observability
+FAST_TESTS := tests/unit tests/data tests/model tests/docs tests/dags tests/observability
 test-fast: install
 	$(PY) -m pytest $(FAST_TESTS) -m "not stack"
 
