@@ -415,6 +415,7 @@ def _serving_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]
 
 
 # What the prediction service reads from the env file besides its own secrets (empty: its default).
+REPLAY_CLOCK_SWITCH = "MLOPS_TEST_REPLAY_CLOCK"  # mlops_serving.clock (stack imports no serving code)
 SERVING_TUNABLES = ("SERVING_POLL_S", "SERVING_MAX_ROWS", "SERVING_MAX_BODY_BYTES", "SERVING_LOG_FLUSH_S",
                     "PREDICTIONS_RETENTION_DAYS", "MLOPS_DECISION_THRESHOLD", "MLOPS_SCHEMA")
 
@@ -433,7 +434,9 @@ def serving(cfg: StackConfig) -> Component:
                 "PREDICTIONS_DB_PASSWORD": e["PREDICTIONS_DB_PASSWORD"],
                 # One OpenMP thread: single rows answer faster without thread wake-ups.
                 "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-                **{k: e[k] for k in SERVING_TUNABLES if e.get(k)}}
+                **{k: e[k] for k in SERVING_TUNABLES if e.get(k)},
+                # TEST/BENCH-only switch (mlops_serving.clock; benchmarks/soak.py): the replayed calendar.
+                **({REPLAY_CLOCK_SWITCH: e[REPLAY_CLOCK_SWITCH]} if e.get(REPLAY_CLOCK_SWITCH) else {})}
 
     return Component(name="serving", phase="airflow", user=SERVING_USER, home=cfg.home / "serving", priority=45,
                      command=[str(VENV_BIN / "uvicorn"), "mlops_serving.app:app", "--host", cfg.bind_address,

@@ -4,7 +4,8 @@ A request only appends its rows to an in-memory queue (``submit``). A writer thr
 queued every ``SERVING_LOG_FLUSH_S`` seconds (0.5 s by default, at most 1 s) and writes it in one
 ``COPY`` into table ``predictions`` (``mlops.served.TABLE``/``COLUMNS``), which is partitioned by
 day of ``served_at``: the writer creates each day's partition before writing into it and drops the
-partitions older than ``PREDICTIONS_RETENTION_DAYS`` (checked hourly).
+partitions older than ``PREDICTIONS_RETENTION_DAYS`` (checked hourly). Days and hours are those of the
+service's clock (``mlops_serving.clock``: the wall clock, or a benchmark's replayed calendar).
 
 What a crash loses: the rows queued since the last flush, i.e. at most one flush interval of
 predictions (plus a COPY in progress, which commits or not as a whole). tests/stack measures it by
@@ -26,6 +27,7 @@ from typing import Any
 
 from mlops.served import COLUMNS, TABLE
 from mlops_serving import metrics
+from mlops_serving.clock import Clock
 
 log = logging.getLogger("mlops_serving.predlog")
 
@@ -56,11 +58,12 @@ def partition_ddl(day: datetime) -> str:
             f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
 
 
-def ensure_schema(conn: Any, reader: str | None = None) -> None:
-    """Create the table (as its owner) and let ``reader`` SELECT it and its partitions."""
+def ensure_schema(conn: Any, reader: str | None = None, today: datetime | None = None) -> None:
+    """Create the table (as its owner) and today's partition (``today``: now), and let ``reader``
+    SELECT it and its partitions."""
     with conn.cursor() as cur:
         cur.execute(SCHEMA_DDL)
-        cur.execute(partition_ddl(datetime.now(timezone.utc)))
+        cur.execute(partition_ddl(today or datetime.now(timezone.utc)))
         if reader:
             cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"')
             cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{reader}"')
@@ -84,15 +87,17 @@ def prune(conn: Any, retention_days: int, now: datetime | None = None) -> list[s
 class PredictionLog:
     """Queue + background writer (see module doc)."""
 
-    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int) -> None:
+    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int,
+                 clock: Clock | None = None) -> None:
         self.dsn, self.flush_s, self.max_rows, self.retention_days = dsn, flush_s, max_rows, retention_days
+        self.clock = clock or Clock()
         self._queue: collections.deque[tuple] = collections.deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._days: set[str] = set()
-        self._pruned_at = 0.0
+        self._pruned_at: datetime | None = None  # on the service's clock
         self.last_write: float | None = None
         self.last_error: str | None = None
         self.written = 0
@@ -189,11 +194,16 @@ class PredictionLog:
             self._days.update(days)
 
     def _maybe_prune(self, conn: Any) -> None:
-        if time.monotonic() - self._pruned_at < 3600:
-            return
-        self._pruned_at = time.monotonic()
         try:
-            dropped = prune(conn, self.retention_days)
+            now = self.clock.now()
+        except Exception as exc:
+            log.warning("prediction log: no time to prune by: %s", exc)
+            return
+        if self._pruned_at is not None and timedelta(0) <= now - self._pruned_at < timedelta(hours=1):
+            return
+        self._pruned_at = now
+        try:
+            dropped = prune(conn, self.retention_days, now)
         except Exception as exc:
             log.warning("prediction log: pruning failed: %s", exc)
             self._reset()
