@@ -56,13 +56,14 @@ def test_mlflow_gc_frees_the_files_of_pruned_runs_and_keeps_registered_ones(
     assert rpc.getProcessInfo(GC_PROGRAM)["statename"] == "RUNNING"
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env["MLFLOW_PIPELINE_USER"])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", env["MLFLOW_PIPELINE_PASSWORD"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.cfg.mlflow_url)  # the client resolves `models:/` there
     client = MlflowClient(tracking_uri=stack.cfg.mlflow_url, registry_uri=stack.cfg.mlflow_url)
     experiment = client.get_experiment_by_name(env.get("MLOPS_EXPERIMENT") or env["MLOPS_MODEL_NAME"]).experiment_id
     (pruned_run, pruned_model), (other_run, other_model), (kept_run, kept_model) = (
         _aged_run_with_files(client, experiment, tmp_path) for _ in range(3))
     model_name = f"{PROBE_MODEL}_{uuid.uuid4().hex[:8]}"
     client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"runs:/{kept_run}/model", run_id=kept_run, model_id=kept_model)
+    client.create_model_version(model_name, f"models:/{kept_model}", run_id=kept_run, model_id=kept_model)
 
     artifacts = stack.cfg.home / "mlflow" / "artifacts" / experiment
     places = {run: (artifacts / run, artifacts / "models" / model) for run, model in
