@@ -24,6 +24,13 @@ prediction service on its own port) and, for each replayed week:
    (`airflow db clean`) and MLflow runs older than their retention are pruned during the soak.
    Prometheus keeps its own retention (PROMETHEUS_RETENTION_TIME): its 2-hour head block is not
    compacted within a soak, so its TSDB only grows here; its bound is PROMETHEUS_RETENTION_SIZE.
+   After each maintenance run the mlflow-gc program gets SIGUSR1 (a pass now; the bench stack's
+   MLFLOW_GC_RETENTION_DAYS is 0), so what the run soft-deleted leaves the disk, as its daily
+   schedule would do;
+6. the prediction service runs on the replayed calendar (its TEST/BENCH-only replay clock,
+   mlops_serving.clock): before a week's flights are sent, its clock file is set to the week's
+   Monday, so the prediction log's daily partitions are those of 2013 and the service's own pruning
+   drops those older than PREDICTIONS_RETENTION_DAYS replayed days (`prediction_log` in the JSON).
 
 A sampler thread records, every SAMPLE_S seconds, each supervisord program's memory (PSS summed
 over its process tree, /proc/<pid>/smaps_rollup) and CPU, the number of Airflow task-supervisor
@@ -35,11 +42,13 @@ floor) are `justified`, any other is not.
 
 JSON keys: `weeks`, `runs` (by DAG and state), `failed` (runs), `lost` (task instances of ended
 runs left in no final state), `stuck` (runs not ended within STUCK_AFTER_S of their week), `wall_s`,
-`pss_mb` (per component: first- and last-quarter medians, `growth` = last / first), `disk_mb` (per
+`pss_mb` (per component: first-quarter, after-warm-up and last-quarter medians, `growth` = last
+quarter / after warm-up, i.e. weeks 40-52 / weeks 5-13 of 52, `growth_basis` says it), `disk_mb` (per
 kind: start, end), `task_latency_s` (p50/p95 of queue wait and duration, first and last quarter;
 from the task_instance table), `alerts_fired` (name, count, justified), `zombies_max`; plus
 `task_supervisors_max`, `cpu_pct` (per component, mean over the replay), `seconds_per_week`,
-`stack_up_s`, `retention` (what the maintenance runs were given). Writes `soak.png` (memory per
+`stack_up_s`, `retention` (what the maintenance runs were given), `prediction_log` (its partitions
+per replayed week, the retention, the oldest kept at the end). Writes `soak.png` (memory per
 component and disk per kind over the replay) and `soak.json` into --out.
 
 Run: MLOPS_BENCH_PORT_OFFSET=<n> .venv/bin/python benchmarks/soak.py [--weeks 52] [--out benchmarks/out]
@@ -51,9 +60,11 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -67,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import REPO, bench_stack, say  # noqa: E402
 
 YEAR_WEEKS = 52
+WARMUP_WEEKS = 4                 # left out of `growth`'s baseline (see warm_bounds)
 FIRST_PIPELINE_WEEK = 2          # ml_pipeline_dag needs a training week and a holdout week
 MAINTENANCE_EVERY = 4            # replayed weeks between maintenance_dag runs
 SAMPLE_S = 10.0
@@ -97,6 +109,11 @@ def week_id(index: int) -> str:
     return f"2013-W{index + 1:02d}"
 
 
+def replayed_monday(index: int) -> datetime:
+    """The replayed calendar: Monday 00:00 UTC of the 2013 ISO week of a 0-based index."""
+    return datetime.strptime(f"{week_id(index)}-1", "%G-W%V-%u").replace(tzinfo=timezone.utc)
+
+
 def day_slices(start: datetime, landed: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     """The compressed clock of one replayed week: its seven days as slices of wall-clock time.
     The first day is [start, landed) (the batch landed in it); the six others split [landed, end)
@@ -112,17 +129,39 @@ def quarter_bounds(weeks: int) -> tuple[int, int]:
     return q, max(0, weeks - q)
 
 
+def warm_bounds(weeks: int) -> tuple[int, int]:
+    """The baseline of `growth` as week indexes [start, end): the first quarter after the warm-up
+    (WARMUP_WEEKS: pool processes importing their libraries, caches and buffers filling), i.e.
+    weeks 5-13 of 52; the whole first quarter when the run is too short for a warm-up."""
+    first_end, _ = quarter_bounds(weeks)
+    return (WARMUP_WEEKS if first_end > WARMUP_WEEKS else 0), first_end
+
+
 def quarter_medians(samples: list[tuple[int, float]], weeks: int) -> dict[str, float | None]:
-    """Median of the values sampled in the first and in the last quarter of the replay (samples
-    are (week index, value)) and `growth` = last / first."""
+    """Median of the values sampled in the first quarter, in the first quarter after the warm-up
+    (`warm_bounds`) and in the last quarter of the replay (samples are (week index, value)), and
+    `growth` = last quarter / after warm-up."""
     first_end, last_start = quarter_bounds(weeks)
-    first = [v for w, v in samples if w < first_end]
-    last = [v for w, v in samples if w >= last_start]
-    f = statistics.median(first) if first else None
-    la = statistics.median(last) if last else None
-    growth = round(la / f, 3) if f and la is not None else None
+    warm_start, warm_end = warm_bounds(weeks)
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    f = median([v for w, v in samples if w < first_end])
+    warm = median([v for w, v in samples if warm_start <= w < warm_end])
+    la = median([v for w, v in samples if w >= last_start])
+    growth = round(la / warm, 3) if warm and la is not None else None
     return {"first_quarter": None if f is None else round(f, 1),
+            "after_warmup": None if warm is None else round(warm, 1),
             "last_quarter": None if la is None else round(la, 1), "growth": growth}
+
+
+def growth_basis(weeks: int) -> str:
+    """What `growth` divides, in words (the JSON's `growth_basis`)."""
+    start, end = warm_bounds(weeks)
+    _, last_start = quarter_bounds(weeks)
+    return (f"median of weeks {last_start + 1}-{weeks} / median of weeks {start + 1}-{end} "
+            f"({'after a ' + str(start) + '-week warm-up' if start else 'no warm-up left out: run too short'})")
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -171,6 +210,19 @@ def compressed_retention(days: float, seconds_per_day: float) -> float:
     return days * seconds_per_day / 86400.0
 
 
+PREDICTIONS_RETENTION_DEFAULT = 90
+
+
+def prediction_log_summary(weeks: list[dict[str, Any]], env: dict[str, str]) -> dict[str, Any]:
+    """`prediction_log`: the retention (replayed days), the partitions at the end and at most, the
+    oldest kept at the end (YYYYMMDD of the replayed calendar), and the count per replayed week."""
+    return {"retention_days": int(env.get("PREDICTIONS_RETENTION_DAYS") or PREDICTIONS_RETENTION_DEFAULT),
+            "partitions_end": weeks[-1]["count"] if weeks else None,
+            "partitions_max": max((w["count"] for w in weeks), default=None),
+            "oldest_end": weeks[-1]["oldest"] if weeks else None,
+            "by_week": {w["week"]: w["count"] for w in weeks}}
+
+
 def summarise(*, weeks: int, runs: dict[str, dict[str, int]], failed: list[str], lost: int, stuck: list[str],
               wall_s: float, pss: dict[str, list[tuple[int, float]]], disk: dict[str, list[float]],
               latency_rows: list[tuple[int, float, float]], fired: dict[str, int], zombies_max: int,
@@ -189,6 +241,7 @@ def summarise(*, weeks: int, runs: dict[str, dict[str, int]], failed: list[str],
         "task_latency_s": quarter_latency(latency_rows, weeks),
         "alerts_fired": classify_alerts(fired),
         "zombies_max": zombies_max,
+        "growth_basis": growth_basis(weeks),
         **(extra or {}),
     }
 
@@ -381,6 +434,25 @@ def task_rows(cfg: Any, since: datetime) -> tuple[list[tuple[float, float]], int
     return rows, lost, validated
 
 
+def prediction_partitions(cfg: Any) -> list[str]:
+    """The prediction log's partitions (names end in their day, YYYYMMDD), oldest first."""
+    conn = _pg(cfg, cfg.env["PREDICTIONS_DB"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'predictions'")
+            return sorted(name for (name,) in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def gc_now(cfg: Any) -> None:
+    """SIGUSR1 to the mlflow-gc program: one `mlflow gc` pass now (stack/mlflow_gc.py)."""
+    from stack import health
+
+    health.supervisor(cfg).supervisor.signalProcess("mlflow-gc", "USR1")
+
+
 def alerts_fired(cfg: Any, start: float, end: float) -> dict[str, int]:
     """Firing episodes per alert name over [start, end], from Prometheus' ALERTS series."""
     import requests
@@ -502,8 +574,10 @@ def maintenance_conf(env: dict[str, str], seconds_per_day: float, now: datetime)
     return conf
 
 
-def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
+def replay(cfg: Any, weeks: int, sampler: Sampler, clock_file: Path) -> dict[str, Any]:
     """Replay `weeks` weeks; return what the JSON needs besides the samples."""
+    from mlops_serving import clock
+
     from stack.demo import replay as land
 
     driver = Driver(cfg)
@@ -511,6 +585,7 @@ def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
     lost = validated = 0
     served: dict[str, int] = {}
     maintenance: list[dict[str, Any]] = []
+    partitions: list[dict[str, Any]] = []
     week_seconds: list[float] = []
     phases: dict[str, list[float]] = defaultdict(list)
     soak_started = datetime.now(timezone.utc)
@@ -523,6 +598,7 @@ def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         day_start = day_start or started
         driver.refresh()
+        clock.write(clock_file, replayed_monday(index))
         sent = serve_week(cfg, week)
         if sent:
             served[week] = sent["rows"]
@@ -542,7 +618,10 @@ def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
             driver.trigger(MAINTENANCE_DAG, conf)
             maintenance.append({"week": week, "seconds_per_replayed_day": round(spd, 2), "conf": conf})
             driver.settle(started)
+            gc_now(cfg)
         t3 = time.monotonic()
+        names = prediction_partitions(cfg)
+        partitions.append({"week": week, "count": len(names), "oldest": names[0][-8:] if names else None})
         rows, week_lost, week_validated = task_rows(cfg, since)  # every run since `since` has ended
         validated += week_validated
         latency.extend((index, q, d) for q, d in rows)
@@ -569,7 +648,7 @@ def replay(cfg: Any, weeks: int, sampler: Sampler) -> dict[str, Any]:
             f"stuck {len(driver.stuck)}")
     return {"driver": driver, "latency": latency, "lost": lost, "served": served, "maintenance": maintenance,
             "week_seconds": week_seconds, "soak_started": soak_started, "phases": dict(phases),
-            "validated": validated}
+            "validated": validated, "partitions": partitions}
 
 
 def plot(samples: Samples, out: Path) -> Path:
@@ -621,7 +700,17 @@ def main() -> int:
         ap.error(f"--weeks must be 1..{YEAR_WEEKS}, got {args.weeks}")
     # benchstack's ports shifted by 500 (never a developer's SERVING_PORT 8000 nor a test stack's)
     serving_port = str(28000 + 500 + int(os.environ.get("MLOPS_BENCH_PORT_OFFSET", "0")))
-    with bench_stack("soak", {"SERVING_PORT": serving_port}) as (_, cfg, up_s):
+    # The prediction service's replay clock (mlops_serving.clock), readable by its user.
+    from mlops_serving import clock
+
+    clock_dir = Path(tempfile.mkdtemp(prefix="mlops-soak-clock-", dir="/tmp"))
+    clock_dir.chmod(0o755)
+    clock_file = clock_dir / "replayed-now"
+    clock.write(clock_file, replayed_monday(0))
+    overrides = {"SERVING_PORT": serving_port, "MLOPS_TEST_REPLAY_CLOCK": str(clock_file),
+                 # What maintenance_dag soft-deleted goes at the gc pass that follows it.
+                 "MLFLOW_GC_RETENTION_DAYS": "0"}
+    with bench_stack("soak", overrides) as (_, cfg, up_s):
         from stack.api import Airflow
 
         api = Airflow(cfg, cfg.env["AIRFLOW_ADMIN_USER"], cfg.env["AIRFLOW_ADMIN_PASSWORD"])
@@ -631,7 +720,7 @@ def main() -> int:
         sampler.sample_disk(time.monotonic())  # the start state
         sampler.start()
         t_start, wall0 = time.time(), time.monotonic()
-        done = replay(cfg, args.weeks, sampler)
+        done = replay(cfg, args.weeks, sampler, clock_file)
         wall = time.monotonic() - wall0
         sampler.stop()
         fired = alerts_fired(cfg, t_start, time.time())
@@ -654,7 +743,9 @@ def main() -> int:
                    "flights_served": sum(done["served"].values()),
                    "stack_up_s": round(up_s, 1),
                    "retention": done["maintenance"],
+                   "prediction_log": prediction_log_summary(done["partitions"], cfg.env),
                    "samples": len(s.t), "sample_errors": dict(sampler.errors)})
+    shutil.rmtree(clock_dir, ignore_errors=True)
     out = Path(args.out)
     result["plot"] = str(plot(s, out))
     (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from stack import alerting, grants, health, keys
+from stack import alerting, grants, health, keys, mlflow_gc
 from stack.config import (CONTROL_USER, LOOPBACK, REPO, SERVING_USER, VENV_BIN, WORKER_USER, StackConfig, Worker,
                           optional_binary,
                           postgres_bin)
@@ -234,6 +234,14 @@ def _mlflow_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
     return login_ok, f"{detail}, login as {viewer[0]}: {login}"
 
 
+def _mlflow_gc_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
+    """A scheduler with no port: running is healthy (supervisord's state is in its own column)."""
+    info = (health.supervisor_states(cfg) or {}).get("mlflow-gc") or {}
+    ok = info.get("statename") == "RUNNING"
+    return ok, (f"mlflow gc on {cfg.env.get(mlflow_gc.SCHEDULE_VAR) or mlflow_gc.DEFAULT_SCHEDULE} (UTC), deleted "
+                f"runs kept {mlflow_gc.retention_days(cfg.env):g} days")
+
+
 def _api_server_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]:
     doc = probes.shared("airflow", health.airflow_health)
     return doc is not None, "monitor/health 200" if doc else "no answer"
@@ -407,6 +415,7 @@ def _serving_health(cfg: StackConfig, probes: health.Probes) -> tuple[bool, str]
 
 
 # What the prediction service reads from the env file besides its own secrets (empty: its default).
+REPLAY_CLOCK_SWITCH = "MLOPS_TEST_REPLAY_CLOCK"  # mlops_serving.clock (stack imports no serving code)
 SERVING_TUNABLES = ("SERVING_POLL_S", "SERVING_MAX_ROWS", "SERVING_MAX_BODY_BYTES", "SERVING_LOG_FLUSH_S",
                     "PREDICTIONS_RETENTION_DAYS", "MLOPS_DECISION_THRESHOLD", "MLOPS_SCHEMA")
 
@@ -425,7 +434,9 @@ def serving(cfg: StackConfig) -> Component:
                 "PREDICTIONS_DB_PASSWORD": e["PREDICTIONS_DB_PASSWORD"],
                 # One OpenMP thread: single rows answer faster without thread wake-ups.
                 "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-                **{k: e[k] for k in SERVING_TUNABLES if e.get(k)}}
+                **{k: e[k] for k in SERVING_TUNABLES if e.get(k)},
+                # TEST/BENCH-only switch (mlops_serving.clock; benchmarks/soak.py): the replayed calendar.
+                **({REPLAY_CLOCK_SWITCH: e[REPLAY_CLOCK_SWITCH]} if e.get(REPLAY_CLOCK_SWITCH) else {})}
 
     return Component(name="serving", phase="airflow", user=SERVING_USER, home=cfg.home / "serving", priority=45,
                      command=[str(VENV_BIN / "uvicorn"), "mlops_serving.app:app", "--host", cfg.bind_address,
@@ -597,6 +608,18 @@ def components(cfg: StackConfig) -> list[Component]:
                                "MLFLOW_FLASK_SERVER_SECRET_KEY": e["MLFLOW_FLASK_SERVER_SECRET_KEY"]},
             health=_mlflow_health,
             listeners=(Listener("MLFLOW_PORT", p["MLFLOW_PORT"], served=True),),
+        ),
+        Component(
+            # `mlflow gc` on MLFLOW_GC_SCHEDULE (stack/mlflow_gc.py): the hard delete of what
+            # maintenance_dag soft-deleted, with the server's own database URL and admin login.
+            name="mlflow-gc", phase="mlflow", user=CONTROL_USER, home=mlflow_home, priority=30,
+            command=[str(VENV_BIN / "python"), "-m", "stack.mlflow_gc"],
+            extra_env=lambda: {"MLFLOW_BACKEND_STORE_URI": mlflow_db, "MLFLOW_TRACKING_URI": cfg.mlflow_url,
+                               "MLFLOW_TRACKING_USERNAME": e["MLFLOW_ADMIN_USER"],
+                               "MLFLOW_TRACKING_PASSWORD": e["MLFLOW_ADMIN_PASSWORD"],
+                               "MLFLOW_DISABLE_TELEMETRY": "true",
+                               **{k: e[k] for k in (mlflow_gc.SCHEDULE_VAR, mlflow_gc.RETENTION_VAR) if e.get(k)}},
+            health=_mlflow_gc_health,
         ),
         Component(
             # MLflow's own /metrics answers admins only: this serves the same metric files without

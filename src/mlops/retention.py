@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -78,21 +79,33 @@ class PrunedRuns:
 
     cutoff_ms: int
     deleted: list[str] = field(default_factory=list)
+    deleted_models: list[str] = field(default_factory=list)
     kept_registered: int = 0
     kept_unfinished: int = 0
+
+
+def _all_pages(search: Any, **kwargs: Any) -> list[Any]:
+    """Every item of a paged MLflow search (all pages first: deleting while paging would shift the
+    offset pages under the search)."""
+    items, token = [], None
+    while True:
+        page = search(max_results=1000, page_token=token, **kwargs)
+        items.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return items
 
 
 def registered_run_ids(client: object) -> set[str]:
     """Run ids behind every registered model version (of every registered model): their runs hold
     the versions' models, metrics and the decisions recorded on them, so they are never pruned."""
-    ids: set[str] = set()
-    token = None
-    while True:
-        page = client.search_model_versions(max_results=1000, page_token=token)  # type: ignore[attr-defined]
-        ids.update(mv.run_id for mv in page if mv.run_id)
-        token = getattr(page, "token", None)
-        if not token:
-            return ids
+    return {mv.run_id for mv in _all_pages(client.search_model_versions) if mv.run_id}  # type: ignore[attr-defined]
+
+
+def registered_model_ids(client: object) -> set[str]:
+    """The logged models (MLflow 3 `models:/m-...`) behind every registered model version."""
+    return {mv.model_id for mv in _all_pages(client.search_model_versions)  # type: ignore[attr-defined]
+            if getattr(mv, "model_id", None)}
 
 
 def prune_mlflow_runs(client: object, experiment_ids: list[str], days: float,
@@ -100,21 +113,17 @@ def prune_mlflow_runs(client: object, experiment_ids: list[str], days: float,
     """Delete (soft: MLflow's `delete_run`, the run's rows and artifacts stay until `mlflow gc`)
     the runs of `experiment_ids` that started more than `days` days ago, except the runs of
     registered model versions (the champion, `previous` and every other version) and runs that
-    have not ended. An MLflow error propagates: nothing is read as "no registered version"."""
+    have not ended; and the logged models those runs produced (MLflow 3 keeps a model's files
+    apart from its run's: `delete_run` leaves them), except models of registered versions. An
+    MLflow error propagates: nothing is read as "no registered version"."""
     if days <= 0:
         raise ValueError(f"{days!r}: a retention must be a positive number of days")
     cutoff_ms = int(((now if now is not None else time.time()) - days * 86400) * 1000)
     keep = registered_run_ids(client)
+    keep_models = registered_model_ids(client)
     result = PrunedRuns(cutoff_ms=cutoff_ms)
-    # All pages first: deleting while paging would shift the (offset) pages under the search.
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=f"attributes.start_time < {cutoff_ms}",  # type: ignore[attr-defined]
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            break
+    runs = _all_pages(client.search_runs, experiment_ids=experiment_ids,  # type: ignore[attr-defined]
+                      filter_string=f"attributes.start_time < {cutoff_ms}")
     for run in runs:
         if run.info.run_id in keep:
             result.kept_registered += 1
@@ -123,4 +132,10 @@ def prune_mlflow_runs(client: object, experiment_ids: list[str], days: float,
         else:
             client.delete_run(run.info.run_id)  # type: ignore[attr-defined]
             result.deleted.append(run.info.run_id)
+    if result.deleted:
+        gone = set(result.deleted)
+        for model in _all_pages(client.search_logged_models, experiment_ids=experiment_ids):  # type: ignore[attr-defined]
+            if model.source_run_id in gone and model.model_id not in keep_models:
+                client.delete_logged_model(model.model_id)  # type: ignore[attr-defined]
+                result.deleted_models.append(model.model_id)
     return result

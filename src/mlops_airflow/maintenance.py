@@ -148,7 +148,9 @@ def prune_mlflow_runs(conf: dict[str, Any]) -> dict[str, Any]:
     client = tracking.setup()
     days = _days(conf, "mlflow_run_retention_days", "MLFLOW_RUN_RETENTION_DAYS")
     result = prune(client, [tracking.experiment_id(client)], days)
-    log.info("MLflow runs older than %s days: deleted %d (%s), kept %d of registered versions, %d unfinished",
-             days, len(result.deleted), ", ".join(result.deleted), result.kept_registered, result.kept_unfinished)
+    log.info("MLflow runs older than %s days: deleted %d (%s) and their logged models (%s), kept %d of registered "
+             "versions, %d unfinished", days, len(result.deleted), ", ".join(result.deleted),
+             ", ".join(result.deleted_models), result.kept_registered, result.kept_unfinished)
     return {"days": days, "deleted": len(result.deleted), "deleted_runs": result.deleted,
+            "deleted_models": result.deleted_models,
             "kept_registered": result.kept_registered, "kept_unfinished": result.kept_unfinished}

@@ -19,7 +19,6 @@ import os
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from mlops import config
 from mlops.config import load_schema
 from mlops_serving import metrics
 from mlops_serving.batching import Batcher
+from mlops_serving.clock import Clock
 from mlops_serving.holder import Holder
 from mlops_serving.predlog import PredictionLog
 from mlops_serving.rows import RowError, RowSpec, check_rows, frame, predict
@@ -58,14 +58,15 @@ class Service:
         self.threshold = config.decision_threshold()
         self.token = f"Bearer {settings.token}".encode()
         self.holder = Holder(self.schema, settings.poll_s)
+        self.clock = Clock(settings.replay_clock)
         self.log = PredictionLog(settings.db_dsn, settings.flush_s, settings.log_queue_rows,
-                                 settings.retention_days, self.schema)
+                                 settings.retention_days, self.schema, clock=self.clock)
         self.batcher = Batcher(lambda served, requests: _score(self, served, requests), max_rows=BATCH_ROWS)
 
     def start(self) -> None:
         """Prepare the log's table, start the writer and the alias poller."""
         if self.log.enabled:
-            _ensure_table(self.settings.db_dsn)
+            _ensure_table(self.settings.db_dsn, self.clock)
         self.log.start()
         self.holder.start()
 
@@ -75,7 +76,7 @@ class Service:
         self.log.stop()
 
 
-def _ensure_table(dsn: str) -> None:
+def _ensure_table(dsn: str, clock: Clock) -> None:
     import psycopg2
 
     from mlops_serving.predlog import ensure_schema
@@ -86,7 +87,7 @@ def _ensure_table(dsn: str) -> None:
         log.warning("prediction log: database not reachable at start: %s", exc)
         return
     try:
-        ensure_schema(conn)
+        ensure_schema(conn, today=clock.now())
     finally:
         conn.close()
 
@@ -200,7 +201,7 @@ def _score(service: Service, served: Any, requests: list[list[dict]]) -> list[by
     log derives row keys and weeks in its writer, off the request path)."""
     raw = frame([row for rows in requests for row in rows], service.spec)
     proba = predict(served.scorer, raw, service.schema).tolist()
-    version, threshold, now = served.version, service.threshold, datetime.now(timezone.utc)
+    version, threshold, now = served.version, service.threshold, service.clock.now()
     metrics.ROWS.inc(len(proba))
     for p in proba:
         metrics.SCORE.observe(p)

@@ -8,7 +8,8 @@ the same functions; per request they cost the service more than a sixth of a sin
 scoring) and writes them in one ``COPY`` into table ``predictions`` (``mlops.served.TABLE``/
 ``COLUMNS``), which is partitioned by day of ``served_at``: the writer creates each day's
 partition before writing into it and drops the partitions older than
-``PREDICTIONS_RETENTION_DAYS`` (checked hourly).
+``PREDICTIONS_RETENTION_DAYS`` (checked hourly). Days and hours are those of the service's clock
+(``mlops_serving.clock``: the wall clock, or a benchmark's replayed calendar).
 
 What a crash loses: the rows queued since the last flush, i.e. at most one flush interval of
 predictions (plus a COPY in progress, which commits or not as a whole). tests/stack measures it by
@@ -31,6 +32,7 @@ from typing import Any
 from mlops.config import Schema
 from mlops.served import COLUMNS, TABLE
 from mlops_serving import metrics
+from mlops_serving.clock import Clock
 
 log = logging.getLogger("mlops_serving.predlog")
 
@@ -61,11 +63,12 @@ def partition_ddl(day: datetime) -> str:
             f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
 
 
-def ensure_schema(conn: Any, reader: str | None = None) -> None:
-    """Create the table (as its owner) and let ``reader`` SELECT it and its partitions."""
+def ensure_schema(conn: Any, reader: str | None = None, today: datetime | None = None) -> None:
+    """Create the table (as its owner) and today's partition (``today``: now), and let ``reader``
+    SELECT it and its partitions."""
     with conn.cursor() as cur:
         cur.execute(SCHEMA_DDL)
-        cur.execute(partition_ddl(datetime.now(timezone.utc)))
+        cur.execute(partition_ddl(today or datetime.now(timezone.utc)))
         if reader:
             cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"')
             cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{reader}"')
@@ -89,8 +92,10 @@ def prune(conn: Any, retention_days: int, now: datetime | None = None) -> list[s
 class PredictionLog:
     """Queue + background writer (see module doc)."""
 
-    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int, schema: Schema) -> None:
+    def __init__(self, dsn: str | None, flush_s: float, max_rows: int, retention_days: int, schema: Schema,
+                 clock: Clock | None = None) -> None:
         self.dsn, self.flush_s, self.max_rows, self.retention_days = dsn, flush_s, max_rows, retention_days
+        self.clock = clock or Clock()
         self.schema = schema
         self._key_columns = (*schema.row_key, schema.time_column)
         #: submitted rows: (request id, time, version, (row key values..., time value), probability)
@@ -102,7 +107,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._days: set[str] = set()
-        self._pruned_at = 0.0
+        self._pruned_at: datetime | None = None  # on the service's clock
         self.last_write: float | None = None
         self.last_error: str | None = None
         self.written = 0
@@ -222,11 +227,16 @@ class PredictionLog:
             self._days.update(days)
 
     def _maybe_prune(self, conn: Any) -> None:
-        if time.monotonic() - self._pruned_at < 3600:
-            return
-        self._pruned_at = time.monotonic()
         try:
-            dropped = prune(conn, self.retention_days)
+            now = self.clock.now()
+        except Exception as exc:
+            log.warning("prediction log: no time to prune by: %s", exc)
+            return
+        if self._pruned_at is not None and timedelta(0) <= now - self._pruned_at < timedelta(hours=1):
+            return
+        self._pruned_at = now
+        try:
+            dropped = prune(conn, self.retention_days, now)
         except Exception as exc:
             log.warning("prediction log: pruning failed: %s", exc)
             self._reset()

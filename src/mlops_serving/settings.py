@@ -36,6 +36,8 @@ class Settings:
     retention_days: int
     flush_s: float
     log_queue_rows: int
+    # TEST/BENCH-only: a replay clock file (mlops_serving.clock); None: the wall clock.
+    replay_clock: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -53,7 +55,21 @@ class Settings:
             retention_days=int(_number("PREDICTIONS_RETENTION_DAYS", 90, 1, 3650, integer=True)),
             flush_s=_number("SERVING_LOG_FLUSH_S", 0.5, 0.05, 1.0),
             log_queue_rows=int(_number("SERVING_LOG_QUEUE_ROWS", 200_000, 1000, 10_000_000, integer=True)),
+            replay_clock=_replay_clock(),
         )
+
+
+def _replay_clock() -> str | None:
+    """The replay clock file of a benchmark stack (MLOPS_TEST_REPLAY_CLOCK), checked to hold a time."""
+    from mlops_serving.clock import REPLAY_CLOCK_SWITCH, Clock, ClockError
+
+    path = os.environ.get(REPLAY_CLOCK_SWITCH, "").strip() or None
+    if path:
+        try:
+            Clock(path)
+        except ClockError as exc:
+            raise SettingsError(str(exc)) from None
+    return path
 
 
 def _dsn() -> str | None:

@@ -38,9 +38,13 @@ def test_old_runs_go_registered_and_unfinished_ones_stay(client, tmp_path: Path)
     running = _run(client, experiment, 300, end=False)
     young = [_run(client, experiment, 179), _run(client, experiment, 0)]
     elsewhere = _run(client, other, 400)
+    # MLflow 3 keeps a logged model's files apart from its run's: the pruned runs' models go too.
+    models = {run_id: client.create_logged_model(experiment, name="model", source_run_id=run_id).model_id
+              for run_id in (*old, champion_run, young[0])}
     client.create_registered_model("flight_delay_classifier")
     for run_id, alias in ((champion_run, "champion"), (previous_run, "previous")):
-        version = client.create_model_version("flight_delay_classifier", f"runs:/{run_id}/model", run_id=run_id)
+        version = client.create_model_version("flight_delay_classifier", f"runs:/{run_id}/model",
+                                              run_id=run_id, model_id=models.get(run_id))
         client.set_registered_model_alias("flight_delay_classifier", alias, version.version)
     # A version of another registered model keeps its run too.
     kept_by_other_model = _run(client, experiment, 300)
@@ -50,6 +54,9 @@ def test_old_runs_go_registered_and_unfinished_ones_stay(client, tmp_path: Path)
     result = prune_mlflow_runs(client, [experiment], 180)
 
     assert sorted(result.deleted) == sorted(old)
+    assert sorted(result.deleted_models) == sorted(models[r] for r in old)
+    active_models = {m.model_id for m in client.search_logged_models([experiment])}
+    assert active_models == {models[champion_run], models[young[0]]}
     assert result.kept_registered == 3 and result.kept_unfinished == 1
     active = {r.info.run_id for r in client.search_runs([experiment])}
     assert active == {champion_run, previous_run, running, kept_by_other_model, *young}

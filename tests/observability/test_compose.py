@@ -29,7 +29,7 @@ SERVICES = {
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker-light", "airflow-worker-heavy",
     "flower", "mlflow", "mlflow-init", "mlflow-metrics", "statsd-exporter", "prometheus", "pushgateway",
     "alertmanager-config", "alertmanager", "grafana", "model-server", "logins-config", "postgres-exporter",
-    "redis-exporter", "process-exporter", "airflow-worker-maintenance",
+    "redis-exporter", "process-exporter", "airflow-worker-maintenance", "mlflow-gc",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -38,8 +38,8 @@ AIRFLOW_COMPONENTS = {
 # One-shot services: they exit 0 once done (no health check, no restart).
 ONE_SHOT = {"airflow-init", "mlflow-init", "alertmanager-config", "logins-config"}
 # Every service that runs the project image (built from airflow/Dockerfile).
-PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "alertmanager-config", "model-server",
-                                      "logins-config"}
+PROJECT_IMAGE = AIRFLOW_COMPONENTS | {"mlflow", "mlflow-init", "mlflow-metrics", "mlflow-gc", "alertmanager-config",
+                                      "model-server", "logins-config"}
 # Non-secret settings every Airflow component shares.
 SHARED = [
     "AIRFLOW__METRICS__STATSD_HOST", "AIRFLOW__METRICS__STATSD_PORT", "AIRFLOW__METRICS__STATSD_ON",
@@ -377,6 +377,22 @@ def test_mlflow_runs_with_logins(rendered: tuple[dict, dict]) -> None:
     prometheus = yaml.safe_load((REPO / "observability" / "prometheus" / "prometheus.yml").read_text())
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "mlflow"]
     assert job["static_configs"] == [{"targets": ["mlflow-metrics:5001"]}] and "basic_auth" not in job
+
+
+def test_mlflow_gc_holds_mlflows_own_secrets_only(rendered: tuple[dict, dict]) -> None:
+    """`mlflow gc` runs beside MLflow with MLflow's database URL and admin login (as the native
+    mlflow-gc program), on the schedule and retention of .env; no Airflow secret."""
+    config, values = rendered
+    gc, mlflow = config["services"]["mlflow-gc"], config["services"]["mlflow"]
+    assert gc["command"] == ["python", "-m", "stack.mlflow_gc"]
+    env = _env(gc)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == _env(mlflow)["MLFLOW_BACKEND_STORE_URI"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (
+        values["MLFLOW_ADMIN_USER"], values["MLFLOW_ADMIN_PASSWORD"])
+    assert env["MLFLOW_GC_RETENTION_DAYS"] == values.get("MLFLOW_GC_RETENTION_DAYS", "7")
+    assert not [k for k in env if k.startswith("AIRFLOW__")] and "volumes" not in gc
+    assert gc["depends_on"] == {"mlflow": {"condition": "service_healthy"}}
 
 
 def test_prometheus_has_no_lifecycle_api(rendered: tuple[dict, dict]) -> None:

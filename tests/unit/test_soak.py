@@ -48,15 +48,23 @@ def test_quarters_of_a_year_and_of_a_short_run(soak) -> None:
     assert soak.quarter_bounds(1) == (1, 0)
 
 
-def test_quarter_medians_and_growth(soak) -> None:
-    # 52 weeks, two samples a week: 100 MiB in the first quarter, 120 in the last, junk between.
-    samples = [(w, 100.0 + (w % 2)) for w in range(13) for _ in (0, 1)]
+def test_quarter_medians_and_growth_after_the_warm_up(soak) -> None:
+    # 52 weeks, two samples a week: warming up over weeks 1-4 (50 MiB), 100 MiB over weeks 5-13,
+    # 120 in the last quarter, junk between.
+    samples = [(w, 50.0) for w in range(4) for _ in (0, 1)]
+    samples += [(w, 100.0 + (w % 2)) for w in range(4, 13) for _ in (0, 1)]
     samples += [(w, 999.0) for w in range(13, 39)]
     samples += [(w, 120.0) for w in range(39, 52)]
     result = soak.quarter_medians(samples, 52)
-    assert result["first_quarter"] == 100.0 and result["last_quarter"] == 120.0
-    assert result["growth"] == 1.2
-    assert soak.quarter_medians([], 52) == {"first_quarter": None, "last_quarter": None, "growth": None}
+    assert result["after_warmup"] == 100.0 and result["last_quarter"] == 120.0
+    # The warm-up weeks are in the first quarter's median but not in growth's baseline.
+    assert result["first_quarter"] == 100.0 and result["growth"] == 1.2
+    assert soak.warm_bounds(52) == (4, 13)
+    assert soak.growth_basis(52) == "median of weeks 40-52 / median of weeks 5-13 (after a 4-week warm-up)"
+    # Too short for a warm-up: the whole first quarter is the baseline.
+    assert soak.warm_bounds(8) == (0, 2)
+    assert soak.quarter_medians([], 52) == {"first_quarter": None, "after_warmup": None, "last_quarter": None,
+                                            "growth": None}
     # A component that appeared only late has no first quarter: no growth, never a division by zero.
     assert soak.quarter_medians([(50, 5.0)], 52)["growth"] is None
 
@@ -99,6 +107,20 @@ def test_retention_in_replayed_time(soak) -> None:
     assert "db_retention_days" not in conf
 
 
+def test_the_replayed_calendar_and_the_prediction_log_summary(soak) -> None:
+    # The service's replay clock is set to each replayed week's Monday (ISO weeks of 2013).
+    assert soak.replayed_monday(0) == datetime(2012, 12, 31, tzinfo=timezone.utc)
+    assert soak.replayed_monday(1) == datetime(2013, 1, 7, tzinfo=timezone.utc)
+    assert soak.replayed_monday(51) == datetime(2013, 12, 23, tzinfo=timezone.utc)
+    weeks = [{"week": "2013-W01", "count": 1, "oldest": "20121231"},
+             {"week": "2013-W20", "count": 14, "oldest": "20130218"},
+             {"week": "2013-W21", "count": 14, "oldest": "20130225"}]
+    summary = soak.prediction_log_summary(weeks, {"PREDICTIONS_RETENTION_DAYS": "90"})
+    assert summary == {"retention_days": 90, "partitions_end": 14, "partitions_max": 14, "oldest_end": "20130225",
+                       "by_week": {"2013-W01": 1, "2013-W20": 14, "2013-W21": 14}}
+    assert soak.prediction_log_summary([], {})["retention_days"] == 90
+
+
 def test_json_shape(soak) -> None:
     result = soak.summarise(
         weeks=4, runs={"ml_pipeline_dag": {"success": 3}, "data_validation_dag": {"success": 28}}, failed=[],
@@ -106,7 +128,9 @@ def test_json_shape(soak) -> None:
         disk={"logs": [1.0, 2.5], "empty": []}, latency_rows=[(0, 0.1, 1.0), (3, 0.2, 1.1)],
         fired={"MlDriftDetected": 1}, zombies_max=0, extra={"stack_up_s": 60.0})
     assert list(result)[:len(ISSUE_KEYS)] == ISSUE_KEYS
-    assert result["pss_mb"]["scheduler"] == {"first_quarter": 100.0, "last_quarter": 110.0, "growth": 1.1}
+    assert result["pss_mb"]["scheduler"] == {"first_quarter": 100.0, "after_warmup": 100.0, "last_quarter": 110.0,
+                                             "growth": 1.1}
+    assert result["growth_basis"].startswith("median of weeks 4-4 / median of weeks 1-1")
     assert result["disk_mb"] == {"logs": {"start": 1.0, "end": 2.5}}
     assert set(result["task_latency_s"]) == {"first_quarter", "last_quarter"}
     assert result["alerts_fired"] == [{"name": "MlDriftDetected", "count": 1, "justified": True}]

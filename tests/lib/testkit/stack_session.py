@@ -315,6 +315,9 @@ def stack() -> StackHandle:
         # the upkeep test's 35 s training, short enough for the session's own `down` after the
         # fault suite, which may leave a long training running.
         "HEAVY_WORKER_STOP_GRACE_S": "90",
+        # `mlflow gc` collects what was soft-deleted at its next pass (default: 7 days later): the gc
+        # test deletes runs and signals a pass at once.
+        "MLFLOW_GC_RETENTION_DAYS": "0",
     })
     cfg = stack_config.load(env_file)
     alerts = AlertReceiver(ALERT_WEBHOOK_PORT)
