@@ -45,6 +45,8 @@ def scratch_db(stack):
 def test_partitions_older_than_the_retention_are_dropped_on_the_replayed_calendar(scratch_db, tmp_path: Path) -> None:
     import psycopg2
 
+    from mlops.config import load_schema
+    from mlops.serve_replay import request_bodies, week_rows
     from mlops_serving import clock
     from mlops_serving.predlog import PredictionLog, ensure_schema
 
@@ -54,12 +56,15 @@ def test_partitions_older_than_the_retention_are_dropped_on_the_replayed_calenda
     conn = psycopg2.connect(scratch_db)
     try:
         ensure_schema(conn, today=replay.now())
-        writer = PredictionLog(scratch_db, flush_s=0.5, max_rows=10_000, retention_days=90, clock=replay)
+        schema = load_schema()
+        writer = PredictionLog(scratch_db, flush_s=0.5, max_rows=10_000, retention_days=90, schema=schema,
+                               clock=replay)
         seen = []
         # Three replayed weeks: 2013-W02, W10 (56 days later), W16 (98 days after W02).
         for monday, week in (((2013, 1, 7), "2013-W02"), ((2013, 3, 4), "2013-W10"), ((2013, 4, 15), "2013-W16")):
             clock.write(clock_file, datetime(*monday, tzinfo=timezone.utc))
-            writer.submit(uuid.uuid4().hex, replay.now(), "1", ["k1", "k2"], [week, week], [0.2, 0.7])
+            rows = request_bodies(week_rows(week, schema).iloc[:2], chunk=2)[0]["rows"]
+            writer.submit(uuid.uuid4().hex, replay.now(), "1", rows, [0.2, 0.7])
             assert writer.flush() == 2, writer.last_error
             seen.append(_partitions(conn))
         writer.stop()
