@@ -328,6 +328,12 @@ def data_dir() -> Path:
     dataset = ACTIVE_DATASET.get()
     if dataset is not None:
         return Path(dataset.data_dir)
+    return base_data_dir()
+
+
+def base_data_dir() -> Path:
+    """The flights' data folder (``MLOPS_DATA_DIR``, default ``./data``), absolute: root of every
+    other data set's folder and neighbour of the local MLflow store."""
     return Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
 
 
@@ -375,7 +381,7 @@ def local_store_dir() -> Path:
     never inside it (tasks write into the data folder; whoever loads a model from the store
     trusts what is there). One store for every data set: beside the flights' folder, which holds
     the others' folders."""
-    root = Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
+    root = base_data_dir()
     path = root.with_name(root.name + "-mlflow")
     path.mkdir(parents=True, exist_ok=True)
     return path

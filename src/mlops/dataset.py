@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops import config
-from mlops.config import REPO_ROOT, THRESHOLDS, Recipe, Schema
+from mlops.config import REPO_ROOT, THRESHOLDS, Recipe, Schema, base_data_dir
 from mlops.errors import MlopsError
 
 #: The data set of a step that names none (``MLOPS_DATASET`` overrides it).
@@ -77,11 +77,6 @@ class Dataset:
         return {"name": self.name, "schema": str(self.schema_file), "data_dir": str(self.data_dir),
                 "model_name": self.model_name, "experiment": self.experiment_name,
                 "cadence": self.cadence}
-
-
-def base_data_dir() -> Path:
-    """The flights' data folder, root of every other data set's folder (``MLOPS_DATA_DIR``)."""
-    return Path(os.environ.get("MLOPS_DATA_DIR") or "data").expanduser().resolve()
 
 
 def configs_dir() -> Path:

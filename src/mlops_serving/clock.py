@@ -10,7 +10,6 @@ in replayed days). A file that cannot be read or parsed is an error, never the w
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,11 +31,6 @@ class Clock:
         self._replayed: datetime | None = None
         if self.replay_file is not None:
             self.now()  # refuse a bad file at start
-
-    @classmethod
-    def from_env(cls) -> "Clock":
-        """The wall clock, or the replay clock the switch names."""
-        return cls(os.environ.get(REPLAY_CLOCK_SWITCH) or None)
 
     def now(self) -> datetime:
         """The current time (UTC)."""
