@@ -6,7 +6,7 @@ used to get): the training finishes, in its first try, before the worker exits, 
 queued meanwhile stays in the broker (the worker takes no new task) until the worker is back.
 
 Recycling: a worker started here with the stack's worker environment, on a queue only it consumes,
-with `worker_max_tasks_per_child` 1 (the stack's own is 100, airflow/airflow.env): every task ends
+with `worker_max_tasks_per_child` 1 (the stack's own is 25, airflow/airflow.env): every task ends
 in success and each ran in a new pool process under the same worker.
 """
 
