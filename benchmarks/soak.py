@@ -21,7 +21,9 @@ prediction service on its own port) and, for each replayed week:
 5. every MAINTENANCE_EVERY weeks, `maintenance_dag` with every retention of `.env` expressed in
    replayed time: R replayed days become R x (measured wall seconds per replayed day) real
    seconds, passed in the run's conf, so task logs, reports, Airflow's metadata rows
-   (`airflow db clean`) and MLflow runs older than their retention are pruned during the soak.
+   (`airflow db clean`), registered model versions (no alias, not among the
+   MLFLOW_KEEP_MODEL_VERSIONS newest) and then MLflow runs older than their retention are pruned
+   during the soak.
    Prometheus keeps its own retention (PROMETHEUS_RETENTION_TIME): its 2-hour head block is not
    compacted within a soak, so its TSDB only grows here; its bound is PROMETHEUS_RETENTION_SIZE.
    After each maintenance run the mlflow-gc program gets SIGUSR1 (a pass now; the bench stack's
@@ -97,7 +99,8 @@ JUSTIFIED_ALERTS = frozenset({"MlDriftDetected", "MlChampionAucBelowFloor", "MlS
 RETENTIONS = {"LOG_RETENTION_DAYS": ("log_retention_days", 30.0),
               "REPORT_RETENTION_DAYS": ("report_retention_days", 90.0),
               "AIRFLOW_DB_RETENTION_DAYS": ("db_retention_days", 90.0),
-              "MLFLOW_RUN_RETENTION_DAYS": ("mlflow_run_retention_days", 180.0)}
+              "MLFLOW_RUN_RETENTION_DAYS": ("mlflow_run_retention_days", 180.0),
+              "MLFLOW_MODEL_VERSION_RETENTION_DAYS": ("mlflow_model_version_retention_days", 180.0)}
 FINAL_TI_STATES = ("success", "skipped", "failed", "upstream_failed", "removed")
 TERMINAL_RUN_STATES = ("success", "failed")
 

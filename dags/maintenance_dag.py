@@ -12,16 +12,26 @@
   worker, the only worker holding the database login; a cluster policy keeps every other task off
   that queue (`mlops_airflow.policy`).
 
-* **prune_mlflow_runs** (queue `maintenance`) deletes the pipeline experiment's MLflow runs that
-  started more than `MLFLOW_RUN_RETENTION_DAYS` (default 180) ago, except the run of every
-  registered model version (the champion, `previous`, every other version: their models, metrics
-  and the decisions recorded on them) and runs that have not ended. The delete is MLflow's soft
-  delete (lifecycle stage `deleted`): `mlflow gc` on the tracking server frees their rows and
-  artifacts. It uses the maintenance worker's own MLflow login (MANAGE on the experiment; the
-  pipeline's login cannot delete).
+* **prune_mlflow_runs** (queue `maintenance`, pool `model_registry`), for every data set's
+  registered model and experiment, in this order:
+  1. deletes (MLflow `delete_model_version`) the registered versions created more than
+     `MLFLOW_MODEL_VERSION_RETENTION_DAYS` (default 180) ago, except every version that holds an
+     alias (`champion`, `previous`, any other) and the `MLFLOW_KEEP_MODEL_VERSIONS` (default 10)
+     newest versions of each model;
+  2. deletes the runs that started more than `MLFLOW_RUN_RETENTION_DAYS` (default 180) ago, except
+     the run of every registered model version still there (their models, metrics and the
+     decisions recorded on them) and runs that have not ended, and the logged models of the
+     deleted runs. So the runs of the versions deleted in step 1 go in the same pass.
+
+  Runs go by MLflow's soft delete (lifecycle stage `deleted`): `mlflow gc` on the tracking server
+  frees their rows and artifacts. It uses the maintenance worker's own MLflow login (MANAGE on the
+  experiments and registered models; the pipeline's login cannot delete), in the one-slot pool
+  shared with every task that registers a version or moves an alias, so it never deletes a
+  version while an alias moves. An MLflow error fails the task (nothing is read as "no alias").
 
 A manual run may pass other retentions in its conf: `log_retention_days`, `report_retention_days`,
-`mlflow_run_retention_days`, `db_retention_days`, or `clean_before` (an ISO timestamp), `dag_ids` and `tables` (lists) for the
+`mlflow_run_retention_days`, `mlflow_model_version_retention_days`, `mlflow_keep_model_versions`,
+`db_retention_days`, or `clean_before` (an ISO timestamp), `dag_ids` and `tables` (lists) for the
 database.
 docs/production.md, "Upkeep", lists what grows and what bounds it.
 """
@@ -33,6 +43,7 @@ from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
+from mlops_airflow import REGISTRY_POOL
 from mlops_airflow.config import default_args
 from mlops_airflow.policy import MAINTENANCE_QUEUE
 
@@ -67,9 +78,10 @@ def clean_metadata_db() -> dict[str, Any]:
     return clean(_conf())
 
 
-@task(queue=MAINTENANCE_QUEUE)
+@task(queue=MAINTENANCE_QUEUE, pool=REGISTRY_POOL)
 def prune_mlflow_runs() -> dict[str, Any]:
-    """MLflow runs older than the retention that no registered version references."""
+    """Old unaliased model versions beyond the newest ones, then MLflow runs older than the
+    retention that no registered version references."""
     from mlops_airflow.maintenance import prune_mlflow_runs as prune
 
     return prune(_conf())

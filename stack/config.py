@@ -98,8 +98,9 @@ REQUIRED_VARS = (
 )
 
 
-# Retentions in days (maintenance_dag), handed to every Airflow program.
-RETENTION_VARS = ("LOG_RETENTION_DAYS", "REPORT_RETENTION_DAYS", "AIRFLOW_DB_RETENTION_DAYS", "MLFLOW_RUN_RETENTION_DAYS")
+# Retentions in days (maintenance_dag) and the model versions always kept, handed to every Airflow program.
+RETENTION_VARS = ("LOG_RETENTION_DAYS", "REPORT_RETENTION_DAYS", "AIRFLOW_DB_RETENTION_DAYS", "MLFLOW_RUN_RETENTION_DAYS",
+                  "MLFLOW_MODEL_VERSION_RETENTION_DAYS", "MLFLOW_KEEP_MODEL_VERSIONS")
 
 
 # What the workers of each queue import before they fork their task processes

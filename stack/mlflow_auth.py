@@ -30,9 +30,10 @@ from stack.run import StackError
 PIPELINE_PERMISSION = "EDIT"
 # The prediction service's account: reads the alias and the versions' artifacts, changes nothing.
 SERVING_PERMISSION = "READ"
-# maintenance_dag's account: deletes old runs of the experiment (MANAGE is the only permission that
-# may delete a run), reads the registered model's versions (whose runs it keeps), changes no version.
-MAINTENANCE_PERMISSIONS = {"experiment": "MANAGE", "registered_model": "READ"}
+# maintenance_dag's account: deletes old runs of the experiment and old model versions that hold no
+# alias (MANAGE is the only permission that may delete a run or a model version: EDIT cannot). It
+# moves no alias and registers nothing (mlops.retention; docs/security.md).
+MAINTENANCE_PERMISSIONS = {"experiment": "MANAGE", "registered_model": "MANAGE"}
 API2 = "/api/2.0/mlflow"
 API3 = "/api/3.0/mlflow"
 

@@ -1,7 +1,9 @@
-"""Retention: delete the files of a folder that are older than a number of days.
+"""Retention: delete the files of a folder that are older than a number of days, and MLflow's old
+registered model versions and runs.
 
-Used by maintenance_dag (task logs, validation and drift reports) and usable from the CLI. A file's
-age is its modification time; folders left empty are removed too (never the root itself)."""
+Used by maintenance_dag (task logs, validation and drift reports, model versions and runs) and
+usable from the CLI. A file's age is its modification time; folders left empty are removed too
+(never the root itself)."""
 
 from __future__ import annotations
 
@@ -106,6 +108,57 @@ def registered_model_ids(client: object) -> set[str]:
     """The logged models (MLflow 3 `models:/m-...`) behind every registered model version."""
     return {mv.model_id for mv in _all_pages(client.search_model_versions)  # type: ignore[attr-defined]
             if getattr(mv, "model_id", None)}
+
+
+@dataclass
+class PrunedVersions:
+    """What one pass over the registered model versions deleted and kept."""
+
+    cutoff_ms: int
+    keep_newest: int
+    deleted: list[str] = field(default_factory=list)  # "model/version"
+    kept_aliased: int = 0
+    kept_newest: int = 0
+    kept_young: int = 0
+
+
+def prune_model_versions(client: object, model_names: list[str], days: float, keep_newest: int,
+                         now: float | None = None) -> PrunedVersions:
+    """Delete (MLflow's `delete_model_version`) the registered versions of `model_names` created more
+    than `days` days ago, except every version that holds an alias (`champion`, `previous`, any
+    other) and the `keep_newest` newest versions of each model (by version number: the latest
+    candidate, perhaps awaiting approval, and the recent ones for audit and manual rollback). The
+    runs and logged models of the deleted versions are no longer kept by `prune_mlflow_runs`: run
+    it after this. Aliases are read from the registered model itself (a version search may leave
+    them out). An MLflow error propagates: nothing is read as "no alias"; a model that does not
+    exist has no version."""
+    if days <= 0:
+        raise ValueError(f"{days!r}: a retention must be a positive number of days")
+    if keep_newest < 1:
+        raise ValueError(f"{keep_newest!r}: the number of newest versions kept must be at least 1")
+    cutoff_ms = int(((now if now is not None else time.time()) - days * 86400) * 1000)
+    result = PrunedVersions(cutoff_ms=cutoff_ms, keep_newest=keep_newest)
+    for name in model_names:
+        if "'" in name:
+            raise ValueError(f"registered model name {name!r}: a quote cannot be searched for")
+        versions = _all_pages(client.search_model_versions, filter_string=f"name = '{name}'")  # type: ignore[attr-defined]
+        if not versions:
+            continue
+        aliased = {str(v) for v in (client.get_registered_model(name).aliases or {}).values()}  # type: ignore[attr-defined]
+        aliased |= {str(v.version) for v in versions if v.aliases}
+        newest = {str(v.version) for v in sorted(versions, key=lambda v: int(v.version), reverse=True)[:keep_newest]}
+        for version in sorted(versions, key=lambda v: int(v.version)):
+            number = str(version.version)
+            if number in aliased:
+                result.kept_aliased += 1
+            elif number in newest:
+                result.kept_newest += 1
+            elif int(version.creation_timestamp) >= cutoff_ms:
+                result.kept_young += 1
+            else:
+                client.delete_model_version(name, number)  # type: ignore[attr-defined]
+                result.deleted.append(f"{name}/{number}")
+    return result
 
 
 def prune_mlflow_runs(client: object, experiment_ids: list[str], days: float,

@@ -13,8 +13,8 @@ OWNER = "mlops"
 RETRAINING_DAG_ID = "model_retraining_dag"
 # ISO week ids in run conf ("2013-W07"), as the batch files are named.
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
-# One slot (airflow/pools.yaml): every task that registers a model version or moves a registry
-# alias runs in it, so such tasks never overlap, on any worker host.
+# One slot (airflow/pools.yaml): every task that registers or deletes a model version or moves a
+# registry alias runs in it, so such tasks never overlap, on any worker host.
 REGISTRY_POOL = "model_registry"
 
 

@@ -3,7 +3,8 @@ those files) and `airflow db clean` (the maintenance worker, the only one holdin
 database's login; mlops_airflow.policy keeps every other task off its queue).
 
 Retentions in days come from the environment (LOG_RETENTION_DAYS, REPORT_RETENTION_DAYS,
-AIRFLOW_DB_RETENTION_DAYS, MLFLOW_RUN_RETENTION_DAYS of `.env`); a run's conf may name others, or `clean_before` (an ISO
+AIRFLOW_DB_RETENTION_DAYS, MLFLOW_RUN_RETENTION_DAYS, MLFLOW_MODEL_VERSION_RETENTION_DAYS of `.env`;
+MLFLOW_KEEP_MODEL_VERSIONS is a count); a run's conf may name others, or `clean_before` (an ISO
 timestamp), `dag_ids` and `tables` for the database."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 log = logging.getLogger("mlops_airflow")
 
 DEFAULT_DAYS = {"LOG_RETENTION_DAYS": 30.0, "REPORT_RETENTION_DAYS": 90.0, "AIRFLOW_DB_RETENTION_DAYS": 90.0,
-                "MLFLOW_RUN_RETENTION_DAYS": 180.0}
+                "MLFLOW_RUN_RETENTION_DAYS": 180.0, "MLFLOW_MODEL_VERSION_RETENTION_DAYS": 180.0}
 
 
 def _days(conf: dict[str, Any], key: str, variable: str) -> float:
@@ -124,18 +125,60 @@ def uncleaned_tables(output: str) -> set[str]:
 
 
 # The maintenance worker's MLflow login (stack/components.py maintenance_worker; compose:
-# airflow-worker-maintenance): MANAGE on the pipeline's experiment, READ on the registered model.
-# The pipeline's own login (Connection mlflow_default) has EDIT, which cannot delete a run.
+# airflow-worker-maintenance): MANAGE on every data set's experiment and registered model (MANAGE
+# is the only permission that may delete a run or a model version). The pipeline's own login
+# (Connection mlflow_default) has EDIT, which can delete neither.
 MLFLOW_USER_VAR = "MLOPS_MLFLOW_MAINTENANCE_USER"
 MLFLOW_PASSWORD_VAR = "MLOPS_MLFLOW_MAINTENANCE_PASSWORD"
+KEEP_VERSIONS_VAR = "MLFLOW_KEEP_MODEL_VERSIONS"
+DEFAULT_KEEP_VERSIONS = 10
+
+
+def keep_model_versions(conf: dict[str, Any]) -> int:
+    """How many newest versions of each registered model always stay: conf
+    `mlflow_keep_model_versions`, else MLFLOW_KEEP_MODEL_VERSIONS, else 10 (at least 1)."""
+    raw = conf.get("mlflow_keep_model_versions")
+    name = "conf mlflow_keep_model_versions"
+    if raw is None:
+        raw, name = (os.environ.get(KEEP_VERSIONS_VAR, "").strip() or DEFAULT_KEEP_VERSIONS), KEEP_VERSIONS_VAR
+    try:
+        count = int(str(raw))
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{name}={raw!r}: the number of newest model versions kept must be a whole number >= 1")
+    return count
+
+
+def stack_mlflow_resources(client: Any) -> tuple[list[str], list[str]]:
+    """(experiment ids, registered model names) of every data set of configs/ (mlops.dataset): the
+    flights' from the process settings, each other's from its file. An experiment not created yet
+    is left out (it has no run); an MLflow error propagates."""
+    from mlops.dataset import DEFAULT_DATASET, known_names, resolve
+
+    experiments: list[str] = []
+    models: list[str] = []
+    for name in [DEFAULT_DATASET, *(n for n in known_names() if n != DEFAULT_DATASET)]:
+        dataset = resolve(name)
+        experiment = client.get_experiment_by_name(dataset.experiment_name)
+        if experiment is not None and experiment.experiment_id not in experiments:
+            experiments.append(experiment.experiment_id)
+        if dataset.model_name not in models:
+            models.append(dataset.model_name)
+    return experiments, models
 
 
 def prune_mlflow_runs(conf: dict[str, Any]) -> dict[str, Any]:
-    """Delete (soft, MLflow `delete_run`) the pipeline experiment's runs older than
-    MLFLOW_RUN_RETENTION_DAYS (conf `mlflow_run_retention_days`) that no registered model version
-    references, with the maintenance worker's MLflow login."""
+    """With the maintenance worker's MLflow login, for every data set's registered model and
+    experiment: first delete the registered versions older than MLFLOW_MODEL_VERSION_RETENTION_DAYS
+    (conf `mlflow_model_version_retention_days`) that hold no alias and are not among the newest
+    MLFLOW_KEEP_MODEL_VERSIONS (conf `mlflow_keep_model_versions`); then delete (soft, MLflow
+    `delete_run`) the runs older than MLFLOW_RUN_RETENTION_DAYS (conf `mlflow_run_retention_days`)
+    that no registered version references any more, and their logged models. Versions first, so
+    that the runs of the versions just deleted go in the same pass."""
     from mlops import tracking
     from mlops.retention import prune_mlflow_runs as prune
+    from mlops.retention import prune_model_versions
 
     from mlops_airflow.config import configure_mlflow
 
@@ -143,14 +186,24 @@ def prune_mlflow_runs(conf: dict[str, Any]) -> dict[str, Any]:
     if not user or not password:
         raise RuntimeError(f"{MLFLOW_USER_VAR}/{MLFLOW_PASSWORD_VAR} are not set: prune_mlflow_runs runs only on the "
                            f"maintenance worker (queue maintenance)")
+    version_days = _days(conf, "mlflow_model_version_retention_days", "MLFLOW_MODEL_VERSION_RETENTION_DAYS")
+    keep = keep_model_versions(conf)
+    days = _days(conf, "mlflow_run_retention_days", "MLFLOW_RUN_RETENTION_DAYS")
     configure_mlflow()  # the tracking URI (checked to be this stack's own), then our login instead
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
     client = tracking.setup()
-    days = _days(conf, "mlflow_run_retention_days", "MLFLOW_RUN_RETENTION_DAYS")
-    result = prune(client, [tracking.experiment_id(client)], days)
+    experiments, models = stack_mlflow_resources(client)
+    versions = prune_model_versions(client, models, version_days, keep)
+    log.info("registered versions of %s older than %s days: deleted %d (%s); kept %d with an alias, %d newest "
+             "(%d per model), %d younger", ", ".join(models), version_days, len(versions.deleted),
+             ", ".join(versions.deleted), versions.kept_aliased, versions.kept_newest, keep, versions.kept_young)
+    result = prune(client, experiments, days)
     log.info("MLflow runs older than %s days: deleted %d (%s) and their logged models (%s), kept %d of registered "
              "versions, %d unfinished", days, len(result.deleted), ", ".join(result.deleted),
              ", ".join(result.deleted_models), result.kept_registered, result.kept_unfinished)
     return {"days": days, "deleted": len(result.deleted), "deleted_runs": result.deleted,
             "deleted_models": result.deleted_models,
-            "kept_registered": result.kept_registered, "kept_unfinished": result.kept_unfinished}
+            "kept_registered": result.kept_registered, "kept_unfinished": result.kept_unfinished,
+            "version_days": version_days, "keep_versions": keep, "deleted_versions": versions.deleted,
+            "kept_aliased_versions": versions.kept_aliased, "kept_newest_versions": versions.kept_newest,
+            "kept_young_versions": versions.kept_young}

@@ -48,8 +48,8 @@ ISOLATED = {"maintenance_dag": {"prune_task_logs", "prune_reports", "clean_metad
 # (mlops_airflow.policy): it alone holds their logins.
 MAINTENANCE_TASKS = {("maintenance_dag", "clean_metadata_db"), ("maintenance_dag", "prune_mlflow_runs")}
 HEAVY_TASKS = {("ml_pipeline_dag", "train"), ("model_retraining_dag", "retrain_model")}
-# Tasks that register model versions or move registry aliases: the one-slot pool.
-REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy"),
+# Tasks that register, delete model versions or move registry aliases: the one-slot pool.
+REGISTRY_TASKS = {("ml_pipeline_dag", "evaluate"), ("ml_pipeline_dag", "deploy"), ("maintenance_dag", "prune_mlflow_runs"),
                   *(("model_retraining_dag", t) for t in ("backup_current_model", "evaluate_new_model",
                                                           "deploy_new_model", "rollback_model"))}
 DEPRECATED = ("schedule_interval", "provide_context", "apply_defaults", "days_ago")

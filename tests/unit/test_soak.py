@@ -103,6 +103,7 @@ def test_retention_in_replayed_time(soak) -> None:
     assert conf["log_retention_days"] == pytest.approx(50 / 86400)
     assert conf["report_retention_days"] == pytest.approx(90 * 5 / 86400)        # the default
     assert conf["mlflow_run_retention_days"] == pytest.approx(180 * 5 / 86400)
+    assert conf["mlflow_model_version_retention_days"] == pytest.approx(180 * 5 / 86400)
     assert datetime.fromisoformat(conf["clean_before"]) == now - timedelta(seconds=90 * 5)
     assert "db_retention_days" not in conf
 
