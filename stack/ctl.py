@@ -51,17 +51,14 @@ def check_ports(cfg: StackConfig) -> None:
 
 
 def wait_healthy(cfg: StackConfig, started: float, timeout: float = UP_TIMEOUT_S) -> list[health.Health]:
-    """Poll every health check until all pass; raise naming the unhealthy ones."""
-    deadline = started + timeout
-    while True:
-        result = check_all(cfg)
-        bad = [h for h in result if not h.healthy]
-        if not bad:
-            return result
-        if time.monotonic() > deadline:
-            names = ", ".join(f"{h.name} ({h.state}: {h.detail})" for h in bad)
-            raise StackError(f"not healthy after {timeout:.0f} s: {names}; logs in {cfg.logs}")
-        time.sleep(0.5)
+    """Poll every health check until all pass; raise naming the unhealthy ones (or a FATAL program)."""
+    result = health.poll(cfg, lambda: check_all(cfg), lambda rows: all(h.healthy for h in rows),
+                         started + timeout, 0.5)
+    bad = [h for h in result if not h.healthy]
+    if bad:
+        names = ", ".join(f"{h.name} ({h.state}: {h.detail})" for h in bad)
+        raise StackError(f"not healthy after {timeout:.0f} s: {names}; logs in {cfg.logs}")
+    return result
 
 
 def start_phase(cfg: StackConfig, phase: str) -> list[str]:
@@ -123,20 +120,18 @@ def bootstrap(cfg: StackConfig) -> None:
 
 
 def _wait_mlflow(cfg: StackConfig, started: float) -> None:
-    deadline = started + UP_TIMEOUT_S
-    while not health.check_http(f"{cfg.mlflow_url}/health")[0]:
-        if time.monotonic() > deadline:
-            raise StackError(f"MLflow did not answer within {UP_TIMEOUT_S:.0f} s; see {cfg.logs / 'mlflow.log'}")
-        time.sleep(0.3)
+    answered = health.poll(cfg, lambda: health.check_http(f"{cfg.mlflow_url}/health")[0], bool,
+                           started + UP_TIMEOUT_S, 0.3)
+    if not answered:
+        raise StackError(f"MLflow did not answer within {UP_TIMEOUT_S:.0f} s; see {cfg.logs / 'mlflow.log'}")
 
 
 def _wait_api_server(cfg: StackConfig, started: float) -> None:
-    deadline = started + UP_TIMEOUT_S
-    while health.airflow_health(cfg) is None:
-        if time.monotonic() > deadline:
-            raise StackError(f"the api-server did not answer within {UP_TIMEOUT_S:.0f} s; "
-                             f"see {cfg.logs / 'api-server.log'}")
-        time.sleep(0.5)
+    doc = health.poll(cfg, lambda: health.airflow_health(cfg), lambda found: found is not None,
+                      started + UP_TIMEOUT_S, 0.5)
+    if doc is None:
+        raise StackError(f"the api-server did not answer within {UP_TIMEOUT_S:.0f} s; "
+                         f"see {cfg.logs / 'api-server.log'}")
 
 
 def _log_added(cfg: StackConfig) -> None:

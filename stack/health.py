@@ -6,17 +6,23 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import requests
 from supervisor.xmlrpc import SupervisorTransport
+from tenacity import Retrying, retry_if_result, wait_fixed
 
 from stack.config import StackConfig
+from stack.run import StackError
 
 ABSENT_NOTE = "absent (binary not on PATH): runs in the compose stack (docker-compose.celery.yml)"
+# Lines of a FATAL program's log that `up` shows.
+FATAL_LOG_LINES = 15
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +69,47 @@ def supervisor_states(cfg: StackConfig) -> dict[str, dict] | None:
     except (OSError, xmlrpc.client.Fault):
         return None
     return {info["name"]: info for info in infos}
+
+
+# What `up` says to do once it stopped at a FATAL program (the native stack's commands).
+INSPECT_HINT = ("The stack is left as it is for inspection (`make status`, `make logs C=<component>`); fix the "
+                "cause, then `make down` and `make up`.")
+
+
+def fail_on_fatal(cfg: StackConfig, hint: str = INSPECT_HINT) -> None:
+    """Raise StackError when supervisord gave up on a program (FATAL: it exited at once on every
+    start it was allowed), naming each, its log and the log's last lines, then `hint`: `up`
+    cannot succeed then."""
+    fatal = sorted((info for info in (supervisor_states(cfg) or {}).values() if info["statename"] == "FATAL"),
+                   key=lambda i: i["name"])
+    if not fatal:
+        return
+    parts = []
+    for info in fatal:
+        full = f"{info['group']}:{info['name']}"
+        try:
+            text = supervisor(cfg).supervisor.tailProcessStdoutLog(full, 0, 8000)[0]
+        except (OSError, xmlrpc.client.Fault) as exc:
+            text = f"(its log could not be read: {exc})"
+        tail = "\n".join(f"    {line}" for line in text.splitlines()[-FATAL_LOG_LINES:])
+        parts.append(f"{full} is FATAL ({info['description'] or info['spawnerr']}); its log (stdout and stderr): "
+                     f"{info['stdout_logfile']}; its last lines:\n{tail}")
+    raise StackError("supervisord gave up on " + ", ".join(i["name"] for i in fatal) + ": `up` stops waiting.\n"
+                     + "\n".join(parts) + "\n" + hint)
+
+
+def poll(cfg: StackConfig, probe: Callable[[], T], done: Callable[[T], bool], deadline: float,
+         interval: float, hint: str = INSPECT_HINT) -> T:
+    """`probe()` every `interval` s until `done(result)` or the monotonic `deadline`; return the last
+    result. Raises at once (fail_on_fatal, with `hint`) when a program of the stack is FATAL."""
+
+    def attempt() -> T:
+        fail_on_fatal(cfg, hint)
+        return probe()
+
+    return Retrying(stop=lambda _: time.monotonic() > deadline, wait=wait_fixed(interval),
+                    retry=retry_if_result(lambda result: not done(result)),
+                    retry_error_callback=lambda state: state.outcome.result())(attempt)
 
 
 def _get(url: str, **kwargs) -> requests.Response | None:

@@ -8,6 +8,7 @@ back to Airflow's defaults (it points at bin/airflow, stack/airflow_cli.py)."""
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shlex
 import subprocess
@@ -26,6 +27,9 @@ from stack.run import StackError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LAUNCHER = Path(__file__).resolve().parent / "launch.py"
+# How often supervisord restarts a program that exits before its `startsecs` before it marks it
+# FATAL (`up` then stops at once: stack/ctl.py fail_on_fatal). Linear back-off: 10 tries take ~1 min.
+START_RETRIES_VAR, START_RETRIES_DEFAULT = "STACK_START_RETRIES", 10
 
 
 def write_private(path: Path, text: str, owner: str = "root") -> None:
@@ -65,8 +69,16 @@ def render_supervisord(cfg: StackConfig, table: list[Component]) -> str:
             groups.setdefault(comp.group, []).append(comp.name)
     launcher = f"{shlex.quote(str(VENV_BIN / 'python'))} -I -S {shlex.quote(str(LAUNCHER))}"
     return _jinja().get_template("supervisord.conf.j2").render(
-        cfg=cfg, programs=programs, groups=groups, launcher=launcher,
+        cfg=cfg, programs=programs, groups=groups, launcher=launcher, start_retries=start_retries(),
         env_files={c.name: shlex.quote(str(env_file(cfg, c))) for c in programs})
+
+
+def start_retries() -> int:
+    """supervisord's `startretries` of every program: ``$STACK_START_RETRIES``, else 10."""
+    raw = os.environ.get(START_RETRIES_VAR, "").strip() or str(START_RETRIES_DEFAULT)
+    if not raw.isdigit() or int(raw) > 100:
+        raise StackError(f"{START_RETRIES_VAR}={raw!r} is not a whole number from 0 to 100")
+    return int(raw)
 
 
 def write_env_files(cfg: StackConfig, table: list[Component]) -> None:

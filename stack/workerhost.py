@@ -173,14 +173,13 @@ def cmd_up(cfg: StackConfig) -> float:
             time.sleep(0.2)
     for comp in table:
         rpc.startProcess(comp.program, False)
-    while True:
-        bad = [h for h in check_all(cfg) if not h.healthy]
-        if not bad:
-            break
-        if time.monotonic() > deadline:
-            raise StackError(f"worker host not healthy after {UP_TIMEOUT_S:.0f} s: "
-                             + ", ".join(f"{h.name} ({h.state}: {h.detail})" for h in bad) + f"; logs in {cfg.logs}")
-        time.sleep(0.5)
+    hint = (f"The worker host is left as it is for inspection (`--env-file {cfg.env_file} status`); fix the "
+            f"cause, then `--env-file {cfg.env_file} down` and `up`.")
+    rows = health.poll(cfg, lambda: check_all(cfg), lambda found: all(h.healthy for h in found), deadline, 0.5, hint)
+    bad = [h for h in rows if not h.healthy]
+    if bad:
+        raise StackError(f"worker host not healthy after {UP_TIMEOUT_S:.0f} s: "
+                         + ", ".join(f"{h.name} ({h.state}: {h.detail})" for h in bad) + f"; logs in {cfg.logs}")
     took = time.monotonic() - started
     log(f"worker host {cfg.bind_address} healthy {took:.1f} s after `up` "
         f"(workers {', '.join(w.name for w in cfg.workers)}; control plane at {cfg.control_address})")

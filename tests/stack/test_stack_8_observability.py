@@ -4,17 +4,19 @@ summary, the Pushgateway's and Alertmanager's HTTP surface.
 Every panel of the three Grafana dashboards has data:
 
 After the session's pipeline run and the retraining its drift check triggered (`runs`), each panel
-query (observability/grafana/dashboards/*.json, Grafana's variables substituted as for "All") is
-evaluated by the stack's real Prometheus over the time since those runs started, as Grafana would
-draw it: at least one series must have a value. Airflow's metrics reach that Prometheus through the
-statsd-exporter test double the test stack runs, the ML results through the stack's Pushgateway,
-Celery's through Flower. No Grafana binary exists here: the queries are the panels' own.
+query (observability/grafana/dashboards/*.json, Grafana's variables at their defaults: every DAG,
+the flights' ML results) is evaluated by the stack's real Prometheus over the time since those runs
+started, as Grafana would draw it: at least one series must have a value. Airflow's metrics reach
+that Prometheus through the statsd-exporter test double the test stack runs, the ML results through
+the stack's Pushgateway, Celery's through Flower. No Grafana binary exists here: the queries are the panels' own.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
 import requests
 
 from testkit.grafana import has_value, panel_targets, serving_panel
@@ -45,6 +47,56 @@ def test_every_panel_has_data_after_a_pipeline_and_a_retraining(dags_ready, runs
             break
         time.sleep(5)
     assert not empty, "panels without data:\n" + "\n".join(f"{k}: {e}" for k, e in empty)
+
+
+def test_the_ml_dashboard_shows_one_data_set_at_a_time(dags_ready, runs, monkeypatch) -> None:
+    """The ML dashboard's `dataset` variable on the stack's real Prometheus: a probe data set's
+    champion pushed through mlops.metrics (its grouping label `dataset`, as any data set other than
+    the flights) becomes an option beside the flights; the champion holdout panel shows the flights'
+    champion (as their group at the Pushgateway holds it) by default and the probe's own value with
+    the probe chosen, never their max. The probe's group is deleted afterwards."""
+    from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+
+    from mlops import metrics
+    from testkit.grafana import DASHBOARDS, query_result_lines, variable_options, variable_query
+    from testkit.promql import substitute_grafana_vars
+
+    stack = dags_ready
+    prometheus, probe, probe_auc = stack.cfg.prometheus_url, "dashboard_probe", 0.987654
+    pusher = stack.cfg.web_login("pushgateway", "pusher")
+    (path,) = [p for p in DASHBOARDS if p.name == "ml-model.json"]
+    (var,) = json.loads(path.read_text())["templating"]["list"]
+    holdout = 'max(mlops_champion_holdout_roc_auc{dataset=~"$dataset"})'
+
+    def query(expr: str) -> list[dict]:
+        resp = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["data"]["result"]
+
+    @retry(retry=retry_if_result(lambda options: probe not in options), stop=stop_after_delay(60), wait=wait_fixed(2),
+           retry_error_callback=lambda state: state.outcome.result())
+    def options() -> dict[str, str]:
+        return dict(variable_options(var, query_result_lines(query(variable_query(var)))))
+
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", stack.cfg.pushgateway_url)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_USER", pusher[0])
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_PASSWORD", pusher[1])
+    group = f"{stack.cfg.pushgateway_url}/metrics/job/mlops_champion/dataset/{probe}"
+    try:
+        assert metrics.push("champion", [metrics.Sample("mlops_champion_holdout_roc_auc", probe_auc)],
+                            grouping={"dataset": probe})
+        found = options()
+        assert found.get(probe) == probe and found.get("flights") == var["current"]["value"], found
+        # The flights' champion group as the Pushgateway holds it (no dataset label).
+        groups = requests.get(f"{stack.cfg.pushgateway_url}/api/v1/metrics", auth=pusher, timeout=10).json()["data"]
+        (flights,) = [float(m["value"]) for g in groups if g["labels"].get("job") == "mlops_champion"
+                      and not g["labels"].get("dataset") for m in g["mlops_champion_holdout_roc_auc"]["metrics"]]
+        assert flights != probe_auc
+        shown = {name: query(substitute_grafana_vars(holdout, {"dataset": value})) for name, value in found.items()}
+        assert [float(s["value"][1]) for s in shown["flights"]] == [pytest.approx(flights)], shown
+        assert [float(s["value"][1]) for s in shown[probe]] == [pytest.approx(probe_auc)], shown
+    finally:
+        assert requests.delete(group, auth=pusher, timeout=10).status_code == 202
 
 
 def test_demo_shows_the_auc_the_drift_share_and_the_firing_alerts(dags_ready, runs, capsys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import requests
@@ -23,36 +24,73 @@ def panels(dashboard: dict) -> list[dict]:
     return out
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and query variable of every dashboard."""
+def variable_query(var: dict) -> str:
+    """The PromQL a query variable runs: `query_result(Q)` runs Q; `label_values(metric, label)`
+    runs `count by (label) (metric)` (Grafana asks the series API, which answers the same label sets)."""
+    query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+    if query.startswith("query_result("):
+        return query[len("query_result("):-1]
+    metric, label = query[len("label_values("):-1].rsplit(",", 1)
+    return f"count by ({label.strip()}) ({metric.strip()})"
+
+
+def query_result_lines(result: list[dict]) -> list[str]:
+    """The options Grafana's Prometheus data source makes of a `query_result(...)` answer (the
+    `result` of /api/v1/query): `name{k="v",...} value timestamp_ms` per series."""
     out = []
-    for path in DASHBOARDS:
-        d = json.loads(path.read_text())
-        for p in panels(d):
-            for t in p.get("targets", []):
-                out.append((f"{path.name} panel {p['id']} {t['refId']}", substitute_grafana_vars(t["expr"])))
-        for v in d.get("templating", {}).get("list", []):
-            query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-            if query.startswith("label_values("):
-                metric = query[len("label_values("):].rsplit(",", 1)[0].strip()
-                out.append((f"{path.name} variable {v['name']}", metric))
+    for series in result:
+        labels = dict(series["metric"])
+        name = labels.pop("__name__", "")
+        inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        out.append(f"{name}{{{inner}}} {series['value'][1]} {int(float(series['value'][0]) * 1000)}")
     return out
 
 
-def panel_targets() -> list[tuple[tuple[str, str, str], str]]:
+def variable_options(var: dict, lines: list[str]) -> list[tuple[str, str]]:
+    """(text, value) of each option Grafana makes of a query variable's lines with the variable's
+    regex: named groups `text` and `value`, a missing value being the text (Grafana 7.4+, "Filter
+    variables with regex"); lines it does not match are left out. JavaScript's `(?<name>` is
+    Python's `(?P<name>`."""
+    body = var["regex"][1:].rsplit("/", 1)[0]
+    pattern = re.compile(body.replace("(?<", "(?P<"))
+    out = []
+    for line in lines:
+        match = pattern.search(line)
+        if match:
+            out.append((match.group("text"), match.group("value") or match.group("text")))
+    return out
+
+
+def defaults(dashboard: dict) -> dict[str, str]:
+    """Each template variable's default value (``current.value``), as Grafana opens the dashboard."""
+    out = {}
+    for var in dashboard.get("templating", {}).get("list", []):
+        value = var.get("current", {}).get("value")
+        if value in ("$__all", ["$__all"]):
+            out[var["name"]] = var.get("allValue") or ".*"  # "All" (without allValue: every value, as `.*`)
+        elif isinstance(value, str):
+            out[var["name"]] = value
+    return out
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target and query variable of every dashboard."""
+    return [(f"{name} {title} {ref}", expr)
+            for (name, title, ref), expr in panel_targets()]
+
+
+def panel_targets(values: dict[str, str] | None = None) -> list[tuple[tuple[str, str, str], str]]:
     """((dashboard file, panel title, refId), PromQL) of every panel target and query variable
-    (`label_values(metric, label)`) of every dashboard."""
+    of every dashboard, with the variables at ``values`` (default: each dashboard's defaults)."""
     out = []
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
-        for panel in dashboard["panels"]:
-            for sub in [panel, *panel.get("panels", [])]:
-                for target in sub.get("targets", []):
-                    out.append(((path.name, sub["title"], target["refId"]), substitute_grafana_vars(target["expr"])))
+        chosen = values if values is not None else defaults(dashboard)
+        for sub in panels(dashboard):
+            for target in sub.get("targets", []):
+                out.append(((path.name, sub["title"], target["refId"]), substitute_grafana_vars(target["expr"], chosen)))
         for var in dashboard.get("templating", {}).get("list", []):
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            metric, label = query[len("label_values("):-1].rsplit(",", 1)
-            out.append(((path.name, f"variable {var['name']}", "var"), f"count by ({label.strip()}) ({metric.strip()})"))
+            out.append(((path.name, f"variable {var['name']}", "var"), substitute_grafana_vars(variable_query(var), chosen)))
     return out
 
 

@@ -17,11 +17,12 @@ _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([
 _IDENT = re.compile(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 
 
-def substitute_grafana_vars(expr: str) -> str:
-    """Replace $__rate_interval & co. and `$var` template variables (by `.*`)."""
+def substitute_grafana_vars(expr: str, values: dict[str, str] | None = None) -> str:
+    """Replace $__rate_interval & co. and `$var` template variables (by ``values[var]``, else `.*`)."""
     for key, value in GRAFANA_VARS.items():
         expr = expr.replace(key, value)
-    return re.sub(r"\$\{?[A-Za-z_]\w*\}?", ".*", expr)
+    values = values or {}
+    return re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: values.get(m.group(1), ".*"), expr)
 
 
 def metric_names(expr: str) -> set[str]:

@@ -211,10 +211,13 @@ class StackHandle:
     up_s: float = 0.0
     _tokens: dict[str, str] = field(default_factory=dict)
 
-    def ctl(self, *args: str, timeout: float = 600, env_file: Path | None = None) -> subprocess.CompletedProcess:
-        """Run `python -m stack.ctl --env-file <test env> ARGS` and return the result."""
+    def ctl(self, *args: str, timeout: float = 600, env_file: Path | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `python -m stack.ctl --env-file <test env> ARGS` (this process' environment plus
+        `extra_env`) and return the result."""
         return subprocess.run([PYTHON, "-m", "stack.ctl", "--env-file", str(env_file or self.env_file), *args],
-                              cwd=REPO, capture_output=True, text=True, timeout=timeout)
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **extra_env} if extra_env else None)
 
     def login(self, role: str) -> tuple[str, str]:
         """(user, password) of admin / op / ml / viewer from the test env file."""
