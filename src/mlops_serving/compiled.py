@@ -284,12 +284,16 @@ class CompiledPipeline:
         """The classifier's input array of model-input rows."""
         import numpy as np
 
+        from mlops.data import few_row_columns
+
+        columns = few_row_columns(X, [name for _, name, _ in self.categorical], [name for _, name in self.numeric])
         out = np.empty((len(X), self.n_features), dtype=np.float64)
         nan = float("nan")
         for position, name, table in self.categorical:
-            out[:, position] = [table.get(v, nan) if isinstance(v, str) else nan for v in X[name].tolist()]
+            out[:, position] = [table.get(v, nan) if isinstance(v, str) else nan
+                                for v in columns[name].to_numpy(dtype=object).tolist()]
         for position, name in self.numeric:
-            out[:, position] = X[name].to_numpy(dtype=np.float64)
+            out[:, position] = columns[name].to_numpy(dtype=np.float64)
         return out
 
     def predict_proba(self, X: "pd.DataFrame", forest: bool | None = None) -> "np.ndarray":
