@@ -111,7 +111,7 @@ class _Forest:
         index = {f: {t: j for j, t in enumerate(ts.tolist())} for f, ts in self.thresholds.items()}
         # The leaves' table (never decides: a leaf sends every row to itself), as wide as any bin.
         width = max([_CAT_MISSING_BIN + 1, *(len(ts) + 1 for ts in self.thresholds.values())])
-        tables: list[np.ndarray] = [np.zeros(width, dtype=np.intp)]
+        tables: list[np.ndarray] = [np.zeros(width, dtype=np.uint8)]
         offset = width
         n_nodes = sum(len(t.nodes) for t in trees)
         feature = np.zeros(n_nodes, dtype=np.intp)
@@ -144,7 +144,7 @@ class _Forest:
                     decide = (np.arange(len(self.thresholds[f]) + 1) <= j).astype(np.intp)
                     decide[-1] = missing_left  # the NaN bin
                 feature[g], table[g] = f, offset
-                tables.append(decide.astype(np.intp))
+                tables.append(decide.astype(np.uint8))
                 offset += len(decide)
                 child[2 * g] = base + int(row["right"])
                 child[2 * g + 1] = base + int(row["left"])
