@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal, assert_series_equal
@@ -78,3 +79,23 @@ def test_the_few_row_path_reads_what_the_frame_path_reads(week: pd.DataFrame, mo
     for f, (features, inputs) in zip(frames, few):
         _same(features, make_features(f, schema))
         _same(inputs, model_input(make_features(f, schema), schema))
+
+
+def test_time_parts_read_from_the_datetime_array_are_the_accessor_s(week: pd.DataFrame) -> None:
+    """make_features reads each derived time part from the DatetimeArray (the .dt accessor's own
+    source): the same floats as through the accessor, NaT included, for every part a schema may
+    name, on many rows and on a request's few."""
+    from mlops.config import _DERIVED_PARTS
+
+    schema = load_schema()
+    for rows in (week, week.iloc[:9]):
+        column = rows[schema.time_column]
+        local = data.local_time(column, schema)
+        assert local.isna().sum() == 2  # rows 3 and 5: no time, not a time
+        array = data._local_array(column, schema)
+        for part in sorted(_DERIVED_PARTS):
+            accessor = local.dt.isocalendar()["week"] if part == "weekofyear" else getattr(local.dt, part)
+            expected = accessor.astype("float64").to_numpy()
+            got = (array.isocalendar()["week"].astype("float64").to_numpy() if part == "weekofyear"
+                   else np.asarray(getattr(array, part), dtype="float64"))
+            assert (expected.view("int64") == got.view("int64")).all(), part
