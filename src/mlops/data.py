@@ -88,6 +88,18 @@ def local_time(series: "pd.Series", schema: Schema) -> "pd.Series":
     return ts.dt.tz_convert(schema.timezone)
 
 
+def _local_array(series: "pd.Series", schema: Schema) -> Any:
+    """``local_time(series, schema).array`` (a DatetimeArray). A request's few rows of strings are
+    parsed as a plain array: the same conversion (pandas parses a Series' values so, or their
+    distinct values from 50 rows on) without the Series' per-call cost."""
+    import pandas as pd
+
+    if len(series) <= _FEW_ROWS and series.dtype == object:
+        parsed = pd.to_datetime(series.to_numpy(), utc=True, errors="coerce", format="ISO8601")
+        return parsed.tz_convert(schema.timezone).array
+    return local_time(series, schema).array
+
+
 def week_labels(df: "pd.DataFrame", schema: Schema) -> "pd.Series":
     """ISO week label (``2013-W07``) of every row, from the local time column (``"<NA>-W<NA>"``
     where the time does not parse, as pandas writes a missing week)."""
@@ -164,28 +176,70 @@ def _float_values(column: "pd.Series") -> "np.ndarray":
     return pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
 
 
+class _FewRowColumn:
+    """One column of a few-row frame read from the frame's object values (``few_row_columns``):
+    ``dtype`` and ``to_numpy`` as the column's own."""
+
+    __slots__ = ("dtype", "_values")
+
+    def __init__(self, dtype: "np.dtype", values: "np.ndarray") -> None:
+        self.dtype, self._values = dtype, values
+
+    def to_numpy(self, dtype: Any = None, copy: bool = False) -> "np.ndarray":
+        import numpy as np
+
+        if dtype is None or np.dtype(dtype) == self.dtype:
+            return np.array(self._values, dtype=self.dtype) if copy or self.dtype != object else self._values
+        # The objects are the column's numbers as Python ints and floats: converting them is the
+        # same IEEE cast (round to nearest) as converting the column.
+        return np.array(self._values, dtype=dtype)
+
+
+def few_row_columns(df: "pd.DataFrame", objects: list[str], numbers: list[str]) -> dict[str, Any]:
+    """``{name: column}`` of ``df`` for reading with ``to_numpy``: the columns themselves, or, on a
+    frame of at most ``_FEW_ROWS`` rows (a prediction request), read at once from the frame's
+    object values where that reads the same: ``objects`` of numpy dtype (object, numbers) and
+    ``numbers`` of numpy number dtypes. One conversion of the frame instead of a Series per
+    column, which is most of the feature code's cost on a request's few rows."""
+    import numpy as np
+
+    names = [*objects, *numbers]
+    if len(df) > _FEW_ROWS or not df.columns.is_unique or not set(names) <= set(df.columns):
+        return {c: df[c] for c in names}
+    where = {c: i for i, c in enumerate(df.columns)}
+    dtypes = df.dtypes.tolist()
+    kinds = {**{c: "iufO" for c in objects}, **{c: "iuf" for c in numbers}}
+    plain = {c for c in names if isinstance(dtypes[where[c]], np.dtype) and dtypes[where[c]].kind in kinds[c]}
+    values = df.to_numpy(dtype=object) if plain else None
+    return {c: _FewRowColumn(dtypes[where[c]], values[:, where[c]]) if c in plain else df[c] for c in names}
+
+
 def make_features(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFrame":
     """Model input columns of a raw batch: categoricals as strings (None for missing), the rest float."""
+    import numpy as np
     import pandas as pd
 
     schema = schema or load_schema()
     # Built as one frame from plain arrays: per-column pandas operations cost more than the data
-    # itself on the prediction service's single rows.
+    # itself on the prediction service's single rows (see few_row_columns).
+    columns = few_row_columns(df, list(schema.categorical), list(schema.numeric))
     out: dict[str, Any] = {}
     for c in schema.categorical:
-        values = df[c].to_numpy(dtype="object", copy=True)
+        values = columns[c].to_numpy(dtype="object", copy=True)
         values[pd.isna(values)] = None
         out[c] = values
     for c in schema.numeric:
-        out[c] = _float_values(df[c])
-    times: dict[str, pd.Series] = {}
+        out[c] = _float_values(columns[c])
+    times: dict[str, Any] = {}
     for name, spec in schema.derived.items():
         if spec["from"] not in times:
-            times[spec["from"]] = local_time(df[spec["from"]], schema)
-        t = times[spec["from"]]
+            times[spec["from"]] = _local_array(df[spec["from"]], schema)
+        t = times[spec["from"]]  # what the .dt accessor reads, without its per-call cost
         part = spec["part"]
-        val = t.dt.isocalendar()["week"] if part == "weekofyear" else getattr(t.dt, part)
-        out[name] = val.astype("float64").to_numpy()
+        if part == "weekofyear":
+            out[name] = t.isocalendar()["week"].astype("float64").to_numpy()
+        else:
+            out[name] = np.asarray(getattr(t, part), dtype="float64")
     return pd.DataFrame(out, index=df.index)
 
 

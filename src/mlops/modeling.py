@@ -70,21 +70,26 @@ def model_input(df: "pd.DataFrame", schema: Schema | None = None) -> "pd.DataFra
     import numpy as np
     import pandas as pd
 
+    from mlops.data import few_row_columns
+
     schema = schema or load_schema()
     missing = [c for c in schema.features if c not in df.columns]
     if missing:
         raise TrainingError(f"feature columns missing from the data: {missing}")
     categorical = set(schema.categorical)
     # One frame from plain arrays (pandas' per-column operations cost more than a single row).
+    columns = few_row_columns(df, [c for c in schema.features if c in categorical],
+                              [c for c in schema.features if c not in categorical])
     out: dict[str, np.ndarray] = {}
     for c in schema.features:
+        column = columns[c]
         if c in categorical:
-            out[c] = df[c].to_numpy(dtype="object", copy=True)
+            out[c] = column.to_numpy(dtype="object", copy=True)
             out[c][pd.isna(out[c])] = np.nan
-        elif df[c].dtype.kind in "iuf":
-            out[c] = df[c].to_numpy(dtype="float64", copy=True)
+        elif column.dtype.kind in "iuf":
+            out[c] = column.to_numpy(dtype="float64", copy=True)
         else:
-            out[c] = df[c].astype("float64").to_numpy()
+            out[c] = column.astype("float64").to_numpy()
     return pd.DataFrame(out, index=df.index)
 
 

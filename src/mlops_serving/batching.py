@@ -19,10 +19,9 @@ scored in one worker thread while the loop keeps reading requests.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-from fastapi.concurrency import run_in_threadpool
 
 #: Loop turns a batch may wait for requests already received to reach the queue (each turn lets
 #: the loop read its sockets, the next one runs the new requests' handlers up to ``submit``).
@@ -41,6 +40,9 @@ class Batcher:
 
     def __init__(self, score: Callable[[Any, list[list[dict]]], list[Any]], max_rows: int = 256) -> None:
         self.score, self.max_rows = score, max_rows
+        # One scorer thread of its own: batches are scored one at a time (the loop waits for each),
+        # and a plain executor hands work over with less CPU than the shared AnyIO thread pool.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
 
@@ -82,7 +84,8 @@ class Batcher:
             for job in later:  # another model: scored in the next round
                 self._queue.put_nowait(job)
             try:
-                results = await run_in_threadpool(self.score, first.served, [job.rows for job in jobs])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.score, first.served, [job.rows for job in jobs])
             except Exception as exc:  # every request of the batch gets the error
                 for job in jobs:
                     if not job.done.done():
@@ -92,6 +95,7 @@ class Batcher:
                 job.done.set_result(result)
 
     async def close(self) -> None:
-        """Stop the scorer task."""
+        """Stop the scorer task (and its thread)."""
         if self._task is not None:
             self._task.cancel()
+        self._executor.shutdown(wait=False)

@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from mlops.config import load_schema
 from mlops.data import _source_with_weeks, make_features, make_target
 from mlops.modeling import build_pipeline, model_input
-from mlops_serving.compiled import CompiledPipeline, NotCompilable, compile_pipeline
+from mlops_serving.compiled import FOREST_MAX_ROWS, CompiledPipeline, NotCompilable, compile_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,41 @@ def test_the_compiled_pipeline_answers_bit_for_bit(fitted) -> None:
     assert np.array_equal(compiled.predict_proba(X), expected)
     for i in range(0, len(X), 997):  # one row at a time, as single-row requests are scored
         assert np.array_equal(compiled.predict_proba(X.iloc[[i]]), expected[[i]])
+
+
+def test_the_trees_evaluated_together_answer_bit_for_bit(fitted) -> None:
+    """The vectorised trees (mlops_serving.compiled._Forest, used up to FOREST_MAX_ROWS rows) give
+    every row of three weeks, with missing and unknown values, the pipeline's probability, in
+    batches of the sizes the service scores and all at once."""
+    pipeline, X = fitted
+    compiled = compile_pipeline(pipeline, X.iloc[:5])
+    expected = pipeline.predict_proba(X)
+    assert np.array_equal(compiled.predict_proba(X, forest=True), expected)
+    for size in (1, 8, FOREST_MAX_ROWS):
+        for start in range(0, len(X), 1499):
+            rows = X.iloc[start:start + size]
+            assert np.array_equal(compiled.predict_proba(rows), expected[start:start + len(rows)])
+
+
+def test_the_trees_evaluated_together_at_thresholds_and_extremes(fitted) -> None:
+    """Values exactly at every split threshold of a numeric feature (``<=`` goes left), just
+    around it, infinities and missing values: the vectorised trees decide as sklearn's."""
+    pipeline, X = fitted
+    compiled = compile_pipeline(pipeline, X.iloc[:5])
+    data = compiled.matrix(X.iloc[:1])
+    forest = compiled.forest
+    probes = []
+    for f, thresholds in forest.thresholds.items():
+        finite = thresholds[np.isfinite(thresholds)]
+        values = np.concatenate([finite, np.nextafter(finite, -np.inf), np.nextafter(finite, np.inf),
+                                 [np.inf, -np.inf, np.nan, np.finfo(np.float64).max]])
+        block = np.repeat(data, len(values), axis=0)
+        block[:, f] = values
+        probes.append(block)
+    block = np.concatenate(probes)
+    assert len(forest.thresholds) > 5 and len(block) > 1000
+    # sklearn's tree predictors on the same (already encoded) array
+    assert np.array_equal(forest.raw(block), compiled._raw(block))
 
 
 def test_another_shape_is_scored_by_the_pipeline_itself(fitted) -> None:
