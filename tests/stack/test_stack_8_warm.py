@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
-
 from stack.config import QUEUE_PRELOAD
 from stack.ctl import stack_processes
 
@@ -60,7 +58,7 @@ def test_tasks_inherit_their_queues_preload_and_match_a_cold_run(dags_ready) -> 
         # main -> pool process -> task process.
         assert report["preload_pid"] != report["pid"], report
         assert report["preload_pid"] in live, report
-        assert psutil.Process(report["ppid"]).ppid() == report["preload_pid"], report
+        assert report["grandparent_pid"] == report["preload_pid"], report
         preload_pids.add(report["preload_pid"])
         assert report["heavy_imported_since_preload"] == [], (task_id, report["heavy_imported_since_preload"])
         assert report["result"] == cold[queue], (task_id, report["result"], cold[queue])

@@ -78,11 +78,16 @@ def _report(kind: str) -> dict:
     import os
     import sys
 
+    import psutil
+
     from mlops_airflow import preload
 
     result = work(kind)
+    # Read now: the pool process may be recycled (worker_max_tasks_per_child) once the task ends.
+    grandparent_pid = psutil.Process(os.getppid()).ppid()
     since = preload.imported_since_preload()
     return {"preloaded": list(preload.preloaded), "preload_pid": preload.preload_pid, "pid": os.getpid(), "ppid": os.getppid(),
+            "grandparent_pid": grandparent_pid,
             "result": result, "imported_since_preload": since,
             "heavy_imported_since_preload": sorted(m for m in since if m.split(".")[0] in HEAVY),
             "heavy_in_sys_modules": sorted(m for m in ("pandas", "sklearn", "mlflow", "evidently")
