@@ -50,8 +50,11 @@ kind: start, end), `task_latency_s` (p50/p95 of queue wait and duration, first a
 from the task_instance table), `alerts_fired` (name, count, justified), `zombies_max`; plus
 `task_supervisors_max`, `cpu_pct` (per component, mean over the replay), `seconds_per_week`,
 `stack_up_s`, `retention` (what the maintenance runs were given), `prediction_log` (its partitions
-per replayed week, the retention, the oldest kept at the end). Writes `soak.png` (memory per
-component and disk per kind over the replay) and `soak.json` into --out.
+per replayed week, the retention, the oldest kept at the end), `pss_parts_mb` (the same medians of
+each component's PSS split into anon, file and shmem: a leak grows anon, a cache filling to its
+configured size grows shmem or file), `prometheus_head_series` (start, end, max). Writes `soak.png`
+(memory per component and disk per kind over the replay), `soak.json` and `soak_samples.json` (every
+sample: seconds, week index, PSS per component, disk per kind) into --out.
 
 Run: MLOPS_BENCH_PORT_OFFSET=<n> .venv/bin/python benchmarks/soak.py [--weeks 52] [--out benchmarks/out]
 """
@@ -261,14 +264,27 @@ def _tree(pid: int) -> list[Any]:
         return []
 
 
-def _pss_kb(pid: int) -> int:
+PSS_PARTS = {"Pss_Anon:": "anon", "Pss_File:": "file", "Pss_Shmem:": "shmem"}
+
+
+def pss_kb(rollup: str) -> dict[str, int]:
+    """PSS (kB) of one /proc/<pid>/smaps_rollup text: `total` and its parts `anon` (the heap: where a
+    leak shows), `file` (mapped files the kernel may drop) and `shmem` (shared memory, e.g.
+    PostgreSQL's shared_buffers as they are first touched); a missing field counts 0."""
+    out = {"total": 0, **{part: 0 for part in PSS_PARTS.values()}}
+    for line in rollup.splitlines():
+        key, _, rest = line.partition(" ")
+        name = "total" if key == "Pss:" else PSS_PARTS.get(key)
+        if name is not None:
+            out[name] = int(rest.split()[0])
+    return out
+
+
+def _pss_kb(pid: int) -> dict[str, int]:
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        return pss_kb(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    except (OSError, ValueError, IndexError):
+        return pss_kb("")
 
 
 def _du_mb(path: Path) -> float | None:
@@ -300,6 +316,8 @@ class Samples:
     t: list[float] = field(default_factory=list)
     week: list[int] = field(default_factory=list)
     pss: dict[str, list[tuple[float, int, float]]] = field(default_factory=lambda: defaultdict(list))
+    pss_parts: dict[str, dict[str, list[tuple[int, float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     cpu_pct: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     supervisors: list[int] = field(default_factory=list)
     zombies: list[int] = field(default_factory=list)
@@ -337,7 +355,12 @@ class Sampler(threading.Thread):
         s.week.append(self.week_index)
         for name, pid in programs.items():
             procs = _tree(pid)
-            s.pss[name].append((now - self.started, self.week_index, sum(_pss_kb(p.pid) for p in procs) / 1024))
+            parts = Counter()
+            for p in procs:
+                parts.update(_pss_kb(p.pid))
+            s.pss[name].append((now - self.started, self.week_index, parts["total"] / 1024))
+            for part in PSS_PARTS.values():
+                s.pss_parts[name][part].append((self.week_index, parts[part] / 1024))
             cpu = 0.0
             for p in procs:
                 try:
@@ -454,6 +477,21 @@ def gc_now(cfg: Any) -> None:
     from stack import health
 
     health.supervisor(cfg).supervisor.signalProcess("mlflow-gc", "USR1")
+
+
+def head_series(cfg: Any, start: float, end: float) -> dict[str, float | None]:
+    """Prometheus' own head series (prometheus_tsdb_head_series) at the start, at the end and at
+    most over [start, end]: series churn (a label per run or version) is what would grow its memory
+    for good; samples of stable series are cut into blocks every two hours of wall time."""
+    import requests
+
+    resp = requests.get(f"{cfg.prometheus_url}/api/v1/query_range", timeout=60, params={
+        "query": "max(prometheus_tsdb_head_series)", "start": start, "end": end, "step": 15})
+    resp.raise_for_status()
+    result = resp.json()["data"]["result"]
+    values = [float(v) for _, v in result[0]["values"]] if result else []
+    return {"start": values[0] if values else None, "end": values[-1] if values else None,
+            "max": max(values, default=None)}
 
 
 def alerts_fired(cfg: Any, start: float, end: float) -> dict[str, int]:
@@ -727,6 +765,7 @@ def main() -> int:
         wall = time.monotonic() - wall0
         sampler.stop()
         fired = alerts_fired(cfg, t_start, time.time())
+        prometheus_series = head_series(cfg, t_start, time.time())
         driver: Driver = done["driver"]
         s = sampler.samples
         pss = {name: [(w, v) for _, w, v in values] for name, values in s.pss.items()}
@@ -747,11 +786,19 @@ def main() -> int:
                    "stack_up_s": round(up_s, 1),
                    "retention": done["maintenance"],
                    "prediction_log": prediction_log_summary(done["partitions"], cfg.env),
+                   "pss_parts_mb": {name: {part: quarter_medians(values, args.weeks)
+                                           for part, values in sorted(parts.items())}
+                                    for name, parts in sorted(s.pss_parts.items())},
+                   "prometheus_head_series": prometheus_series,
                    "samples": len(s.t), "sample_errors": dict(sampler.errors)})
     shutil.rmtree(clock_dir, ignore_errors=True)
     out = Path(args.out)
     result["plot"] = str(plot(s, out))
     (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "soak_samples.json").write_text(json.dumps({
+        "t_s": s.t, "week_index": s.week,
+        "pss_mb": {name: [round(v, 1) for _, _, v in values] for name, values in s.pss.items()},
+        "disk_mb": {kind: [[round(t, 1), round(v, 1)] for t, v in values] for kind, values in s.disk.items()}}) + "\n")
     print(json.dumps(result))
     return 0
 

@@ -4,6 +4,7 @@ episodes and their classification, compressed retentions, and the JSON's shape."
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -136,3 +137,17 @@ def test_json_shape(soak) -> None:
     assert set(result["task_latency_s"]) == {"first_quarter", "last_quarter"}
     assert result["alerts_fired"] == [{"name": "MlDriftDetected", "count": 1, "justified": True}]
     assert result["wall_s"] == 123.5 and result["stack_up_s"] == 60.0
+
+
+def test_pss_is_split_into_heap_mapped_files_and_shared_memory(soak) -> None:
+    rollup = ("562740f0a000-7ffc0c0af000 ---p 00000000 00:00 0 [rollup]\n"
+              "Rss:                1620 kB\nPss:                 208 kB\nPss_Dirty:           116 kB\n"
+              "Pss_Anon:            116 kB\nPss_File:             92 kB\nPss_Shmem:             0 kB\n"
+              "SwapPss:               7 kB\n")
+    assert soak.pss_kb(rollup) == {"total": 208, "anon": 116, "file": 92, "shmem": 0}
+    # An older kernel without the parts: the total alone, the parts 0 (never another line's value).
+    assert soak.pss_kb("Rss: 10 kB\nPss: 9 kB\nPss_Dirty: 4 kB\n") == {"total": 9, "anon": 0, "file": 0, "shmem": 0}
+    assert soak.pss_kb("") == {"total": 0, "anon": 0, "file": 0, "shmem": 0}
+    # This machine's own process, read the way the sampler reads it: the parts add up to the total.
+    parts = soak._pss_kb(os.getpid())
+    assert parts["total"] > 0 and abs(parts["anon"] + parts["file"] + parts["shmem"] - parts["total"]) <= 3
