@@ -52,9 +52,11 @@ from the task_instance table), `alerts_fired` (name, count, justified), `zombies
 `stack_up_s`, `retention` (what the maintenance runs were given), `prediction_log` (its partitions
 per replayed week, the retention, the oldest kept at the end), `pss_parts_mb` (the same medians of
 each component's PSS split into anon, file and shmem: a leak grows anon, a cache filling to its
-configured size grows shmem or file), `prometheus_head_series` (start, end, max). Writes `soak.png`
+configured size grows shmem or file; and `root_process`, the program's own process without its
+children, e.g. a Celery worker's main process without its pool), `prometheus_head_series` (start, end, max). Writes `soak.png`
 (memory per component and disk per kind over the replay), `soak.json` and `soak_samples.json` (every
-sample: seconds, week index, PSS per component, disk per kind) into --out.
+sample: seconds, week index, PSS per component and of its root process, processes per component,
+disk per kind) into --out.
 
 Run: MLOPS_BENCH_PORT_OFFSET=<n> .venv/bin/python benchmarks/soak.py [--weeks 52] [--out benchmarks/out]
 """
@@ -318,6 +320,7 @@ class Samples:
     pss: dict[str, list[tuple[float, int, float]]] = field(default_factory=lambda: defaultdict(list))
     pss_parts: dict[str, dict[str, list[tuple[int, float]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    processes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     cpu_pct: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     supervisors: list[int] = field(default_factory=list)
     zombies: list[int] = field(default_factory=list)
@@ -355,12 +358,16 @@ class Sampler(threading.Thread):
         s.week.append(self.week_index)
         for name, pid in programs.items():
             procs = _tree(pid)
-            parts = Counter()
+            parts, root_kb = Counter(), 0
             for p in procs:
-                parts.update(_pss_kb(p.pid))
+                kb = _pss_kb(p.pid)
+                parts.update(kb)
+                root_kb = kb["total"] if p.pid == pid else root_kb
             s.pss[name].append((now - self.started, self.week_index, parts["total"] / 1024))
             for part in PSS_PARTS.values():
                 s.pss_parts[name][part].append((self.week_index, parts[part] / 1024))
+            s.pss_parts[name]["root_process"].append((self.week_index, root_kb / 1024))
+            s.processes[name].append(len(procs))
             cpu = 0.0
             for p in procs:
                 try:
@@ -798,6 +805,9 @@ def main() -> int:
     (out / "soak_samples.json").write_text(json.dumps({
         "t_s": s.t, "week_index": s.week,
         "pss_mb": {name: [round(v, 1) for _, _, v in values] for name, values in s.pss.items()},
+        "root_process_pss_mb": {name: [round(v, 1) for _, v in parts["root_process"]]
+                                for name, parts in s.pss_parts.items()},
+        "processes": dict(s.processes),
         "disk_mb": {kind: [[round(t, 1), round(v, 1)] for t, v in values] for kind, values in s.disk.items()}}) + "\n")
     print(json.dumps(result))
     return 0

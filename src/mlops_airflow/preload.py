@@ -25,7 +25,12 @@ its ``pthread_atfork`` handlers; pyarrow's jemalloc background thread is switche
 only the broker password, and a task gets everything else through the Execution API.
 
 ``gc.freeze()`` at the end moves every object imported so far out of the collector's reach, so
-the pool and task processes do not touch (and copy) the shared pages when they collect.
+the pool and task processes do not touch (and copy) the shared pages when they collect. The main
+process goes on allocating after that (Celery's consumer, Airflow's executor state) and forks a new
+pool process whenever one is replaced (``worker_max_tasks_per_child``): ``freeze_before_fork``
+collects and freezes again just before each such fork, so a new pool process does not copy the
+main process' later heap either (a year's soak measured new pool processes at 100-200 MiB of
+private memory each without it, against 55-90 MiB for those forked at start).
 """
 
 from __future__ import annotations
@@ -247,7 +252,18 @@ def preload(groups: tuple[str, ...]) -> list[str]:
     preload_seconds = time.perf_counter() - started
     modules_at_preload = frozenset(sys.modules)
     gc.freeze()
+    os.register_at_fork(before=freeze_before_fork)
     return modules
+
+
+def freeze_before_fork() -> None:
+    """Before a fork of the preloading (main) process: collect, then freeze what is left, so the
+    new pool process' collections leave the main process' pages shared. Only there: a pool process
+    forks a task process per task, and what it froze would never be collected (the few cycles
+    still alive at a main-process fork are all the main process keeps for good)."""
+    if os.getpid() == preload_pid:
+        gc.collect()
+        gc.freeze()
 
 
 def imported_since_preload() -> list[str]:

@@ -144,3 +144,45 @@ def test_every_forked_process_gets_its_own_evidently_loop() -> None:
     assert result["child"][0] != result["parent"][0]
     assert result["child"][1] != result["parent"][1]  # its own self-pipe (and epoll instance)
     assert result["child"][2] is False and result["parent_closed"] is False
+
+
+@pytest.mark.parametrize("hook", [True, False])
+def test_a_pool_process_forked_later_collects_without_copying_the_main_process_heap(hook: bool) -> None:
+    # The main process preloads, then allocates (as Celery's consumer does for months), then forks
+    # a pool process (a replacement after worker_max_tasks_per_child), which collects. With the
+    # before-fork freeze the collection leaves the pages shared; without it (the control: the hook
+    # sees another pid) it copies them. A pool process' own fork (its task process) freezes nothing.
+    result = _python(f"""
+        import gc, json, os
+        from mlops_airflow import preload
+        preload.preload(())
+        later = [[i] for i in range(400_000)]  # lists: tracked by the collector
+        if not {hook}:
+            preload.preload_pid = -1
+        def private_dirty_mib():
+            for line in open("/proc/self/smaps_rollup"):
+                if line.startswith("Private_Dirty:"):
+                    return int(line.split()[1]) / 1024
+        read, write = os.pipe()
+        pool = os.fork()
+        if pool == 0:
+            before = private_dirty_mib()
+            gc.collect()
+            copied = private_dirty_mib() - before
+            frozen = gc.get_freeze_count()
+            own = [{{"j": j}} for j in range(1000)]
+            task = os.fork()
+            if task == 0:
+                os._exit(0)
+            os.waitpid(task, 0)
+            os.write(write, json.dumps({{"copied_mib": copied, "frozen": frozen,
+                                         "frozen_after_task_fork": gc.get_freeze_count()}}).encode())
+            os._exit(0)
+        os.waitpid(pool, 0)
+        print("RESULT " + os.read(read, 4096).decode())
+        """)
+    assert result["frozen_after_task_fork"] == result["frozen"], result
+    if hook:
+        assert result["frozen"] >= 400_000 and result["copied_mib"] < 8, result
+    else:
+        assert result["frozen"] < 400_000 and result["copied_mib"] > 20, result
