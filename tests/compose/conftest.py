@@ -115,9 +115,8 @@ def compose_stack(phases: Phases) -> ComposeStack:
                 if stack.env:
                     # Nothing to keep: kill, then remove containers, networks and volumes.
                     stack.compose("kill", check=False, log="down.log")
-                    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False,
-                                  log="down.log")
-                    left = stack.leftovers()
+                    left = _down_until_gone(stack)
+                    down_log = (root / "down.log").read_text(errors="replace")[-4000:]
         finally:
             release_ports(stack.reserved_ports)
             if engine.started:
@@ -131,7 +130,22 @@ def compose_stack(phases: Phases) -> ComposeStack:
                         engine_mod.stop_private()
             shutil.rmtree(root, ignore_errors=True)
         if stack.env:
-            assert not any(left.values()), f"left behind by {PROJECT}: {left}"
+            assert not any(left.values()), f"left behind by {PROJECT}: {left}\ndown.log:\n{down_log}"
+
+
+def _down_until_gone(stack: ComposeStack) -> dict[str, list[str]]:
+    """`down --volumes` until nothing of the project is left, at most three times: right after a
+    kill the engine may still be releasing a container's network endpoint (one CI run's single
+    `down` left the network and every volume). What is left after the third comes back."""
+    from tenacity import retry, retry_if_result, stop_after_attempt, wait_fixed
+
+    @retry(retry=retry_if_result(lambda left: any(left.values())), stop=stop_after_attempt(3), wait=wait_fixed(3),
+           retry_error_callback=lambda state: state.outcome.result())
+    def down() -> dict[str, list[str]]:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False, log="down.log")
+        return stack.leftovers()
+
+    return down()
 
 
 def _set_images(stack: ComposeStack, chosen: dict[str, str]) -> None:
